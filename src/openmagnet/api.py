@@ -1,0 +1,251 @@
+"""MAGNeT: the user-facing model, with the seed's API (audiocraft models/magnet.py + genmodel.py).
+
+    model = MAGNeT.get_pretrained('facebook/magnet-small-10secs')
+    model.set_generation_params(decoding_steps=[20, 10, 10, 10], span_arrangement='stride1')
+    wav = model.generate(['happy rock'])            # [B, 1, samples] float32 at model.sample_rate
+
+Generation always uses classifier-free guidance: the batch is doubled into conditional rows and
+null rows (zero condition), as in the reference, also for unconditional generation.
+"""
+from __future__ import annotations
+
+import os
+import typing as tp
+
+import torch
+
+from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package, load_package, resolve_file
+from .conditioners import check_descriptions
+from .config import GenerationParams, LMConfig, TextConfig
+from .decoding import generate_tokens
+from .lm import MagnetLM
+
+PathLike = tp.Union[str, os.PathLike]
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU and MPS; on CUDA bfloat16 where supported (fp16 otherwise)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
+    """logits_fn for decoding: runs the [conditional; null] batch and mixes the stage's logits
+    as uncond + (cond - uncond) * coef, in float32. The cross-attention keys/values of the text
+    never change during a generation, so they are computed once here."""
+    cross_kv = lm.cross_kv(cond)
+
+    def logits_fn(codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
+        logits = lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, cross_kv).float()
+        cond_logits, uncond_logits = logits.split(batch_size, dim=0)
+        return uncond_logits + (cond_logits - uncond_logits) * coef
+
+    return logits_fn
+
+
+def _print_progress(step: int, total: int) -> None:
+    print(f"{step: 6d} / {total: 6d}", end="\r", flush=True)
+
+
+class MAGNeT:
+    """A MAGNeT LM, its text encoder and its codec. Build it with `MAGNeT.get_pretrained`."""
+
+    def __init__(self, name: str, lm: MagnetLM, text: TextConfig, compression_model: tp.Any):
+        self.name = name
+        self.lm = lm
+        self.text_config = text
+        self.compression_model = compression_model
+        self.max_duration: float = lm.cfg.segment_duration
+        self.duration: float = self.max_duration
+        self._conditioner = None
+        self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
+        self.params = GenerationParams()
+
+    # -------------------------------------------------------------------------------- loading
+    @staticmethod
+    def get_pretrained(name: PathLike = "facebook/magnet-small-10secs", device: tp.Optional[tp.Union[str, torch.device]] = None,
+                       dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None) -> "MAGNeT":
+        """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
+        `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
+        from the same directory unless `codec` names another file, directory or hub id).
+
+        device: None picks cuda, then mps, then cpu. dtype: the LM's weight dtype (None: float32 on
+        CPU/MPS, bfloat16 on CUDA); the text encoder and the codec always run in float32."""
+        device = torch.device(device) if device is not None else default_device()
+        dtype = _parse_dtype(dtype) if dtype is not None else default_dtype(device)
+        lm_path = resolve_file(name, LM_FILE)
+        codec_source = codec if codec is not None else (lm_path.parent if _is_file(name) else name)
+        codec_path = resolve_file(codec_source, CODEC_FILE)
+        lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, dtype)
+        compression_model = codec_from_package(load_package(codec_path), str(codec_path), device)
+        if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
+            raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
+                             f"{lm.cfg.frame_rate} Hz")
+        return MAGNeT(str(name), lm, text_cfg, compression_model)
+
+    @property
+    def conditioner(self):
+        """The T5 conditioner, loaded on first use (the only part that needs transformers)."""
+        if self._conditioner is None:
+            from .conditioners import T5Conditioner
+
+            self._conditioner = T5Conditioner(self.text_config.name, self.lm.condition_provider.output_proj,
+                                              device=self.device)
+        return self._conditioner
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    @property
+    def cfg(self) -> LMConfig:
+        return self.lm.cfg
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.compression_model.frame_rate)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.compression_model.sample_rate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.compression_model.channels)
+
+    @property
+    def generation_params(self) -> dict:
+        """The current settings, under the reference's names (temperature is stored as 'temp')."""
+        p = self.params
+        return dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                    max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
+                    decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
+
+    # -------------------------------------------------------------------------------- settings
+    def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,
+                              temperature: float = 3.0, max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
+                              decoding_steps: tp.Sequence[int] = (20, 10, 10, 10),
+                              span_arrangement: str = "nonoverlap") -> None:
+        """Same names and defaults as audiocraft. The demos use span_arrangement='stride1', and
+        decoding_steps=[60, 10, 10, 10] for the 30-second models."""
+        if isinstance(decoding_steps, tp.Sequence) and not isinstance(decoding_steps, str):
+            decoding_steps = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in decoding_steps)
+        self.params = GenerationParams(use_sampling=bool(use_sampling), top_k=int(top_k), top_p=top_p,
+                                       temperature=temperature, max_cfg_coef=max_cfg_coef,
+                                       min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
+                                       span_arrangement=span_arrangement)
+
+    def set_custom_progress_callback(self, progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None):
+        """`callback(step, total)` after every decoding step, when generating with progress=True."""
+        self._progress_callback = progress_callback
+
+    # ------------------------------------------------------------------------------ generation
+    def generate(self, descriptions: tp.List[tp.Optional[str]], progress: bool = False,
+                 return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None):
+        """Audio [B, 1, samples] for B text descriptions (and the tokens [B, K, T] if asked)."""
+        descriptions = check_descriptions(descriptions)
+        tokens = self._generate_tokens(descriptions, None, progress, generator)
+        return self._finish(tokens, return_tokens)
+
+    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
+                               generator: tp.Optional[torch.Generator] = None):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        tokens = self._generate_tokens([None] * num_samples, None, progress, generator)
+        return self._finish(tokens, return_tokens)
+
+    def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
+                              descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None,
+                              progress: bool = False, return_tokens: bool = False,
+                              generator: tp.Optional[torch.Generator] = None):
+        """Continue prompt audio [C, T] or [B, C, T] (resampled and down-mixed to the model's
+        format, as the reference does), optionally guided by descriptions."""
+        prompt = self._prepare_prompt(prompt, prompt_sample_rate)
+        if descriptions is None:
+            descriptions = [None] * prompt.shape[0]
+        descriptions = check_descriptions(descriptions)
+        if len(descriptions) != prompt.shape[0]:
+            raise ValueError(f"got {len(descriptions)} descriptions for {prompt.shape[0]} prompts: "
+                             f"pass one description (or None) per prompt")
+        with torch.inference_mode():
+            prompt_tokens = self.compression_model.encode(prompt)
+        if isinstance(prompt_tokens, tuple):
+            prompt_tokens = prompt_tokens[0]
+        tokens = self._generate_tokens(descriptions, prompt_tokens, progress, generator)
+        return self._finish(tokens, return_tokens)
+
+    def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Decode tokens [B, K, T] into audio [B, C, T * hop]."""
+        with torch.inference_mode():
+            return self.compression_model.decode(tokens).float()
+
+    # -------------------------------------------------------------------------------- internals
+    def _prepare_prompt(self, prompt: tp.Any, prompt_sample_rate: tp.Any) -> torch.Tensor:
+        from .audio import convert_audio
+
+        if not isinstance(prompt, torch.Tensor):
+            raise TypeError(f"prompt must be a torch.Tensor shaped [C, T] or [B, C, T], got {type(prompt).__name__}")
+        if prompt.dim() == 2:
+            prompt = prompt[None]
+        if prompt.dim() != 3:
+            raise ValueError(f"prompt must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
+        if not prompt.is_floating_point():
+            raise TypeError(f"prompt must be floating point audio, got dtype {prompt.dtype}")
+        if isinstance(prompt_sample_rate, bool) or not isinstance(prompt_sample_rate, (int, float)) or prompt_sample_rate <= 0:
+            raise ValueError(f"prompt_sample_rate must be a positive number of Hz, got {prompt_sample_rate!r}")
+        limit = self.duration
+        seconds = prompt.shape[-1] / prompt_sample_rate
+        if seconds * self.frame_rate >= int(limit * self.frame_rate):
+            raise ValueError(f"the prompt is {seconds:.2f} s long but this model generates {limit:g} s: "
+                             f"trim the prompt to less than {limit:g} s")
+        prompt = convert_audio(prompt.float(), prompt_sample_rate, self.sample_rate, self.audio_channels)
+        return prompt.to(self.device)
+
+    def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
+                         progress: bool, generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+        seq_len = int(self.duration * self.frame_rate)
+        if prompt_tokens is not None and prompt_tokens.shape[-1] >= seq_len:
+            raise ValueError(f"the prompt encodes to {prompt_tokens.shape[-1]} frames but the model generates "
+                             f"{seq_len}: use a shorter prompt")
+        callback = None
+        if progress:
+            callback = self._progress_callback or _print_progress
+        with torch.inference_mode():
+            cond = self.conditioner.cfg_condition(descriptions)
+            logits_fn = guided_logits_fn(self.lm, cond, len(descriptions))
+            return generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
+                                   span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
+                                   generator=generator, callback=callback)
+
+    def _finish(self, tokens: torch.Tensor, return_tokens: bool):
+        audio = self.generate_audio(tokens)
+        return (audio, tokens) if return_tokens else audio
+
+
+def _is_file(name: PathLike) -> bool:
+    return os.path.isfile(os.path.expanduser(str(name)))
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+           "half": torch.float16}
+
+
+def _parse_dtype(dtype: tp.Union[str, torch.dtype]) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype!r}")

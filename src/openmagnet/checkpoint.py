@@ -1,0 +1,199 @@
+"""Finding, reading and strictly loading audiocraft MAGNeT checkpoints (SPEC §7).
+
+A model is two files, `state_dict.bin` (LM: fp16 `best_state` + `xp.cfg` YAML) and
+`compression_state_dict.bin` (codec: `best_state` + `xp.cfg`, or a `{'pretrained': name}` pointer).
+`resolve_file` finds them from a hub id (downloaded into the standard Hugging Face cache), a local
+directory, or an explicit file. Files are read with `torch.load(weights_only=True)` only.
+
+Loading is strict: every tensor of the checkpoint must land in a parameter and every parameter
+must come from the checkpoint, with matching shapes; otherwise one error lists all offenders.
+Models are built on the meta device and the checkpoint tensors are assigned (cast to the chosen
+dtype on the way), so a fp16 file never costs more than one full-precision copy of the weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import typing as tp
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import CodecConfig, LMConfig, TextConfig, codec_config_from_xp, lm_config_from_xp, text_config_from_xp
+
+logger = logging.getLogger(__name__)
+LM_FILE = "state_dict.bin"
+CODEC_FILE = "compression_state_dict.bin"
+TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read or loaded; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding files
+# ------------------------------------------------------------------------------------------------
+def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Path:
+    """A checkpoint file from a file path, a directory holding `filename`, or a hub repo id."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        candidate = path / filename
+        if not candidate.is_file():
+            raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds "
+                                  f"{LM_FILE} and {CODEC_FILE}")
+        return candidate
+    name = str(name_or_path)
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith((".bin", ".pt")):
+        raise CheckpointError(f"{name}: no such file or directory")
+    return _hub_download(name, filename)
+
+
+def _hub_download(repo_id: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download  # imported on first download only
+
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+    except Exception as exc:  # the hub raises many types: offline, missing repo, network, auth
+        kind = type(exc).__name__
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{kind}: {_first_line(exc)}"
+        raise CheckpointError(
+            f"cannot get {filename} of {repo_id!r} from the Hugging Face hub ({why}). "
+            f"Download it on a machine with network access, or pass a local directory that holds "
+            f"{LM_FILE} and {CODEC_FILE}: MAGNeT.get_pretrained('/path/to/dir')") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading files
+# ------------------------------------------------------------------------------------------------
+def load_package(path: tp.Union[str, os.PathLike]) -> dict:
+    """torch.load(weights_only=True) a checkpoint dict; corrupt or truncated files get a clear error."""
+    path = Path(path)
+    try:
+        pkg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read this checkpoint, it is truncated or corrupt "
+                              f"({type(exc).__name__}: {_first_line(exc)}); delete it and download it again") from None
+    if not isinstance(pkg, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(pkg).__name__}")
+    return pkg
+
+
+def parse_xp_cfg(text: tp.Any, source: str) -> dict:
+    """audiocraft's `xp.cfg` YAML. OmegaConf interpolations (`${...}`) stay plain strings: only the
+    plain values that openmagnet needs are read from it."""
+    import yaml
+
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        raise CheckpointError(f"{source}: 'xp.cfg' is a {type(text).__name__}, expected a YAML string")
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{source}: 'xp.cfg' is not valid YAML ({_first_line(exc)})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: 'xp.cfg' does not hold a mapping")
+    return cfg
+
+
+def _package_part(pkg: dict, key: str, source: str) -> tp.Any:
+    if key not in pkg:
+        raise CheckpointError(f"{source}: no {key!r} entry (keys: {', '.join(map(str, pkg))}); "
+                              f"is this an audiocraft-exported MAGNeT file?")
+    return pkg[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Strict loading
+# ------------------------------------------------------------------------------------------------
+def check_state_dict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        problems.append("missing: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected: " + ", ".join(unexpected))
+    for k in sorted(set(expected) & set(state)):
+        if not isinstance(state[k], torch.Tensor):
+            problems.append(f"{k} is a {type(state[k]).__name__}, not a tensor")
+        elif tuple(state[k].shape) != expected[k]:
+            problems.append(f"{k} has shape {list(state[k].shape)}, expected {list(expected[k])}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+
+
+def load_strict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source: str,
+                device: torch.device, dtype: tp.Optional[torch.dtype]) -> nn.Module:
+    """Assign checkpoint tensors to a (meta-device) module, casting floating tensors to `dtype`.
+    Each tensor is converted once and the converted copy is what the module keeps."""
+    check_state_dict(module, state, source)
+    converted = {}
+    for k, v in state.items():
+        target = dtype if (dtype is not None and v.is_floating_point()) else v.dtype
+        converted[k] = v.to(device=device, dtype=target)
+    module.load_state_dict(converted, strict=True, assign=True)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------
+# Building the models
+# ------------------------------------------------------------------------------------------------
+def lm_from_package(pkg: dict, source: str, device: torch.device, dtype: torch.dtype):
+    """(MagnetLM, LMConfig, TextConfig) from a loaded `state_dict.bin`."""
+    from .lm import MagnetLM
+
+    state = _package_part(pkg, "best_state", source)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a raw solver checkpoint rather than an export
+    if not isinstance(state, dict) or TEXT_PROJ_KEY not in state:
+        raise CheckpointError(f"{source}: 'best_state' has no {TEXT_PROJ_KEY}; not a MAGNeT LM checkpoint")
+    xp = parse_xp_cfg(_package_part(pkg, "xp.cfg", source), source)
+    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
+    try:
+        lm_cfg = lm_config_from_xp(xp, text_dim=text_dim)
+        text_cfg = text_config_from_xp(xp, text_dim=text_dim)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    with torch.device("meta"):
+        lm = MagnetLM(lm_cfg)
+    load_strict(lm, state, source, device, dtype)
+    return lm.eval().requires_grad_(False), lm_cfg, text_cfg
+
+
+def codec_from_package(pkg: dict, source: str, device: torch.device):
+    """The codec from a loaded `compression_state_dict.bin`: the full audiocraft EnCodec, or the
+    `{'pretrained': name}` pointer resolved through transformers' EncodecModel. Always float32."""
+    if "pretrained" in pkg:
+        from .codec.hf import HFEncodec
+
+        return HFEncodec.from_pretrained(str(pkg["pretrained"]), device=device)
+    from .codec.encodec import EncodecModel
+
+    state = _package_part(pkg, "best_state", source)
+    xp = parse_xp_cfg(_package_part(pkg, "xp.cfg", source), source)
+    try:
+        cfg: CodecConfig = codec_config_from_xp(xp)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    with torch.device("meta"):
+        codec = EncodecModel(cfg)
+    load_strict(codec, state, source, device, torch.float32)
+    return codec.eval().requires_grad_(False)
+
+
+__all__ = ["CheckpointError", "resolve_file", "load_package", "parse_xp_cfg", "check_state_dict",
+           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
+           "LMConfig", "TextConfig"]

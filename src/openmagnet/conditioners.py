@@ -1,0 +1,84 @@
+"""T5 text conditioning with classifier-free guidance (SPEC §2.5, §5; audiocraft T5Conditioner).
+
+The T5 tokenizer and encoder come from transformers, resolved by hub name (`t5-base`, `t5-large`,
+or a local directory) through the standard Hugging Face cache, so HF_HOME / HF_HUB_CACHE /
+HF_HUB_OFFLINE behave as everywhere else. They always run in float32. Their weights are not part
+of a MAGNeT checkpoint; the trainable projection d_t5 -> D is, and lives in the LM
+(`MagnetLM.condition_provider`).
+
+For guidance, conditional and null descriptions are tokenised *together* (padded to the longest
+text of the 2B batch) and encoded in one call. Null rows (None or "") get an all-zero attention
+mask, so after `embeds * mask` they are exact zeros. Padded positions are zero vectors that still
+take part in the cross-attention softmax (there is no key-padding mask), so a row's output depends
+on the batch composition (pitfall 7): reproducing the joint padding is what makes parity exact.
+"""
+from __future__ import annotations
+
+import typing as tp
+
+import torch
+import torch.nn as nn
+
+Descriptions = tp.Sequence[tp.Optional[str]]
+
+
+def check_descriptions(descriptions: tp.Any) -> tp.List[tp.Optional[str]]:
+    """Validate a user's description list: a non-empty list of strings or None."""
+    if isinstance(descriptions, str):
+        raise TypeError(f"descriptions must be a list of strings, got a single string; "
+                        f"wrap it in a list: [{descriptions!r}]")
+    if not isinstance(descriptions, (list, tuple)):
+        raise TypeError(f"descriptions must be a list of strings (or None), got {type(descriptions).__name__}")
+    if len(descriptions) == 0:
+        raise ValueError("descriptions is empty: pass at least one text prompt, e.g. ['happy rock'], "
+                         "or use generate_unconditional(num_samples)")
+    for i, d in enumerate(descriptions):
+        if d is not None and not isinstance(d, str):
+            raise TypeError(f"descriptions[{i}] must be a string or None, got {type(d).__name__} ({d!r})")
+    return list(descriptions)
+
+
+class T5Conditioner:
+    """Tokenizes and encodes descriptions with a frozen T5 encoder, then projects them.
+
+    Not an nn.Module on purpose: nothing here belongs in the MAGNeT state dict except the
+    projection, which is passed in (`projection`, the LM's `output_proj`).
+    """
+
+    def __init__(self, name: str, projection: nn.Linear, device: tp.Union[str, torch.device] = "cpu"):
+        from transformers import T5EncoderModel, T5Tokenizer  # heavy: imported on first use only
+
+        self.name = name
+        self.projection = projection
+        self.device = torch.device(device)
+        self.tokenizer = T5Tokenizer.from_pretrained(name)
+        t5 = T5EncoderModel.from_pretrained(name)
+        self.t5 = t5.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
+        if self.t5.config.d_model != projection.in_features:
+            raise ValueError(f"text encoder {name!r} has width {self.t5.config.d_model} but the checkpoint's "
+                             f"text projection expects {projection.in_features}")
+
+    def tokenize(self, descriptions: Descriptions) -> tp.Dict[str, torch.Tensor]:
+        """input_ids / attention_mask [N, S], padded to the longest entry; empty rows fully masked."""
+        entries = ["" if d is None else d for d in descriptions]
+        inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        empty = [i for i, e in enumerate(entries) if e == ""]
+        if empty:
+            inputs["attention_mask"][empty, :] = 0
+        return inputs
+
+    @torch.no_grad()
+    def encode(self, inputs: tp.Dict[str, torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """(embeds [N, S, D] with masked rows exactly zero, mask [N, S])."""
+        mask = inputs["attention_mask"]
+        hidden = self.t5(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        weight = self.projection.weight
+        embeds = self.projection(hidden.to(device=weight.device, dtype=weight.dtype))
+        return embeds * mask.to(weight.device).unsqueeze(-1), mask
+
+    def cfg_condition(self, descriptions: Descriptions) -> torch.Tensor:
+        """Condition for guided generation: [2B, S, D], the B conditional rows then B null rows."""
+        batch = list(descriptions) + [None] * len(descriptions)
+        embeds, _ = self.encode(self.tokenize(batch))
+        return embeds

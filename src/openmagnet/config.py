@@ -1,0 +1,244 @@
+"""Typed configuration of every MAGNeT component, and the one reader of audiocraft's `xp.cfg`.
+
+Each component takes one frozen dataclass. `lm_config_from_xp`, `text_config_from_xp` and
+`codec_config_from_xp` are the only code that reads audiocraft's experiment config (a YAML string
+stored in `state_dict.bin` / `compression_state_dict.bin`, SPEC §7); nothing else in the package
+looks at audiocraft's dictionaries. Standard library only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as tp
+
+MASK_SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    """The MAGNeT transformer (SPEC §2). Sizes of the released models are in `LM_PRESETS`."""
+
+    dim: int = 1024
+    num_heads: int = 16
+    num_layers: int = 24
+    hidden_scale: int = 4          # FFN width = hidden_scale * dim
+    n_q: int = 4                   # codebooks
+    card: int = 2048               # codebook size; id `card` is the mask token
+    text_dim: int = 768            # width of the text encoder feeding the cross-attention projection
+    subcodes_context: int = 5      # restricted self-attention window |i - j| <= 5 for codebooks >= 1
+    span_len: int = 3
+    frame_rate: int = 50
+    segment_duration: float = 10.0  # seconds; fixes the generated length
+    max_period: float = 10_000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def mask_id(self) -> int:
+        return self.card
+
+    @property
+    def seq_len(self) -> int:
+        """Frames generated: segment_duration * frame_rate (500 for 10 s, 1500 for 30 s)."""
+        return int(self.segment_duration * self.frame_rate)
+
+
+LM_PRESETS: tp.Dict[str, tp.Dict[str, int]] = {
+    "small": dict(dim=1024, num_heads=16, num_layers=24),
+    "medium": dict(dim=1536, num_heads=24, num_layers=48),
+    "large": dict(dim=2048, num_heads=32, num_layers=48),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """The frozen T5 text encoder (SPEC §5). Its weights are not in the MAGNeT checkpoint."""
+
+    name: str = "t5-base"          # hub id or local directory of the T5 model and tokenizer
+    dim: int = 768                 # d_model of that encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    """audiocraft's EnCodec: SEANet encoder/decoder + residual VQ (SPEC §6)."""
+
+    sample_rate: int = 32000
+    channels: int = 1
+    dimension: int = 128
+    n_filters: int = 64
+    n_residual_layers: int = 1
+    ratios: tp.Tuple[int, ...] = (8, 5, 4, 4)
+    activation_alpha: float = 1.0  # ELU
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    pad_mode: str = "constant"
+    true_skip: bool = True
+    compress: int = 2
+    lstm: int = 2
+    n_q: int = 4
+    bins: int = 2048
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationParams:
+    """What `MAGNeT.set_generation_params` stores (SPEC §1.2); validated on construction."""
+
+    use_sampling: bool = True
+    top_k: int = 0
+    top_p: float = 0.9
+    temperature: float = 3.0
+    max_cfg_coef: float = 10.0
+    min_cfg_coef: float = 1.0
+    decoding_steps: tp.Tuple[int, ...] = (20, 10, 10, 10)
+    span_arrangement: str = "nonoverlap"
+
+    def __post_init__(self):
+        steps = self.decoding_steps
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, tp.Sequence) or len(steps) != 4 \
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in steps):
+            raise ValueError(f"decoding_steps must be 4 positive integers (one per codebook), "
+                             f"e.g. [20, 10, 10, 10]; got {steps!r}")
+        object.__setattr__(self, "decoding_steps", tuple(int(s) for s in steps))
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in [0, 1] (0 disables nucleus sampling); got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables top-k sampling); got {self.top_k}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0; got {self.temperature}")
+        if self.span_arrangement not in MASK_SPAN_ARRANGEMENTS:
+            raise ValueError(f"span_arrangement must be one of {', '.join(MASK_SPAN_ARRANGEMENTS)}; "
+                             f"got {self.span_arrangement!r}")
+        for name in ("max_cfg_coef", "min_cfg_coef", "temperature", "top_p"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number; got {value!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.decoding_steps)
+
+
+# ------------------------------------------------------------------------------------------------
+# audiocraft xp.cfg readers
+# ------------------------------------------------------------------------------------------------
+def _get(cfg: dict, path: str, default: tp.Any = None) -> tp.Any:
+    node: tp.Any = cfg
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _number(value: tp.Any, what: str) -> float:
+    """Accept ints/floats and numeric strings; reject unresolved `${...}` interpolations clearly."""
+    if isinstance(value, bool):
+        raise ValueError(f"xp.cfg: {what} is a boolean, expected a number")
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"xp.cfg: {what} = {value!r} is not a number") from None
+
+
+def lm_config_from_xp(cfg: dict, text_dim: int) -> LMConfig:
+    """Build the LM config from a MAGNeT checkpoint's xp.cfg (as audiocraft's loader patches it:
+    segment_duration from `dataset`, span_len from `masking`, frame rate from the codec)."""
+    lm = _get(cfg, "transformer_lm")
+    if not isinstance(lm, dict):
+        raise ValueError("xp.cfg has no 'transformer_lm' section: this is not a MAGNeT/MusicGen LM checkpoint")
+    kind = cfg.get("lm_model", "transformer_lm_magnet")
+    if kind != "transformer_lm_magnet":
+        raise ValueError(f"xp.cfg says lm_model={kind!r}; openmagnet loads MAGNeT checkpoints "
+                         f"(lm_model=transformer_lm_magnet) only")
+    for flag, expected in (("causal", False), ("norm_first", True), ("bias_ff", False),
+                           ("bias_attn", False), ("positional_embedding", "sin")):
+        got = lm.get(flag, expected)
+        if got != expected:
+            raise ValueError(f"xp.cfg transformer_lm.{flag}={got!r} is not supported (MAGNeT uses {expected!r})")
+    pattern = _get(cfg, "codebooks_pattern.modeling", "parallel")
+    if pattern != "parallel":
+        raise ValueError(f"xp.cfg codebooks_pattern.modeling={pattern!r}: only 'parallel' (MAGNeT) is supported")
+    seg = _get(cfg, "dataset.segment_duration", lm.get("segment_duration", 10))
+    span = _get(cfg, "masking.span_len", lm.get("span_len", 3))
+    return LMConfig(
+        dim=int(_number(lm["dim"], "transformer_lm.dim")),
+        num_heads=int(_number(lm["num_heads"], "transformer_lm.num_heads")),
+        num_layers=int(_number(lm["num_layers"], "transformer_lm.num_layers")),
+        hidden_scale=int(_number(lm.get("hidden_scale", 4), "transformer_lm.hidden_scale")),
+        n_q=int(_number(lm.get("n_q", 4), "transformer_lm.n_q")),
+        card=int(_number(lm.get("card", 2048), "transformer_lm.card")),
+        text_dim=text_dim,
+        subcodes_context=int(_number(lm.get("subcodes_context", 5), "transformer_lm.subcodes_context")),
+        span_len=int(_number(span, "masking.span_len")),
+        segment_duration=float(_number(seg, "dataset.segment_duration")),
+    )
+
+
+def text_config_from_xp(cfg: dict, text_dim: int) -> TextConfig:
+    cond = _get(cfg, "conditioners.description")
+    if not isinstance(cond, dict):
+        raise ValueError("xp.cfg has no 'conditioners.description' section (the text conditioner)")
+    model = cond.get("model", "t5")
+    if model != "t5":
+        raise ValueError(f"xp.cfg conditioners.description.model={model!r}: only T5 text conditioning is supported")
+    name = _get(cond, "t5.name", "t5-base")
+    return TextConfig(name=str(name), dim=text_dim)
+
+
+def codec_config_from_xp(cfg: dict) -> CodecConfig:
+    """Build the codec config from an audiocraft EnCodec checkpoint's xp.cfg."""
+    kind = cfg.get("compression_model", "encodec")
+    if kind != "encodec":
+        raise ValueError(f"compression xp.cfg says compression_model={kind!r}; only 'encodec' is supported")
+    seanet = _get(cfg, "seanet", {}) or {}
+    rvq = _get(cfg, "rvq", {}) or {}
+    enc = _get(cfg, "encodec", {}) or {}
+    if enc.get("causal", False) or seanet.get("causal", False):
+        raise ValueError("causal EnCodec checkpoints are not supported")
+    if enc.get("renormalize", False):
+        raise ValueError("EnCodec checkpoints with renormalize=true are not supported")
+    if seanet.get("norm", "weight_norm") != "weight_norm":
+        raise ValueError(f"EnCodec seanet.norm={seanet.get('norm')!r}: only weight_norm is supported")
+    if seanet.get("activation", "ELU") != "ELU":
+        raise ValueError(f"EnCodec seanet.activation={seanet.get('activation')!r}: only ELU is supported")
+    if int(seanet.get("disable_norm_outer_blocks", 0)) != 0:
+        raise ValueError("EnCodec seanet.disable_norm_outer_blocks != 0 is not supported")
+    sample_rate = int(_number(cfg.get("sample_rate", enc.get("sample_rate", 32000)), "sample_rate"))
+    return CodecConfig(
+        sample_rate=sample_rate,
+        channels=int(cfg.get("channels", seanet.get("channels", 1))),
+        dimension=int(seanet.get("dimension", 128)),
+        n_filters=int(seanet.get("n_filters", 64)),
+        n_residual_layers=int(seanet.get("n_residual_layers", 1)),
+        ratios=tuple(int(r) for r in seanet.get("ratios", (8, 5, 4, 4))),
+        activation_alpha=float((seanet.get("activation_params") or {}).get("alpha", 1.0)),
+        kernel_size=int(seanet.get("kernel_size", 7)),
+        last_kernel_size=int(seanet.get("last_kernel_size", 7)),
+        residual_kernel_size=int(seanet.get("residual_kernel_size", 3)),
+        dilation_base=int(seanet.get("dilation_base", 2)),
+        pad_mode=str(seanet.get("pad_mode", "constant")),
+        true_skip=bool(seanet.get("true_skip", True)),
+        compress=int(seanet.get("compress", 2)),
+        lstm=int(seanet.get("lstm", 2)),
+        n_q=int(rvq.get("n_q", 4)),
+        bins=int(rvq.get("bins", 2048)),
+    )

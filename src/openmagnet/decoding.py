@@ -1,0 +1,180 @@
+"""MAGNeT's iterative masked decoding (SPEC §3; audiocraft MagnetLMModel._generate_stage).
+
+Codebooks are decoded one after the other (stage 0..3). A stage starts fully masked and runs N
+steps; at step i (s = i / (N - 1)):
+    mask rate      p = cos(pi/2 * s)                      -> how many spans / tokens to re-mask
+    CFG coef       c = p * max_cfg + (1 - p) * min_cfg     (annealed with the mask rate)
+    temperature    t = temperature * (N - 1 - i) / N       (linear to 0, floored at 0.01)
+the least confident spans are re-masked, the model predicts every masked token, and confidence
+scores of the tokens just sampled decide what may be re-masked next. Prompt frames (continuation)
+are restored before every forward pass and never re-masked.
+
+Two span arrangements: 'nonoverlap' (fixed 3-frame chunks; T is trimmed to a multiple of 3,
+so 500 frames become 498) and 'stride1' (any 3-frame window, chosen by a binary search over the
+number of spans, one batch item at a time).
+
+The model enters as `logits_fn(codes [B, K, T], stage, cfg_coef) -> guided logits [B, T, N]`, so
+this module never sees the transformer, the text or the batch doubling of guidance.
+
+Exactness: the float32 operations, their order and the tensor shapes of the score/selection steps
+follow the reference, so greedy decoding (argmax, no RNG) reproduces audiocraft's tokens exactly,
+including how `topk` / `argsort` order tied scores.
+"""
+from __future__ import annotations
+
+import math
+import typing as tp
+
+import torch
+
+from .config import GenerationParams
+from .sampling import select_tokens
+
+LogitsFn = tp.Callable[[torch.Tensor, int, float], torch.Tensor]
+ProgressFn = tp.Callable[[int, int], None]
+DONT_REMASK = -1e4  # score of frozen units: never among the least confident
+
+
+def mask_rate(schedule: torch.Tensor, step: int) -> torch.Tensor:
+    """Cosine schedule value (float32 0-d tensor). At the last step it is about -4.4e-8, not 0."""
+    return torch.cos(schedule[step] * math.pi * 0.5)
+
+
+def num_to_mask(rate: torch.Tensor, units: int) -> int:
+    """Spans (nonoverlap) or tokens (stride1) to re-mask: floor(rate * units), at least 1."""
+    return max(int((rate * units).item()), 1)
+
+
+def cfg_coef(rate: torch.Tensor, max_coef: float, min_coef: float) -> float:
+    p = float(rate)
+    return p * max_coef + (1 - p) * min_coef
+
+
+def temperature(initial: float, step: int, steps: int) -> float:
+    """Linearly annealed temperature for this step, floored at 0.01."""
+    return max(initial * ((steps - 1 - step) / steps), 1e-2)
+
+
+def spans_mask(starts: torch.Tensor, seq_len: int, span_len: int) -> torch.Tensor:
+    """Boolean [1, 1, T]: each start s covers s .. s + span_len - 1 (cut at T)."""
+    first = torch.zeros((1, 1, seq_len), dtype=torch.bool, device=starts.device)
+    first[:, :, starts] = True
+    mask = first.clone()
+    for shift in range(1, span_len):
+        mask[..., shift:] |= first[..., :-shift]
+    return mask
+
+
+def least_probable_spans(scores: torch.Tensor, num_masked: int, span_len: int) -> torch.Tensor:
+    """stride1 masking for one batch item: scores [1, 1, T] (-log p per token) -> mask [1, 1, T].
+
+    Spans are ranked by the sum of their tokens' scores, and a binary search looks for the number
+    u of top spans whose union covers `num_masked` tokens. Like the reference: at least one span,
+    and the mask returned is the last one built, so the count can miss the target slightly.
+    Ties (e.g. on the first step, where all scores are 0) are ordered by `torch.argsort`; on that
+    first step every position is already masked, so their order cannot change the result.
+    """
+    T = scores.shape[-1]
+    span_scores = scores.unfold(2, span_len, 1).sum(dim=-1)  # [1, 1, T - span_len + 1]
+    order = torch.argsort(span_scores[0, 0], descending=True)
+    target = max(num_masked, span_len)
+    low, high = target // span_len, target - span_len + 1
+    mid = round(0.5 * (low + high))
+    if mid in (low, high):
+        return spans_mask(order[:mid], T, span_len)
+    while low < mid < high:
+        mask = spans_mask(order[:mid], T, span_len)
+        if mask.sum() > target:
+            high = mid
+        else:
+            low = mid
+        mid = round(0.5 * (low + high))
+    return mask
+
+
+def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: int, params: GenerationParams,
+                 card: int, span_len: int, prompt: tp.Optional[torch.Tensor] = None,
+                 generator: tp.Optional[torch.Generator] = None,
+                 on_step: tp.Optional[tp.Callable[[], None]] = None) -> torch.Tensor:
+    """Decode codebook `stage` of codes [B, K, T] in place; returns codes (trimmed for nonoverlap).
+
+    prompt [B, K, Tp] holds fixed frames (Tp may be 0)."""
+    B, _, T = codes.shape
+    device = codes.device
+    mask_id = card
+    prompt_len = 0 if prompt is None else prompt.shape[-1]
+    chunked = span_len > 1 and params.span_arrangement == "nonoverlap"
+    if chunked:
+        n_chunks = T // span_len
+        T = n_chunks * span_len
+        codes = codes[..., :T]
+        scores = torch.zeros((B, 1, n_chunks), dtype=torch.float32, device=device)
+        scores[..., :prompt_len // span_len] = DONT_REMASK
+        units = n_chunks - prompt_len // span_len
+    else:
+        scores = torch.zeros((B, 1, T), dtype=torch.float32, device=device)
+        scores[..., :prompt_len] = DONT_REMASK
+        units = T - prompt_len
+    stage_codes = torch.full((B, 1, T), mask_id, dtype=torch.long, device=device)
+    schedule = torch.linspace(0, 1, steps, device=device)
+
+    for step in range(steps):
+        rate = mask_rate(schedule, step)
+        num = num_to_mask(rate, units)
+        if chunked:
+            chunk_mask = torch.zeros((B, 1, n_chunks), dtype=torch.bool, device=device)
+            chunk_mask = chunk_mask.scatter(2, scores.topk(num, dim=-1).indices, True)
+            remask = chunk_mask.repeat_interleave(span_len, dim=-1)
+        elif span_len > 1:
+            remask = torch.cat([least_probable_spans(scores[[b]], num, span_len) for b in range(B)], dim=0)
+        else:
+            remask = torch.zeros((B, 1, T), dtype=torch.bool, device=device)
+            remask = remask.scatter(2, scores.topk(num, dim=-1).indices, True)
+        stage_codes = stage_codes.masked_fill(remask, mask_id)
+        if prompt_len:
+            stage_codes[..., :prompt_len] = prompt[:, stage, :].unsqueeze(1)
+        codes[:, [stage], :] = stage_codes
+
+        logits = logits_fn(codes, stage, cfg_coef(rate, params.max_cfg_coef, params.min_cfg_coef))
+        logits = logits.unsqueeze(1)  # [B, 1, T, N]
+        probs = torch.softmax(logits / temperature(params.temperature, step, steps), dim=-1)
+        tokens = select_tokens(logits, probs, params.use_sampling, params.top_k, params.top_p, generator)
+
+        masked = stage_codes == mask_id
+        stage_codes = torch.where(masked, tokens[..., 0], stage_codes)
+        codes[:, [stage], :] = stage_codes
+        token_probs = torch.gather(probs, 3, tokens)[..., 0]  # [B, 1, T]
+        if chunked:
+            best = torch.max(token_probs.reshape(B, 1, n_chunks, -1), dim=-1)[0]
+            scores = (1 - best).masked_fill(~chunk_mask, DONT_REMASK)
+        else:
+            scores = (-torch.log(token_probs)).masked_fill(~masked, DONT_REMASK)
+        if on_step is not None:
+            on_step()
+    return codes
+
+
+def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int, card: int,
+                    params: GenerationParams, span_len: int = 3, prompt: tp.Optional[torch.Tensor] = None,
+                    device: tp.Union[str, torch.device] = "cpu", generator: tp.Optional[torch.Generator] = None,
+                    callback: tp.Optional[ProgressFn] = None) -> torch.Tensor:
+    """Run all stages. Returns codes [B, K, T'] (T' = T, or T trimmed to a multiple of span_len
+    for 'nonoverlap'). `callback(step, total)` is called after every decoding step."""
+    codes = torch.full((batch_size, n_q, seq_len), card, dtype=torch.long, device=device)
+    if prompt is not None:
+        if prompt.shape[-1] >= seq_len:
+            raise ValueError(f"the prompt has {prompt.shape[-1]} frames but the model generates {seq_len}: "
+                             f"use a shorter prompt")
+        codes[..., :prompt.shape[-1]] = prompt
+    total = params.total_steps
+    done = 0
+
+    def on_step():
+        nonlocal done
+        done += 1
+        if callback is not None:
+            callback(done, total)
+
+    for stage, steps in enumerate(params.decoding_steps[:n_q]):
+        codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step)
+    return codes

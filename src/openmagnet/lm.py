@@ -1,0 +1,191 @@
+"""MagnetLM: the MAGNeT transformer over EnCodec tokens (SPEC §2; audiocraft models/lm_magnet.py).
+
+Module names are audiocraft's checkpoint keys (`emb.{k}`, `transformer.layers.{i}.self_attn.
+in_proj_weight`, `linears.{k}`, `out_norm`, `condition_provider.conditioners.description.
+output_proj`), so a released `best_state` loads with `load_state_dict(strict=True)` and no renaming.
+
+Forward pass, for tokens [B, K, T] (values 0..card-1, or card = mask token):
+    x = sum_k emb[k](tokens[:, k]) + sinusoidal positions
+    per layer (pre-norm): x += SelfAttn(LN(x), stage mask); x += CrossAttn(LN(x), text); x += FFN(LN(x))
+    logits[:, k] = linears[k](out_norm(x))          -> [B, K, T, card]
+The text condition [B, S, D] is already projected (see conditioners.py) and enters the
+cross-attention without normalisation and without a key-padding mask, as in the reference.
+"""
+from __future__ import annotations
+
+import math
+import typing as tp
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attention, stage_attn_mask
+from .config import LMConfig
+
+CrossKV = tp.List[tp.Tuple[torch.Tensor, torch.Tensor]]
+
+
+def sin_embedding(seq_len: int, dim: int, max_period: float = 10_000.0,
+                  device: tp.Optional[torch.device] = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal positions [1, T, D]: [cos(phase), sin(phase)] (cos first) with
+    phase[t, i] = t / max_period ** (i / (D/2 - 1)) -- note the `half - 1` divisor (pitfall 12).
+    The operations and their order follow the reference so that fp32 results are bit-identical."""
+    half = dim // 2
+    positions = torch.arange(seq_len, device=device).view(1, -1, 1).to(dtype)
+    adim = torch.arange(half, device=device, dtype=dtype).view(1, 1, -1)
+    period = torch.full([], max_period, device=device, dtype=dtype)
+    phase = positions / (period ** (adim / (half - 1)))
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+class MultiheadAttention(nn.Module):
+    """Bias-free attention with PyTorch's packed projection: rows [0:D] of `in_proj_weight` give
+    the queries, [D:2D] the keys, [2D:3D] the values; heads are contiguous chunks of D / H."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+        nn.init.kaiming_uniform_(self.in_proj_weight, a=math.sqrt(5))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)  # [B, H, T, d]
+
+    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, T, d = x.shape
+        return self.out_proj(x.transpose(1, 2).reshape(B, T, H * d))  # [B, T, D]
+
+    def self_attention(self, x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]."""
+        B, T, D = x.shape
+        packed = F.linear(x, self.in_proj_weight).view(B, T, 3, self.num_heads, D // self.num_heads)
+        q, k, v = (t.transpose(1, 2) for t in packed.unbind(dim=2))  # each [B, H, T, d]
+        return self._merge_heads(attention(q, k, v, mask))
+
+    def cross_kv(self, src: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the condition src [B, S, D], each [B, H, S, d]. They do not change
+        during a generation, so the caller may compute them once."""
+        D = src.shape[-1]
+        k = F.linear(src, self.in_proj_weight[D:2 * D])
+        v = F.linear(src, self.in_proj_weight[2 * D:])
+        return self._split_heads(k), self._split_heads(v)
+
+    def cross_attention(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x [B, T, D] attends to precomputed (k, v) [B, H, S, d]; no mask, as in the reference."""
+        D = x.shape[-1]
+        q = self._split_heads(F.linear(x, self.in_proj_weight[:D]))
+        return self._merge_heads(attention(q, kv[0], kv[1], None))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm block: self-attention, cross-attention to the text, GELU feed-forward."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        dim = cfg.dim
+        self.self_attn = MultiheadAttention(dim, cfg.num_heads)
+        self.cross_attention = MultiheadAttention(dim, cfg.num_heads)
+        self.linear1 = nn.Linear(dim, cfg.hidden_scale * dim, bias=False)
+        self.linear2 = nn.Linear(cfg.hidden_scale * dim, dim, bias=False)
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.norm_cross = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor],
+                mask: tp.Optional[torch.Tensor]) -> torch.Tensor:
+        x = x + self.self_attn.self_attention(self.norm1(x), mask)
+        x = x + self.cross_attention.cross_attention(self.norm_cross(x), kv)
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([TransformerLayer(cfg) for _ in range(cfg.num_layers)])
+
+
+class TextProjection(nn.Module):
+    """The trainable part of audiocraft's T5 conditioner: d_text -> D, with bias."""
+
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.output_proj = nn.Linear(text_dim, dim)
+
+
+class ConditionProvider(nn.Module):
+    """Holds the text projection under audiocraft's key `condition_provider.conditioners.description`.
+    The T5 encoder itself is not part of the checkpoint (see conditioners.py)."""
+
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.conditioners = nn.ModuleDict({"description": TextProjection(text_dim, dim)})
+
+    @property
+    def output_proj(self) -> nn.Linear:
+        return self.conditioners["description"].output_proj
+
+
+class MagnetLM(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.condition_provider = ConditionProvider(cfg.text_dim, cfg.dim)
+        self.emb = nn.ModuleList([nn.Embedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)])
+        self.transformer = Transformer(cfg)
+        self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linears = nn.ModuleList([nn.Linear(cfg.dim, cfg.card, bias=False) for _ in range(cfg.n_q)])
+        self._masks: tp.Dict[tp.Tuple[int, int, str, torch.dtype], tp.Optional[torch.Tensor]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.out_norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.out_norm.weight.dtype
+
+    def stage_mask(self, stage: int, seq_len: int) -> tp.Optional[torch.Tensor]:
+        """Cached self-attention mask [T, T] of a stage (None for stage 0)."""
+        key = (stage > 0, seq_len, str(self.device), self.dtype)
+        if key not in self._masks:
+            self._masks[key] = stage_attn_mask(stage, seq_len, self.cfg.subcodes_context,
+                                               device=self.device, dtype=self.dtype)
+        return self._masks[key]
+
+    def cross_kv(self, cond: torch.Tensor) -> CrossKV:
+        """Per-layer cross-attention keys/values for the projected condition cond [B, S, D]."""
+        cond = cond.to(self.dtype)
+        return [layer.cross_attention.cross_kv(cond) for layer in self.transformer.layers]
+
+    def hidden(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
+               cross_kv: tp.Optional[CrossKV] = None) -> torch.Tensor:
+        """Final normalised hidden states [B, T, D] for codes [B, K, T] and condition [B, S, D]
+        (or its precomputed `cross_kv`). stage >= 1 restricts the self-attention window."""
+        B, K, T = codes.shape
+        if K != self.cfg.n_q:
+            raise ValueError(f"codes must have {self.cfg.n_q} codebooks, got shape {tuple(codes.shape)}")
+        if cross_kv is None:
+            if cond is None:
+                raise ValueError("pass either the condition tensor or its cross_kv")
+            cross_kv = self.cross_kv(cond)
+        x = self.emb[0](codes[:, 0])
+        for k in range(1, K):
+            x = x + self.emb[k](codes[:, k])
+        x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
+        mask = self.stage_mask(stage, T)
+        for layer, kv in zip(self.transformer.layers, cross_kv):
+            x = layer(x, kv, mask)
+        return self.out_norm(x)
+
+    def stage_logits(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
+                     cross_kv: tp.Optional[CrossKV] = None) -> torch.Tensor:
+        """Logits of codebook `stage` only, [B, T, card] (the only head decoding uses)."""
+        return self.linears[stage](self.hidden(codes, cond, stage, cross_kv))
+
+    def forward(self, codes: torch.Tensor, cond: torch.Tensor, stage: int = 0) -> torch.Tensor:
+        """All heads, [B, K, T, card], as audiocraft's `LMModel.forward(codes, [], cond, stage)`."""
+        out = self.hidden(codes, cond, stage)
+        return torch.stack([head(out) for head in self.linears], dim=1)
