@@ -1,0 +1,354 @@
+"""Audio I/O and level handling: read, write, resample, normalise.
+
+Owns everything that touches audio files or audio levels. Mirrors audiocraft `data/audio.py`
+(`audio_read`, `audio_write`) and `data/audio_utils.py` (`convert_audio`, `normalize_audio`),
+SPEC §1.4. Differences from the reference, all deliberate:
+
+- files are written through soundfile (libsndfile); `ffmpeg` is only a fallback for mp3/ogg when
+  the installed libsndfile cannot encode them. wav and flac are 16-bit PCM, quantised like
+  ffmpeg's float -> s16 conversion (round(x * 32768), clamped to int16).
+- integrated loudness (ITU-R BS.1770-4) is measured with pyloudnorm instead of torchaudio.
+- writes are atomic: a temporary file in the target directory is renamed onto the final path.
+- silent input is left unchanged by 'peak' and 'rms' (the reference divides by zero), and the
+  caller's tensor is never modified in place.
+
+Shapes: C audio channels, T samples. soundfile, pyloudnorm and julius are imported inside the
+functions that need them, so importing this module loads only torch and numpy.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import typing as tp
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ['audio_read', 'audio_write', 'convert_audio', 'convert_audio_channels',
+           'integrated_loudness', 'normalize_audio', 'normalize_loudness']
+
+logger = logging.getLogger(__name__)
+
+PathLike = tp.Union[str, os.PathLike]
+
+FORMATS = ('wav', 'flac', 'mp3', 'ogg')
+STRATEGIES = ('peak', 'clip', 'rms', 'loudness', '', 'none')
+
+# libsndfile container / codec names for each output format.
+_SOUNDFILE_CODECS = {
+    'wav': ('WAV', 'PCM_16'),
+    'flac': ('FLAC', 'PCM_16'),
+    'mp3': ('MP3', 'MPEG_LAYER_III'),
+    'ogg': ('OGG', 'VORBIS'),
+}
+
+# Nominal Vorbis bitrates (kbps, 44.1 kHz stereo) for quality levels 0..10, used to turn an
+# `ogg_rate` into libsndfile's compression level.
+_VORBIS_KBPS = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 500)
+
+
+# --------------------------------------------------------------------------- channels / rate
+
+def convert_audio_channels(wav: torch.Tensor, channels: int = 2) -> torch.Tensor:
+    """Change the channel count of wav [..., C, T] to [..., channels, T].
+
+    Mono output averages all channels; mono input is repeated; extra channels are dropped
+    (the first `channels` are kept). Fewer non-mono channels than requested is an error.
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}.")
+    *batch, src_channels, length = wav.shape
+    if src_channels == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if src_channels == 1:
+        return wav.expand(*batch, channels, length)
+    if src_channels > channels:
+        return wav[..., :channels, :]
+    raise ValueError(f"cannot make {channels} channels from {src_channels}: only mono audio can be "
+                     "up-mixed; pass to_channels <= the input's channel count.")
+
+
+def convert_audio(wav: torch.Tensor, from_rate: float, to_rate: float,
+                  to_channels: int) -> torch.Tensor:
+    """Resample wav [..., C, T] from `from_rate` to `to_rate` Hz, then convert to `to_channels`.
+
+    Returns [..., to_channels, T'] with T' = int(T * to_rate / from_rate) (julius.resample_frac
+    on the integer rates, exactly as audiocraft).
+    """
+    import julius
+
+    wav = julius.resample_frac(wav, int(from_rate), int(to_rate))
+    return convert_audio_channels(wav, to_channels)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+def _check_wav(wav: torch.Tensor) -> torch.Tensor:
+    """Validate a waveform and return it as [C, T]."""
+    if not isinstance(wav, torch.Tensor):
+        raise TypeError("wav must be a torch.Tensor of shape [C, T] or [T], got "
+                        f"{type(wav).__name__}.")
+    if not wav.dtype.is_floating_point:
+        raise TypeError(f"wav must be a floating point tensor, got {wav.dtype}; convert it with "
+                        "wav.float() / 32768 for int16 PCM.")
+    if wav.dim() == 1:
+        wav = wav[None]
+    elif wav.dim() != 2:
+        raise ValueError(f"wav must have shape [C, T] or [T], got {tuple(wav.shape)}; "
+                         "write batched audio one item at a time.")
+    if not bool(torch.isfinite(wav).all()):
+        raise ValueError("wav contains NaN or infinite values; check the model output before "
+                         "writing it.")
+    return wav
+
+
+def _clip(wav: torch.Tensor, log_clipping: bool, stem_name: tp.Optional[str]) -> torch.Tensor:
+    """Clamp wav to [-1, 1], logging how much was clipped when asked."""
+    peak = wav.abs().max().item() if wav.numel() else 0.0
+    if log_clipping and peak > 1:
+        fraction = (wav.abs() > 1).float().mean().item()
+        logger.warning("clipping %s: %.4f%% of samples exceed 1 (peak %.3f); a little is harmless",
+                       stem_name or '', 100 * fraction, peak)
+    return wav.clamp(-1, 1)
+
+
+def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float:
+    """ITU-R BS.1770-4 integrated loudness of wav [C, T] or [T] in LUFS (pyloudnorm meter)."""
+    import pyloudnorm
+
+    wav = wav if wav.dim() == 2 else wav[None]
+    if wav.shape[-1] < int(0.4 * sample_rate):
+        raise ValueError(f"loudness needs at least 0.4 s of audio, got {wav.shape[-1]} samples at "
+                         f"{sample_rate} Hz; use strategy='peak' for short clips.")
+    meter = pyloudnorm.Meter(sample_rate)
+    data = wav.detach().to('cpu', torch.float64).numpy().T  # [T, C]
+    return float(meter.integrated_loudness(data))
+
+
+def normalize_loudness(wav: torch.Tensor, sample_rate: int, loudness_headroom_db: float = 14,
+                       loudness_compressor: bool = False,
+                       energy_floor: float = 2e-3) -> torch.Tensor:
+    """Scale wav [C, T] to an integrated loudness of -loudness_headroom_db LUFS.
+
+    Audio whose overall RMS is below `energy_floor` is returned unchanged. With
+    `loudness_compressor`, tanh soft-clips the scaled signal. No clamping here.
+    """
+    energy = wav.pow(2).mean().sqrt().item()
+    if energy < energy_floor:
+        return wav
+    loudness = integrated_loudness(wav, sample_rate)
+    if not np.isfinite(loudness):  # every block fell under the absolute gate
+        return wav
+    gain = 10.0 ** ((-loudness_headroom_db - loudness) / 20.0)
+    out = wav * gain
+    return torch.tanh(out) if loudness_compressor else out
+
+
+def normalize_audio(wav: torch.Tensor, normalize: bool = True, strategy: str = 'peak',
+                    peak_clip_headroom_db: float = 1, rms_headroom_db: float = 18,
+                    loudness_headroom_db: float = 14, loudness_compressor: bool = False,
+                    log_clipping: bool = False, sample_rate: tp.Optional[int] = None,
+                    stem_name: tp.Optional[str] = None) -> torch.Tensor:
+    """Bring wav [C, T] to a safe level; returns a new tensor [C, T].
+
+    Strategies:
+        'peak': scale so max|x| = 10^(-peak_clip_headroom_db/20).
+        'clip': clamp to +-10^(-peak_clip_headroom_db/20).
+        'rms': scale so the RMS of the channel mean is 10^(-rms_headroom_db/20), then clamp to +-1.
+        'loudness': scale to -loudness_headroom_db LUFS (needs `sample_rate`), optional tanh
+            compressor, then clamp to +-1.
+        '' or 'none': leave as is; the audio must already lie inside (-1, 1).
+    With normalize=False, 'peak' and 'rms' only ever scale down.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown normalisation strategy {strategy!r}; use one of "
+                         "'peak', 'clip', 'rms', 'loudness' or 'none'.")
+    scale_peak = 10 ** (-peak_clip_headroom_db / 20)
+    if strategy == 'peak':
+        peak = wav.abs().max()
+        if peak > 0:
+            rescaling = scale_peak / peak
+            if normalize or rescaling < 1:
+                wav = wav * rescaling
+    elif strategy == 'clip':
+        wav = wav.clamp(-scale_peak, scale_peak)
+    elif strategy == 'rms':
+        rms = wav.mean(dim=0).pow(2).mean().sqrt()
+        if rms > 0:
+            rescaling = 10 ** (-rms_headroom_db / 20) / rms
+            if normalize or rescaling < 1:
+                wav = wav * rescaling
+        wav = _clip(wav, log_clipping, stem_name)
+    elif strategy == 'loudness':
+        if sample_rate is None:
+            raise ValueError("strategy='loudness' needs the sample_rate; pass sample_rate=...")
+        wav = normalize_loudness(wav, sample_rate, loudness_headroom_db, loudness_compressor)
+        wav = _clip(wav, log_clipping, stem_name)
+    elif wav.numel() and wav.abs().max() >= 1:
+        raise ValueError(f"strategy={strategy!r} needs audio inside (-1, 1), got a peak of "
+                         f"{wav.abs().max().item():.3f}; use strategy='peak' or 'clip'.")
+    return wav
+
+
+# --------------------------------------------------------------------------- encoders
+
+def _soundfile_supports(format: str) -> bool:
+    """Whether the installed libsndfile can encode `format` ('wav', 'flac', 'mp3', 'ogg')."""
+    import soundfile
+
+    container, codec = _SOUNDFILE_CODECS[format]
+    return (container in soundfile.available_formats()
+            and codec in soundfile.available_subtypes(container))
+
+
+def _to_int16(wav: torch.Tensor) -> np.ndarray:
+    """wav [C, T] in [-1, 1] -> int16 array [T, C], rounding like ffmpeg's f32 -> s16."""
+    pcm = (wav.detach().to('cpu', torch.float32) * 32768).round().clamp(-32768, 32767)
+    return pcm.to(torch.int16).t().contiguous().numpy()
+
+
+def _mp3_compression(mp3_rate: int, sample_rate: int) -> float:
+    """libsndfile compression level in [0, 1] giving a constant `mp3_rate` kbps."""
+    if sample_rate >= 32000:  # MPEG-1 layer III: 32..320 kbps
+        top, bottom = 320, 32
+    elif sample_rate >= 16000:  # MPEG-2: 8..160 kbps
+        top, bottom = 160, 8
+    else:  # MPEG-2.5: 8..64 kbps
+        top, bottom = 64, 8
+    return float(min(max((top - mp3_rate) / (top - bottom), 0.0), 1.0))
+
+
+def _vorbis_compression(ogg_rate: float) -> float:
+    """libsndfile compression level in [0, 1] for a nominal Vorbis bitrate of `ogg_rate` kbps."""
+    quality = float(np.interp(ogg_rate, _VORBIS_KBPS, np.arange(len(_VORBIS_KBPS))))
+    return 1.0 - quality / 10.0
+
+
+def _write_soundfile(path: Path, wav: torch.Tensor, sample_rate: int, format: str,
+                     mp3_rate: int, ogg_rate: tp.Optional[int]) -> None:
+    """Encode wav [C, T] into `path` with libsndfile."""
+    import soundfile
+
+    container, codec = _SOUNDFILE_CODECS[format]
+    options: tp.Dict[str, tp.Any] = {}
+    if format in ('wav', 'flac'):
+        data = _to_int16(wav)
+    else:
+        data = wav.detach().to('cpu', torch.float32).t().contiguous().numpy()  # [T, C]
+    if format == 'mp3':
+        options = dict(bitrate_mode='CONSTANT',
+                       compression_level=_mp3_compression(mp3_rate, sample_rate))
+    elif format == 'ogg' and ogg_rate is not None:
+        options = dict(compression_level=_vorbis_compression(ogg_rate))
+    with soundfile.SoundFile(str(path), mode='x', samplerate=sample_rate, channels=data.shape[1],
+                             format=container, subtype=codec, **options) as f:
+        f.write(data)
+
+
+def _ffmpeg_flags(format: str, mp3_rate: int, ogg_rate: tp.Optional[int]) -> tp.List[str]:
+    """ffmpeg output flags for mp3/ogg, as in audiocraft."""
+    if format == 'mp3':
+        return ['-f', 'mp3', '-c:a', 'libmp3lame', '-b:a', f'{mp3_rate}k']
+    flags = ['-f', 'ogg', '-c:a', 'libvorbis']
+    return flags + (['-b:a', f'{ogg_rate}k'] if ogg_rate is not None else [])
+
+
+def _write_ffmpeg(ffmpeg: str, path: Path, wav: torch.Tensor, sample_rate: int,
+                  flags: tp.List[str]) -> None:
+    """Pipe wav [C, T] as interleaved float32 into the `ffmpeg` binary, writing `path`."""
+    command = [ffmpeg, '-loglevel', 'error', '-y', '-f', 'f32le', '-ar', str(sample_rate),
+               '-ac', str(wav.shape[0]), '-i', '-', *flags, str(path)]
+    data = wav.detach().to('cpu', torch.float32).t().contiguous().numpy().tobytes()
+    result = subprocess.run(command, input=data, capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors='replace').strip().splitlines()
+        raise RuntimeError(f"ffmpeg failed writing {path} (exit {result.returncode}): "
+                           f"{message[-1] if message else 'no message'}")
+
+
+def _encoder(format: str) -> tp.Tuple[str, tp.Optional[str]]:
+    """Pick the encoder for `format`: ('soundfile', None) or ('ffmpeg', path to binary)."""
+    if _soundfile_supports(format):
+        return 'soundfile', None
+    ffmpeg = shutil.which('ffmpeg')
+    if ffmpeg is not None:
+        return 'ffmpeg', ffmpeg
+    raise ValueError(f"cannot write {format}: this libsndfile has no {format} encoder and ffmpeg "
+                     "is not on PATH; install ffmpeg or use format='wav' or 'flac'.")
+
+
+# --------------------------------------------------------------------------- public I/O
+
+def audio_write(stem_name: PathLike, wav: torch.Tensor, sample_rate: int, format: str = 'wav',
+                mp3_rate: int = 320, ogg_rate: tp.Optional[int] = None, normalize: bool = True,
+                strategy: str = 'peak', peak_clip_headroom_db: float = 1,
+                rms_headroom_db: float = 18, loudness_headroom_db: float = 14,
+                loudness_compressor: bool = False, log_clipping: bool = True,
+                make_parent_dir: bool = True, add_suffix: bool = True) -> Path:
+    """Normalise wav [C, T] or [T] and write it to `stem_name` + '.' + format; return the path.
+
+    format is 'wav' or 'flac' (16-bit PCM), 'mp3' (constant `mp3_rate` kbps) or 'ogg' (Vorbis,
+    `ogg_rate` kbps nominal, encoder default when None). See `normalize_audio` for `normalize`,
+    `strategy` and the headroom arguments. With add_suffix=False the path is `stem_name` as given.
+    The file appears atomically: it is encoded under a temporary name in the same directory and
+    renamed, so an interrupted write leaves nothing behind.
+    """
+    wav = _check_wav(wav)
+    if format not in FORMATS:
+        raise ValueError(f"unsupported audio format {format!r}; use one of 'wav', 'flac', "
+                         "'mp3' or 'ogg'.")
+    encoder, ffmpeg = _encoder(format)
+    wav = normalize_audio(wav, normalize, strategy, peak_clip_headroom_db, rms_headroom_db,
+                          loudness_headroom_db, loudness_compressor, log_clipping=log_clipping,
+                          sample_rate=sample_rate, stem_name=str(stem_name))
+    path = Path(str(stem_name) + ('.' + format if add_suffix else ''))
+    if make_parent_dir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(f"directory {path.parent} does not exist; create it or pass "
+                                "make_parent_dir=True.")
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
+    try:
+        if encoder == 'soundfile':
+            _write_soundfile(tmp, wav, sample_rate, format, mp3_rate, ogg_rate)
+        else:
+            _write_ffmpeg(ffmpeg, tmp, wav, sample_rate, _ffmpeg_flags(format, mp3_rate, ogg_rate))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def audio_read(path: PathLike, seek_time: float = 0.0, duration: float = -1.0,
+               pad: bool = False) -> tp.Tuple[torch.Tensor, int]:
+    """Read an audio file with soundfile; returns (wav [C, T] float32 in [-1, 1], sample_rate).
+
+    Reading starts `seek_time` seconds in and lasts `duration` seconds (the whole rest when
+    duration <= 0). With pad=True and duration > 0, a short read is zero-padded to
+    int(duration * sample_rate) samples.
+    """
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no audio file at {path}; check the path.")
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            sample_rate = f.samplerate
+            f.seek(min(int(seek_time * sample_rate), f.frames))
+            frames = int(duration * sample_rate) if duration > 0 else -1
+            data = f.read(frames, dtype='float32', always_2d=True)  # [T, C]
+    except soundfile.LibsndfileError as err:
+        raise ValueError(f"cannot read {path} as audio ({err.error_string}); pass a wav, flac, "
+                         "ogg or mp3 file.") from None
+    wav = torch.from_numpy(data).t().contiguous()
+    if pad and duration > 0:
+        wav = torch.nn.functional.pad(wav, (0, max(0, int(duration * sample_rate) - wav.shape[-1])))
+    return wav, sample_rate
