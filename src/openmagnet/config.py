@@ -222,6 +222,11 @@ def codec_config_from_xp(cfg: dict) -> CodecConfig:
         raise ValueError(f"EnCodec seanet.activation={seanet.get('activation')!r}: only ELU is supported")
     if int(seanet.get("disable_norm_outer_blocks", 0)) != 0:
         raise ValueError("EnCodec seanet.disable_norm_outer_blocks != 0 is not supported")
+    decoder = seanet.get("decoder") or {}
+    if decoder.get("final_activation") is not None or float(decoder.get("trim_right_ratio", 1.0)) != 1.0:
+        raise ValueError("EnCodec seanet.decoder overrides (final_activation, trim_right_ratio) are not supported")
+    if seanet.get("encoder"):
+        raise ValueError(f"EnCodec seanet.encoder overrides {seanet['encoder']!r} are not supported")
     sample_rate = int(_number(cfg.get("sample_rate", enc.get("sample_rate", 32000)), "sample_rate"))
     return CodecConfig(
         sample_rate=sample_rate,
