@@ -1,0 +1,63 @@
+"""The transformer's building blocks: attention kernel, restricted window, positions."""
+import pytest
+import torch
+
+from conftest import load_fixture_model
+from openmagnet.attention import attention, attention_reference, restricted_attn_mask, stage_attn_mask
+from openmagnet.lm import sin_embedding
+
+
+def test_restricted_mask_window():
+    mask = restricted_attn_mask(20, 5)
+    i, j = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
+    assert torch.equal(mask == 0, (i - j).abs() <= 5)
+    assert torch.isinf(mask[(i - j).abs() > 5]).all()
+    assert stage_attn_mask(0, 20, 5) is None
+    assert stage_attn_mask(3, 20, -1) is None
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_kernel_matches_the_math(masked):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
+    mask = restricted_attn_mask(17, 5) if masked else None
+    err = (attention(q, k, v, mask) - attention_reference(q, k, v, mask)).abs().max().item()
+    assert err < 1e-5
+
+
+def test_sin_embedding_cos_first_and_half_minus_one_divisor():
+    emb = sin_embedding(4, 8)  # half = 4, frequencies 10000 ** -(i / 3)
+    t, i = 3, 2
+    phase = t / 10000 ** (i / 3)
+    assert emb.shape == (1, 4, 8)
+    assert emb[0, t, i].item() == pytest.approx(torch.cos(torch.tensor(phase)).item(), abs=1e-6)
+    assert emb[0, t, 4 + i].item() == pytest.approx(torch.sin(torch.tensor(phase)).item(), abs=1e-6)
+    assert torch.equal(emb[0, 0, :4], torch.ones(4))
+
+
+def test_codebooks_above_zero_only_see_five_frames():
+    """Changing frame 20 moves stage-1 logits only within frames 15..25 (one layer = +-5; two
+    layers = +-10), but moves every frame at stage 0."""
+    model = load_fixture_model("music10")
+    lm = model.lm
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (1, 4, 48), generator=g)
+    codes[:, 2:] = 2048
+    other = codes.clone()
+    other[0, 0, 20] = (other[0, 0, 20] + 1) % 2048
+    cond = torch.randn(1, 5, lm.cfg.dim, generator=g)
+    with torch.no_grad():
+        diff1 = (lm.stage_logits(codes, cond, 1) - lm.stage_logits(other, cond, 1)).abs().amax(-1)[0]
+        diff0 = (lm.stage_logits(codes, cond, 0) - lm.stage_logits(other, cond, 0)).abs().amax(-1)[0]
+    reach = 5 * lm.cfg.num_layers
+    changed = (diff1 > 0).nonzero().flatten()
+    assert changed.min() >= 20 - reach and changed.max() <= 20 + reach
+    assert (diff0 > 0).all()
+
+
+def test_null_condition_gives_zero_cross_attention():
+    model = load_fixture_model("music10")
+    layer = model.lm.transformer.layers[0]
+    x = torch.randn(1, 6, model.lm.cfg.dim)
+    kv = layer.cross_attention.cross_kv(torch.zeros(1, 4, model.lm.cfg.dim))
+    assert torch.count_nonzero(layer.cross_attention.cross_attention(x, kv)) == 0

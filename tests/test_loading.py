@@ -1,0 +1,175 @@
+"""Strict, safe loading: every tensor lands, every parameter comes from the file, and a broken
+checkpoint is named in one clear error."""
+import pathlib
+import shutil
+
+import pytest
+import torch
+
+from conftest import FIXTURES, load_fixture_model
+from openmagnet import CheckpointError, MAGNeT
+from openmagnet.checkpoint import parse_xp_cfg
+from openmagnet.config import LM_PRESETS, LMConfig
+from openmagnet.lm import MagnetLM
+
+
+def copy_fixture(tmp_path, name="music10"):
+    dest = tmp_path / name
+    shutil.copytree(FIXTURES / name, dest)
+    return dest
+
+
+def rewrite_lm(path, edit):
+    pkg = torch.load(path / "state_dict.bin", weights_only=True)
+    edit(pkg["best_state"])
+    torch.save(pkg, path / "state_dict.bin")
+
+
+@pytest.mark.parametrize("name", ["music10", "sound10"])
+def test_every_tensor_lands(name):
+    model = load_fixture_model(name)
+    saved = torch.load(FIXTURES / name / "state_dict.bin", weights_only=True)["best_state"]
+    live = model.lm.state_dict()
+    assert set(saved) == set(live)
+    assert sum(v.numel() for v in saved.values()) == sum(p.numel() for p in model.lm.parameters())
+    for key, value in saved.items():
+        assert value.dtype == torch.float16  # released layout: fp16 best_state
+        assert torch.equal(live[key], value.float()), key
+    assert not any(p.is_meta for p in model.lm.parameters())
+    codec_saved = torch.load(FIXTURES / name / "compression_state_dict.bin", weights_only=True)["best_state"]
+    codec_live = model.compression_model.state_dict()
+    assert set(codec_saved) == set(codec_live)
+    for key, value in codec_saved.items():
+        assert torch.equal(codec_live[key], value), key
+
+
+def test_bfloat16_load_casts_every_weight():
+    model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in model.lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.compression_model.parameters()} == {torch.float32}
+
+
+def test_missing_tensor_is_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite_lm(path, lambda s: s.pop("transformer.layers.1.linear2.weight"))
+    with pytest.raises(CheckpointError, match=r"missing: transformer\.layers\.1\.linear2\.weight"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_unexpected_tensor_is_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite_lm(path, lambda s: s.__setitem__("transformer.layers.9.extra.weight", torch.zeros(3)))
+    with pytest.raises(CheckpointError, match=r"unexpected: transformer\.layers\.9\.extra\.weight"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_misshaped_tensor_is_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    rewrite_lm(path, lambda s: s.__setitem__("linears.2.weight", torch.zeros(2048, 31, dtype=torch.float16)))
+    with pytest.raises(CheckpointError, match=r"linears\.2\.weight has shape \[2048, 31\], expected \[2048, 32\]"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    path = copy_fixture(tmp_path)
+
+    def edit(state):
+        state.pop("emb.0.weight")
+        state.pop("out_norm.bias")
+        state["bogus"] = torch.zeros(1)
+    rewrite_lm(path, edit)
+    with pytest.raises(CheckpointError) as err:
+        MAGNeT.get_pretrained(path, device="cpu")
+    message = str(err.value)
+    assert "missing: emb.0.weight, out_norm.bias" in message and "unexpected: bogus" in message
+    assert "\n" not in message
+
+
+def test_missing_codec_tensor_is_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    pkg = torch.load(path / "compression_state_dict.bin", weights_only=True)
+    pkg["best_state"].pop("decoder.model.0.conv.conv.weight_g")
+    torch.save(pkg, path / "compression_state_dict.bin")
+    with pytest.raises(CheckpointError, match=r"compression_state_dict\.bin does not match the model: "
+                                              r"missing: decoder\.model\.0\.conv\.conv\.weight_g"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+@pytest.mark.parametrize("filename", ["state_dict.bin", "compression_state_dict.bin"])
+def test_truncated_file_is_named(tmp_path, filename):
+    path = copy_fixture(tmp_path)
+    data = (path / filename).read_bytes()
+    (path / filename).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{filename}: cannot read this checkpoint, it is truncated or corrupt"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_garbage_file_is_named(tmp_path):
+    path = copy_fixture(tmp_path)
+    (path / "state_dict.bin").write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(CheckpointError, match=r"state_dict\.bin: cannot read this checkpoint"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    """weights_only=True: a checkpoint that needs arbitrary unpickling is refused, not executed."""
+    path = copy_fixture(tmp_path)
+    pkg = torch.load(path / "state_dict.bin", weights_only=True)
+    pkg["payload"] = pathlib.PurePosixPath("/etc")  # any class outside the weights-only allow-list
+    torch.save(pkg, path / "state_dict.bin")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_directory_without_codec(tmp_path):
+    path = copy_fixture(tmp_path)
+    (path / "compression_state_dict.bin").unlink()
+    with pytest.raises(CheckpointError, match="has no compression_state_dict.bin"):
+        MAGNeT.get_pretrained(path, device="cpu")
+
+
+def test_explicit_files(tmp_path):
+    path = copy_fixture(tmp_path)
+    other = tmp_path / "codec_elsewhere"
+    other.mkdir()
+    shutil.move(path / "compression_state_dict.bin", other / "compression_state_dict.bin")
+    model = MAGNeT.get_pretrained(path / "state_dict.bin", device="cpu",
+                                  codec=other / "compression_state_dict.bin")
+    assert model.sample_rate == 32000 and model.max_duration == 10
+
+
+def test_missing_path():
+    with pytest.raises(CheckpointError, match=r"\./no/such/model: no such file or directory"):
+        MAGNeT.get_pretrained("./no/such/model", device="cpu")
+
+
+def test_hub_id_offline_says_how_to_use_a_local_directory():
+    with pytest.raises(CheckpointError) as err:
+        MAGNeT.get_pretrained("facebook/magnet-small-10secs", device="cpu")
+    message = str(err.value)
+    assert "cannot get state_dict.bin of 'facebook/magnet-small-10secs'" in message
+    assert "offline mode is on" in message
+    assert "MAGNeT.get_pretrained('/path/to/dir')" in message
+
+
+def test_xp_cfg_with_interpolations_parses():
+    cfg = parse_xp_cfg("dataset:\n  batch_size: 192\n  valid:\n    batch_size: ${dataset.batch_size}\n"
+                       "transformer_lm:\n  dim: 1024\n", "x")
+    assert cfg["dataset"]["valid"]["batch_size"] == "${dataset.batch_size}"
+    assert cfg["transformer_lm"]["dim"] == 1024
+
+
+def test_released_small_layout():
+    """SPEC §2.3: the small model has exactly 300 tensors and 420,371,456 parameters."""
+    with torch.device("meta"):
+        lm = MagnetLM(LMConfig(**LM_PRESETS["small"]))
+    state = lm.state_dict()
+    assert len(state) == 300
+    assert sum(v.numel() for v in state.values()) == 420_371_456
+    assert state["transformer.layers.23.self_attn.in_proj_weight"].shape == (3072, 1024)
+    assert state["condition_provider.conditioners.description.output_proj.weight"].shape == (1024, 768)
+    assert state["emb.3.weight"].shape == (2049, 1024)
+    assert state["linears.0.weight"].shape == (2048, 1024)
+    with torch.device("meta"):
+        medium = MagnetLM(LMConfig(**LM_PRESETS["medium"]))
+    assert abs(sum(p.numel() for p in medium.parameters()) - 1.839e9) < 1e6
