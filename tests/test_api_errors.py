@@ -130,3 +130,22 @@ def test_bad_dtype():
     from conftest import FIXTURES
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16; got 'int8'"):
         MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", dtype="int8")
+
+
+def test_text_encoder_not_available_offline():
+    from openmagnet import MAGNeT
+    from conftest import FIXTURES
+    model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", text_encoder="google/t5-nowhere")
+    with pytest.raises(ValueError) as err:
+        model.generate(["x"])
+    assert one_line(err).startswith("cannot load the text encoder 'google/t5-nowhere'")
+    assert "text_encoder='/path/to/google/t5-nowhere'" in str(err.value)
+
+
+def test_text_encoder_override_accepts_a_local_directory():
+    from openmagnet import MAGNeT
+    from conftest import FIXTURES
+    snapshot = next((FIXTURES / "hf_cache" / "models--t5-base" / "snapshots").iterdir())
+    model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", text_encoder=snapshot)
+    model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1])
+    assert model.generate(["happy rock"]).shape == (1, 1, 498 * 640)

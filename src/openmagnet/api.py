@@ -9,6 +9,7 @@ null rows (zero condition), as in the reference, also for unconditional generati
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing as tp
 
@@ -73,13 +74,16 @@ class MAGNeT:
     # -------------------------------------------------------------------------------- loading
     @staticmethod
     def get_pretrained(name: PathLike = "facebook/magnet-small-10secs", device: tp.Optional[tp.Union[str, torch.device]] = None,
-                       dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None) -> "MAGNeT":
+                       dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
+                       text_encoder: tp.Optional[PathLike] = None) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id).
 
         device: None picks cuda, then mps, then cpu. dtype: the LM's weight dtype (None: float32 on
-        CPU/MPS, bfloat16 on CUDA); the text encoder and the codec always run in float32."""
+        CPU/MPS, bfloat16 on CUDA); the text encoder and the codec always run in float32.
+        text_encoder: a hub id or local directory to use instead of the T5 named by the checkpoint
+        (it is loaded on the first generation)."""
         device = torch.device(device) if device is not None else default_device()
         dtype = _parse_dtype(dtype) if dtype is not None else default_dtype(device)
         lm_path = resolve_file(name, LM_FILE)
@@ -90,6 +94,8 @@ class MAGNeT:
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
                              f"{lm.cfg.frame_rate} Hz")
+        if text_encoder is not None:
+            text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
         return MAGNeT(str(name), lm, text_cfg, compression_model)
 
     @property

@@ -47,12 +47,25 @@ class T5Conditioner:
 
     def __init__(self, name: str, projection: nn.Linear, device: tp.Union[str, torch.device] = "cpu"):
         from transformers import T5EncoderModel, T5Tokenizer  # heavy: imported on first use only
+        from transformers.utils import logging as hf_logging
 
         self.name = name
         self.projection = projection
         self.device = torch.device(device)
-        self.tokenizer = T5Tokenizer.from_pretrained(name)
-        t5 = T5EncoderModel.from_pretrained(name)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our own
+        try:
+            self.tokenizer = T5Tokenizer.from_pretrained(name)
+            t5 = T5EncoderModel.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"cannot load the text encoder {name!r} ({type(exc).__name__}): it comes from the Hugging Face "
+                f"hub on first use; run once with network access, point HF_HUB_CACHE / HF_HOME at a cache "
+                f"that holds it, or pass a local T5 directory: get_pretrained(..., text_encoder='/path/to/{name}')"
+            ) from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self.t5 = t5.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
         if self.t5.config.d_model != projection.in_features:
             raise ValueError(f"text encoder {name!r} has width {self.t5.config.d_model} but the checkpoint's "
