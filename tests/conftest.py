@@ -7,8 +7,32 @@ set here, at import time of the conftest.
 import os
 from pathlib import Path
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-os.environ["HF_HUB_CACHE"] = str(FIXTURES / "hf_cache")
+HUB_ID = "facebook/magnet-small-10secs"  # served from the cache below by the music10 fixture files
+
+
+def _make_hub_cache() -> Path:
+    """A private copy of the fixture hub cache (nothing writes into tests/fixtures), plus a hub
+    entry for HUB_ID holding the music10 files, so loading by hub id runs the real download code
+    path (huggingface_hub resolving from its cache in offline mode)."""
+    cache = Path(tempfile.mkdtemp(prefix="openmagnet-hub-")) / "hub"
+    shutil.copytree(FIXTURES / "hf_cache", cache)
+    repo = cache / ("models--" + HUB_ID.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in ("state_dict.bin", "compression_state_dict.bin"):
+        shutil.copy2(FIXTURES / "music10" / name, snapshot / name)
+    return cache
+
+
+HUB_CACHE = _make_hub_cache()
+os.environ["HF_HUB_CACHE"] = str(HUB_CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,6 +59,7 @@ def load_fixture_model(name: str):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _threads():
+def _session():
     torch.set_num_threads(2)  # the fixtures were dumped with 2 threads
     yield
+    shutil.rmtree(HUB_CACHE.parent, ignore_errors=True)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import FIXTURES, load_fixture_model
+from conftest import FIXTURES, HUB_ID, load_fixture_model, reference
 from openmagnet import CheckpointError, MAGNeT
 from openmagnet.checkpoint import parse_xp_cfg
 from openmagnet.config import LM_PRESETS, LMConfig
@@ -143,11 +143,19 @@ def test_missing_path():
         MAGNeT.get_pretrained("./no/such/model", device="cpu")
 
 
+def test_hub_id_resolves_through_the_hub_cache():
+    model = MAGNeT.get_pretrained(HUB_ID, device="cpu")
+    assert model.name == HUB_ID and model.sample_rate == 32000
+    model.set_generation_params(use_sampling=False, decoding_steps=[20, 10, 10, 10])
+    _, tokens = model.generate(["happy rock", "energetic EDM with a big drop at 128 bpm"], return_tokens=True)
+    assert torch.equal(tokens, reference("music10")["gen_nonoverlap"].long())
+
+
 def test_hub_id_offline_says_how_to_use_a_local_directory():
     with pytest.raises(CheckpointError) as err:
-        MAGNeT.get_pretrained("facebook/magnet-small-10secs", device="cpu")
+        MAGNeT.get_pretrained("facebook/magnet-medium-10secs", device="cpu")
     message = str(err.value)
-    assert "cannot get state_dict.bin of 'facebook/magnet-small-10secs'" in message
+    assert "cannot get state_dict.bin of 'facebook/magnet-medium-10secs'" in message
     assert "offline mode is on" in message
     assert "MAGNeT.get_pretrained('/path/to/dir')" in message
 

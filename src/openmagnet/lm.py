@@ -151,8 +151,9 @@ class MagnetLM(nn.Module):
         """Cached self-attention mask [T, T] of a stage (None for stage 0)."""
         key = (stage > 0, seq_len, str(self.device), self.dtype)
         if key not in self._masks:
-            self._masks[key] = stage_attn_mask(stage, seq_len, self.cfg.subcodes_context,
-                                               device=self.device, dtype=self.dtype)
+            with torch.inference_mode(False):  # a plain tensor: usable in training too
+                self._masks[key] = stage_attn_mask(stage, seq_len, self.cfg.subcodes_context,
+                                                   device=self.device, dtype=self.dtype)
         return self._masks[key]
 
     def cross_kv(self, cond: torch.Tensor) -> CrossKV:
