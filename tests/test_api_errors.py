@@ -149,3 +149,22 @@ def test_text_encoder_override_accepts_a_local_directory():
     model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", text_encoder=snapshot)
     model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1])
     assert model.generate(["happy rock"]).shape == (1, 1, 498 * 640)
+
+
+def test_duration_beyond_the_segment(model):
+    model.duration = 12
+    try:
+        with pytest.raises(ValueError, match="duration is 12 s but this model generates at most 10 s"):
+            model.generate(["x"])
+    finally:
+        model.duration = model.max_duration
+
+
+def test_shorter_duration_is_allowed(model):
+    model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1], span_arrangement="stride1")
+    model.duration = 1
+    try:
+        audio, tokens = model.generate(["x"], return_tokens=True)
+    finally:
+        model.duration = model.max_duration
+    assert tokens.shape == (1, 4, 50) and audio.shape == (1, 1, 32000)

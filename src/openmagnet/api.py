@@ -219,6 +219,9 @@ class MAGNeT:
 
     def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
                          progress: bool, generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+        if not 0 < self.duration <= self.max_duration:
+            raise ValueError(f"duration is {self.duration} s but this model generates at most {self.max_duration:g} s "
+                             f"(MAGNeT has a fixed length): set model.duration to at most {self.max_duration:g}")
         seq_len = int(self.duration * self.frame_rate)
         if prompt_tokens is not None and prompt_tokens.shape[-1] >= seq_len:
             raise ValueError(f"the prompt encodes to {prompt_tokens.shape[-1]} frames but the model generates "
