@@ -73,7 +73,8 @@ class MAGNeT:
 
     # -------------------------------------------------------------------------------- loading
     @staticmethod
-    def get_pretrained(name: PathLike = "facebook/magnet-small-10secs", device: tp.Optional[tp.Union[str, torch.device]] = None,
+    def get_pretrained(name: PathLike = "facebook/magnet-small-10secs",
+                       device: tp.Optional[tp.Union[str, torch.device]] = None,
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
                        text_encoder: tp.Optional[PathLike] = None) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
@@ -207,7 +208,8 @@ class MAGNeT:
             raise ValueError(f"prompt must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
         if not prompt.is_floating_point():
             raise TypeError(f"prompt must be floating point audio, got dtype {prompt.dtype}")
-        if isinstance(prompt_sample_rate, bool) or not isinstance(prompt_sample_rate, (int, float)) or prompt_sample_rate <= 0:
+        rate = prompt_sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
             raise ValueError(f"prompt_sample_rate must be a positive number of Hz, got {prompt_sample_rate!r}")
         limit = self.duration
         seconds = prompt.shape[-1] / prompt_sample_rate

@@ -12,7 +12,6 @@ dtype on the way), so a fp16 file never costs more than one full-precision copy 
 """
 from __future__ import annotations
 
-import logging
 import os
 import typing as tp
 from pathlib import Path
@@ -20,9 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .config import CodecConfig, LMConfig, TextConfig, codec_config_from_xp, lm_config_from_xp, text_config_from_xp
+from .config import CodecConfig, codec_config_from_xp, lm_config_from_xp, text_config_from_xp
 
-logger = logging.getLogger(__name__)
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
 TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
@@ -195,5 +193,4 @@ def codec_from_package(pkg: dict, source: str, device: torch.device):
 
 
 __all__ = ["CheckpointError", "resolve_file", "load_package", "parse_xp_cfg", "check_state_dict",
-           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
-           "LMConfig", "TextConfig"]
+           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE"]
