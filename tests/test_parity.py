@@ -126,3 +126,15 @@ def test_progress_callback_matches_reference():
     expected = reference("music10")["progress_calls"].tolist()
     total = sum(meta("music10")["gen_decoding_steps"])
     assert expected == [[i, total] for i in range(1, total + 1)]
+
+
+@pytest.mark.parametrize("name,rate,seconds", [("music10", 32000, 10), ("music30", 32000, 30),
+                                               ("music10_hf", 32000, 10), ("sound10", 16000, 10)])
+def test_model_properties(name, rate, seconds):
+    model = load_fixture_model(name)
+    assert (model.sample_rate, model.frame_rate, model.audio_channels, model.max_duration) == (rate, 50, 1, seconds)
+    assert model.text_config.name == ("t5-large" if name == "sound10" else "t5-base")
+    model.set_generation_params()
+    assert model.generation_params == dict(use_sampling=True, temp=3.0, top_k=0, top_p=0.9, max_cfg_coef=10.0,
+                                           min_cfg_coef=1.0, decoding_steps=[20, 10, 10, 10],
+                                           span_arrangement="nonoverlap")
