@@ -1,0 +1,40 @@
+"""One timed openmagnet generation, with the protocol of the harness's run_reference.py:
+load (not timed), warm-up (1 s of audio, 1 step per codebook, not timed), then one timed run.
+Prints one JSON line. Used by compare_audiocraft.py."""
+import argparse
+import json
+import os
+import time
+
+p = argparse.ArgumentParser()
+p.add_argument("--ref", required=True)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--dtype", default="float32")
+p.add_argument("--steps", type=int, nargs=4, default=[20, 10, 10, 10])
+p.add_argument("--prompts", nargs="+", required=True)
+p.add_argument("--seed", type=int, default=42)
+a = p.parse_args()
+os.environ["HF_HUB_CACHE"] = os.path.join(a.ref, "hf_cache")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+
+from openmagnet import MAGNeT  # noqa: E402
+
+torch.set_num_threads(a.threads)
+model = MAGNeT.get_pretrained(a.ref, device="cpu", dtype=a.dtype)
+model.set_generation_params(decoding_steps=[1, 1, 1, 1])
+model.duration = 1.0
+torch.manual_seed(a.seed)
+model.generate(a.prompts)  # warm-up: also loads T5
+model.duration = model.max_duration
+model.set_generation_params(decoding_steps=a.steps)
+torch.manual_seed(a.seed)
+with torch.inference_mode():
+    t0 = time.perf_counter()
+    tokens = model._generate_tokens(list(a.prompts), None, False, None)
+    t1 = time.perf_counter()
+    audio = model.generate_audio(tokens)
+    t2 = time.perf_counter()
+print(json.dumps({"lm_s": t1 - t0, "codec_s": t2 - t1, "total_s": t2 - t0, "samples": audio.shape[-1],
+                  "sample_rate": model.sample_rate, "tokens": list(tokens.shape)}))
