@@ -61,3 +61,17 @@ def test_null_condition_gives_zero_cross_attention():
     x = torch.randn(1, 6, model.lm.cfg.dim)
     kv = layer.cross_attention.cross_kv(torch.zeros(1, 4, model.lm.cfg.dim))
     assert torch.count_nonzero(layer.cross_attention.cross_attention(x, kv)) == 0
+
+
+def test_null_rows_skip_cross_attention_exactly():
+    """Rows past the condition's batch get the null condition: same result as passing zeros."""
+    model = load_fixture_model("music10")
+    lm = model.lm
+    g = torch.Generator().manual_seed(1)
+    codes = torch.randint(0, 2049, (4, 4, 24), generator=g)
+    cond = torch.randn(2, 5, lm.cfg.dim, generator=g)
+    full = torch.cat([cond, torch.zeros_like(cond)])
+    with torch.no_grad():
+        skipped = lm.stage_logits(codes, None, 2, lm.cross_kv(cond))
+        reference = lm.stage_logits(codes, full, 2)
+    assert (skipped - reference).abs().max().item() <= 1e-5

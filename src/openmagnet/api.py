@@ -42,8 +42,10 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
     """logits_fn for decoding: runs the [conditional; null] batch and mixes the stage's logits
     as uncond + (cond - uncond) * coef, in float32. The cross-attention keys/values of the text
-    never change during a generation, so they are computed once here."""
-    cross_kv = lm.cross_kv(cond)
+    never change during a generation, so they are computed once here; the null rows' condition is
+    all zeros, so their cross-attention (exactly 0) is skipped."""
+    null_is_zero = torch.count_nonzero(cond[batch_size:]) == 0
+    cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
 
     def logits_fn(codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
         logits = lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, cross_kv).float()

@@ -96,8 +96,16 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor],
                 mask: tp.Optional[torch.Tensor]) -> torch.Tensor:
+        """x [B, T, D]; kv from the condition of the first n <= B rows. Rows past n have the null
+        condition (all zeros): their keys and values are 0, so their cross-attention output is
+        exactly 0 and is skipped."""
         x = x + self.self_attn.self_attention(self.norm1(x), mask)
-        x = x + self.cross_attention.cross_attention(self.norm_cross(x), kv)
+        n = kv[0].shape[0]
+        if n == x.shape[0]:
+            x = x + self.cross_attention.cross_attention(self.norm_cross(x), kv)
+        else:
+            head = x[:n]
+            x = torch.cat([head + self.cross_attention.cross_attention(self.norm_cross(head), kv), x[n:]])
         return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 
@@ -163,8 +171,9 @@ class MagnetLM(nn.Module):
 
     def hidden(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
                cross_kv: tp.Optional[CrossKV] = None) -> torch.Tensor:
-        """Final normalised hidden states [B, T, D] for codes [B, K, T] and condition [B, S, D]
-        (or its precomputed `cross_kv`). stage >= 1 restricts the self-attention window."""
+        """Final normalised hidden states [B, T, D] for codes [B, K, T] and condition [n, S, D]
+        (or its precomputed `cross_kv`); rows past n <= B get the null (all-zero) condition.
+        stage >= 1 restricts the self-attention window."""
         B, K, T = codes.shape
         if K != self.cfg.n_q:
             raise ValueError(f"codes must have {self.cfg.n_q} codebooks, got shape {tuple(codes.shape)}")
