@@ -38,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import functools  # noqa: E402
+import json  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -49,6 +50,21 @@ FIXTURE_NAMES = ("music10", "music30", "music10_hf", "sound10")
 def reference(name: str) -> dict:
     """The tensors audiocraft produced on fixture `name` (see tests/fixtures/tools/dump_reference.py)."""
     return torch.load(FIXTURES / name / "reference.pt", weights_only=True)
+
+
+def meta(name: str) -> dict:
+    """What dump_reference.py recorded about fixture `name` (prompts, steps, strides)."""
+    return json.loads((FIXTURES / name / "reference.json").read_text())
+
+
+def cfg_condition(name: str, model=None):
+    """(model, tokenized inputs, condition [2B, S, D]) for the fixture's parity prompts, built as
+    the reference builds the guidance batch: conditional rows, then null rows."""
+    model = model or load_fixture_model(name)
+    prompts = meta(name)["parity_prompts"]
+    inputs = model.conditioner.tokenize(prompts + [None] * len(prompts))
+    embeds, _ = model.conditioner.encode(inputs)
+    return model, inputs, embeds
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import FIXTURES, HUB_ID, load_fixture_model, reference
+from conftest import FIXTURES, HUB_ID, cfg_condition, load_fixture_model, reference
 from openmagnet import CheckpointError, MAGNeT
 from openmagnet.checkpoint import parse_xp_cfg
 from openmagnet.config import LM_PRESETS, LMConfig
@@ -190,9 +190,7 @@ def test_bfloat16_generation_is_finite_and_close_to_float32():
     audio, tokens = model.generate(["happy rock"], return_tokens=True, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(audio).all() and ((tokens >= 0) & (tokens < 2048)).all()
     ref = reference("music10")
-    exact = load_fixture_model("music10")
-    inputs = exact.conditioner.tokenize(["happy rock", "energetic EDM with a big drop at 128 bpm", ""] + [None] * 3)
-    cond, _ = exact.conditioner.encode(inputs)
+    exact, _, cond = cfg_condition("music10")
     with torch.no_grad():
         fast = model.lm.stage_logits(ref["input_stage1"].long(), cond, 1).float()
         slow = exact.lm.stage_logits(ref["input_stage1"].long(), cond, 1)

@@ -2,26 +2,12 @@
 
 Four checkpoints in the released layout: 10-s music (audiocraft codec), 30-s music, 10-s music
 with the transformers-codec pointer, and 10-s text-to-sound (t5-large, 16 kHz codec)."""
-import json
-
 import pytest
 import torch
 
-from conftest import FIXTURE_NAMES, FIXTURES, load_fixture_model, reference
+from conftest import FIXTURE_NAMES, cfg_condition, load_fixture_model, meta, reference
 
 ATOL = 1e-4
-
-
-def meta(name):
-    return json.loads((FIXTURES / name / "reference.json").read_text())
-
-
-def cfg_condition(name):
-    model = load_fixture_model(name)
-    prompts = meta(name)["parity_prompts"]
-    inputs = model.conditioner.tokenize(prompts + [None] * len(prompts))
-    embeds, _ = model.conditioner.encode(inputs)
-    return model, inputs, embeds
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)

@@ -210,8 +210,8 @@ class MAGNeT:
             raise ValueError(f"prompt must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
         if not prompt.is_floating_point():
             raise TypeError(f"prompt must be floating point audio, got dtype {prompt.dtype}")
-        rate = prompt_sample_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+        if isinstance(prompt_sample_rate, bool) or not isinstance(prompt_sample_rate, (int, float)) \
+                or prompt_sample_rate <= 0:
             raise ValueError(f"prompt_sample_rate must be a positive number of Hz, got {prompt_sample_rate!r}")
         limit = self.duration
         seconds = prompt.shape[-1] / prompt_sample_rate
@@ -226,10 +226,7 @@ class MAGNeT:
         if not 0 < self.duration <= self.max_duration:
             raise ValueError(f"duration is {self.duration} s but this model generates at most {self.max_duration:g} s "
                              f"(MAGNeT has a fixed length): set model.duration to at most {self.max_duration:g}")
-        seq_len = int(self.duration * self.frame_rate)
-        if prompt_tokens is not None and prompt_tokens.shape[-1] >= seq_len:
-            raise ValueError(f"the prompt encodes to {prompt_tokens.shape[-1]} frames but the model generates "
-                             f"{seq_len}: use a shorter prompt")
+        seq_len = int(self.duration * self.frame_rate)  # generate_tokens refuses a prompt this long
         callback = None
         if progress:
             callback = self._progress_callback or _print_progress
