@@ -134,13 +134,16 @@ def check_state_dict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], so
 
 
 def load_strict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source: str,
-                device: torch.device, dtype: tp.Optional[torch.dtype]) -> nn.Module:
-    """Assign checkpoint tensors to a (meta-device) module, casting floating tensors to `dtype`.
-    Each tensor is converted once and the converted copy is what the module keeps."""
+                device: torch.device,
+                dtype: tp.Union[None, torch.dtype, tp.Callable[[str], torch.dtype]]) -> nn.Module:
+    """Assign checkpoint tensors to a (meta-device) module, casting floating tensors to `dtype`
+    (one dtype, or a function of the key). Each tensor is converted once and the converted copy
+    is what the module keeps."""
     check_state_dict(module, state, source)
     converted = {}
     for k, v in state.items():
-        target = dtype if (dtype is not None and v.is_floating_point()) else v.dtype
+        wanted = dtype(k) if callable(dtype) else dtype
+        target = wanted if (wanted is not None and v.is_floating_point()) else v.dtype
         converted[k] = v.to(device=device, dtype=target)
     module.load_state_dict(converted, strict=True, assign=True)
     return module
@@ -167,7 +170,7 @@ def lm_from_package(pkg: dict, source: str, device: torch.device, dtype: torch.d
         raise CheckpointError(f"{source}: {exc}") from None
     with torch.device("meta"):
         lm = MagnetLM(lm_cfg)
-    load_strict(lm, state, source, device, dtype)
+    load_strict(lm, state, source, device, lambda key: MagnetLM.weight_dtype(key, dtype))
     return lm.eval().requires_grad_(False), lm_cfg, text_cfg
 
 

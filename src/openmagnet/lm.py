@@ -20,10 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention, stage_attn_mask
+from .attention import attention, self_attention_window
 from .config import LMConfig
 
 CrossKV = tp.List[tp.Tuple[torch.Tensor, torch.Tensor]]
+Kernel = tp.Callable[[torch.Tensor], torch.Tensor]
+# The transformer's matrices take the requested dtype; everything else (embeddings, norms, the text
+# projection and the output heads, about 4% of the small model) stays float32, so that the residual
+# stream and the logits are float32 whatever the matrices are (see `MagnetLM.weight_dtype`).
+_MATRIX_SUFFIXES = ("in_proj_weight", "out_proj.weight", "linear1.weight", "linear2.weight")
 
 
 def sin_embedding(seq_len: int, dim: int, max_period: float = 10_000.0,
@@ -39,15 +44,27 @@ def sin_embedding(seq_len: int, dim: int, max_period: float = 10_000.0,
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 
+def project(kernels: tp.Dict[str, Kernel], name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight^T in the weight's dtype, or through a replacement kernel installed under `name`
+    (e.g. int8, see quantize.py). The residual stream stays in its own dtype: adding the result
+    to it promotes back."""
+    kernel = kernels.get(name)
+    if kernel is not None:
+        return kernel(x)
+    return F.linear(x.to(weight.dtype), weight)
+
+
 class MultiheadAttention(nn.Module):
     """Bias-free attention with PyTorch's packed projection: rows [0:D] of `in_proj_weight` give
-    the queries, [D:2D] the keys, [2D:3D] the values; heads are contiguous chunks of D / H."""
+    the queries, [D:2D] the keys, [2D:3D] the values; heads are contiguous chunks of D / H.
+    `kernels` may replace the projections 'qkv', 'q', 'kv' and 'out' (see quantize.py)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.kernels: tp.Dict[str, Kernel] = {}
         nn.init.kaiming_uniform_(self.in_proj_weight, a=math.sqrt(5))
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,32 +73,37 @@ class MultiheadAttention(nn.Module):
 
     def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, H, T, d = x.shape
-        return self.out_proj(x.transpose(1, 2).reshape(B, T, H * d))  # [B, T, D]
+        return project(self.kernels, "out", x.transpose(1, 2).reshape(B, T, H * d), self.out_proj.weight)
 
-    def self_attention(self, x: torch.Tensor, mask: tp.Optional[torch.Tensor]) -> torch.Tensor:
-        """x [B, T, D] -> [B, T, D]."""
+    def self_attention(self, x: torch.Tensor, context: tp.Optional[int], banded: bool = False) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; context: None for full attention, else the window half-width
+        (computed banded when `banded`, see attention.py)."""
         B, T, D = x.shape
-        packed = F.linear(x, self.in_proj_weight).view(B, T, 3, self.num_heads, D // self.num_heads)
+        packed = project(self.kernels, "qkv", x, self.in_proj_weight).view(B, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = (t.transpose(1, 2) for t in packed.unbind(dim=2))  # each [B, H, T, d]
-        return self._merge_heads(attention(q, k, v, mask))
+        return self._merge_heads(self_attention_window(q, k, v, context, banded))
 
     def cross_kv(self, src: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the condition src [B, S, D], each [B, H, S, d]. They do not change
         during a generation, so the caller may compute them once."""
         D = src.shape[-1]
-        k = F.linear(src, self.in_proj_weight[D:2 * D])
-        v = F.linear(src, self.in_proj_weight[2 * D:])
+        if "kv" in self.kernels:
+            k, v = self.kernels["kv"](src).split(D, dim=-1)
+        else:
+            k = F.linear(src.to(self.in_proj_weight.dtype), self.in_proj_weight[D:2 * D])
+            v = F.linear(src.to(self.in_proj_weight.dtype), self.in_proj_weight[2 * D:])
         return self._split_heads(k), self._split_heads(v)
 
     def cross_attention(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x [B, T, D] attends to precomputed (k, v) [B, H, S, d]; no mask, as in the reference."""
         D = x.shape[-1]
-        q = self._split_heads(F.linear(x, self.in_proj_weight[:D]))
+        q = self._split_heads(project(self.kernels, "q", x, self.in_proj_weight[:D]))
         return self._merge_heads(attention(q, kv[0], kv[1], None))
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm block: self-attention, cross-attention to the text, GELU feed-forward."""
+    """Pre-norm block: self-attention, cross-attention to the text, GELU feed-forward.
+    `kernels` may replace 'linear1' and 'linear2'."""
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -93,20 +115,22 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.norm_cross = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.kernels: tp.Dict[str, Kernel] = {}
 
     def forward(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor],
-                mask: tp.Optional[torch.Tensor]) -> torch.Tensor:
+                context: tp.Optional[int], banded: bool = False) -> torch.Tensor:
         """x [B, T, D]; kv from the condition of the first n <= B rows. Rows past n have the null
         condition (all zeros): their keys and values are 0, so their cross-attention output is
         exactly 0 and is skipped."""
-        x = x + self.self_attn.self_attention(self.norm1(x), mask)
+        x = x + self.self_attn.self_attention(self.norm1(x), context, banded)
         n = kv[0].shape[0]
         if n == x.shape[0]:
             x = x + self.cross_attention.cross_attention(self.norm_cross(x), kv)
         else:
             head = x[:n]
             x = torch.cat([head + self.cross_attention.cross_attention(self.norm_cross(head), kv), x[n:]])
-        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        hidden = F.gelu(project(self.kernels, "linear1", self.norm2(x), self.linear1.weight))
+        return x + project(self.kernels, "linear2", hidden, self.linear2.weight)
 
 
 class Transformer(nn.Module):
@@ -145,7 +169,15 @@ class MagnetLM(nn.Module):
         self.transformer = Transformer(cfg)
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linears = nn.ModuleList([nn.Linear(cfg.dim, cfg.card, bias=False) for _ in range(cfg.n_q)])
-        self._masks: tp.Dict[tp.Tuple[int, int, str, torch.dtype], tp.Optional[torch.Tensor]] = {}
+        # Restricted attention of codebooks 1..3 over the window only (attention.banded_attention):
+        # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
+        self.banded_attention = False
+
+    @staticmethod
+    def weight_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
+        """The dtype a checkpoint tensor takes when the model is loaded for `dtype`: the
+        transformer's matrices take `dtype`, the rest stays float32."""
+        return dtype if key.startswith("transformer.") and key.endswith(_MATRIX_SUFFIXES) else torch.float32
 
     @property
     def device(self) -> torch.device:
@@ -153,27 +185,18 @@ class MagnetLM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.out_norm.weight.dtype
-
-    def stage_mask(self, stage: int, seq_len: int) -> tp.Optional[torch.Tensor]:
-        """Cached self-attention mask [T, T] of a stage (None for stage 0)."""
-        key = (stage > 0, seq_len, str(self.device), self.dtype)
-        if key not in self._masks:
-            with torch.inference_mode(False):  # a plain tensor: usable in training too
-                self._masks[key] = stage_attn_mask(stage, seq_len, self.cfg.subcodes_context,
-                                                   device=self.device, dtype=self.dtype)
-        return self._masks[key]
+        """The dtype of the transformer's matrices (the compute dtype of the matmuls)."""
+        return self.transformer.layers[0].linear1.weight.dtype
 
     def cross_kv(self, cond: torch.Tensor) -> CrossKV:
         """Per-layer cross-attention keys/values for the projected condition cond [B, S, D]."""
-        cond = cond.to(self.dtype)
         return [layer.cross_attention.cross_kv(cond) for layer in self.transformer.layers]
 
     def hidden(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
                cross_kv: tp.Optional[CrossKV] = None) -> torch.Tensor:
         """Final normalised hidden states [B, T, D] for codes [B, K, T] and condition [n, S, D]
         (or its precomputed `cross_kv`); rows past n <= B get the null (all-zero) condition.
-        stage >= 1 restricts the self-attention window."""
+        stage >= 1 restricts the self-attention to a window of +- subcodes_context frames."""
         B, K, T = codes.shape
         if K != self.cfg.n_q:
             raise ValueError(f"codes must have {self.cfg.n_q} codebooks, got shape {tuple(codes.shape)}")
@@ -185,9 +208,9 @@ class MagnetLM(nn.Module):
         for k in range(1, K):
             x = x + self.emb[k](codes[:, k])
         x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
-        mask = self.stage_mask(stage, T)
+        context = self.cfg.subcodes_context if stage > 0 and self.cfg.subcodes_context >= 0 else None
         for layer, kv in zip(self.transformer.layers, cross_kv):
-            x = layer(x, kv, mask)
+            x = layer(x, kv, context, self.banded_attention)
         return self.out_norm(x)
 
     def stage_logits(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
