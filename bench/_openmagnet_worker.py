@@ -9,7 +9,7 @@ import time
 p = argparse.ArgumentParser()
 p.add_argument("--ref", required=True)
 p.add_argument("--threads", type=int, default=2)
-p.add_argument("--dtype", default="float32")
+p.add_argument("--mode", default="float32", choices=["float32", "bfloat16", "int8"])
 p.add_argument("--steps", type=int, nargs=4, default=[20, 10, 10, 10])
 p.add_argument("--prompts", nargs="+", required=True)
 p.add_argument("--seed", type=int, default=42)
@@ -19,10 +19,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
 
+import openmagnet  # noqa: E402
 from openmagnet import MAGNeT  # noqa: E402
 
 torch.set_num_threads(a.threads)
-model = MAGNeT.get_pretrained(a.ref, device="cpu", dtype=a.dtype)
+options = dict(quantize="int8") if a.mode == "int8" else dict(dtype=a.mode)
+model = MAGNeT.get_pretrained(a.ref, device="cpu", **options)
 model.set_generation_params(decoding_steps=[1, 1, 1, 1])
 model.duration = 1.0
 torch.manual_seed(a.seed)
@@ -37,4 +39,5 @@ with torch.inference_mode():
     audio = model.generate_audio(tokens)
     t2 = time.perf_counter()
 print(json.dumps({"lm_s": t1 - t0, "codec_s": t2 - t1, "total_s": t2 - t0, "samples": audio.shape[-1],
-                  "sample_rate": model.sample_rate, "tokens": list(tokens.shape)}))
+                  "sample_rate": model.sample_rate, "tokens": list(tokens.shape),
+                  "banded_attention": model.lm.banded_attention, "openmagnet": openmagnet.__file__}))

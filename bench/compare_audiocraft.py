@@ -33,7 +33,11 @@ CASES = {
     "tiny10": ("tiny", 10, [20, 10, 10, 10]),
     "small10": ("small", 10, [20, 10, 10, 10]),
     "small30": ("small", 30, [60, 10, 10, 10]),
+    # A tenth of small30's steps with the same 2:1 mix of full-attention (codebook 0) and
+    # restricted steps, for a cheaper measurement of the same per-step costs.
+    "small30s": ("small", 30, [6, 1, 1, 1]),
 }
+MODES = ("float32", "bfloat16", "int8")
 
 
 def run_measured(cmd, env=None):
@@ -68,9 +72,9 @@ def audiocraft_run(peer: Path, ref: Path, prompts, steps, threads: int) -> dict:
             "sample_rate": r["sample_rate"]}
 
 
-def openmagnet_run(ref: Path, prompts, steps, threads: int, dtype: str) -> dict:
+def openmagnet_run(ref: Path, prompts, steps, threads: int, mode: str) -> dict:
     cmd = [sys.executable, HERE / "_openmagnet_worker.py", "--ref", ref, "--threads", str(threads),
-           "--dtype", dtype, "--steps", *map(str, steps), "--prompts", *prompts]
+           "--mode", mode, "--steps", *map(str, steps), "--prompts", *prompts]
     output, rss = run_measured(list(map(str, cmd)))
     r = json.loads(output.strip().splitlines()[-1])
     r["rss_mb"] = rss
@@ -84,23 +88,24 @@ def main():
     p.add_argument("--batch", nargs="+", type=int, default=[1])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--dtypes", nargs="+", default=["float32"], help="openmagnet modes to time")
+    p.add_argument("--modes", nargs="+", default=["float32"], choices=MODES,
+                   help="openmagnet modes to time: float32 (exact), bfloat16, int8 (quantize='int8')")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
     a = p.parse_args()
     peer = Path(a.peer).resolve()
     results = json.loads(Path(a.results).read_text()) if Path(a.results).exists() else {}
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "threads": a.threads, "python": platform.python_version()}
+    results["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
+                          "python": platform.python_version()}
     for case in a.cases:
         ref = ensure_checkpoint(peer, case)
         steps = CASES[case][2]
         for batch in a.batch:
             prompts = (PROMPTS * batch)[:batch]
             key = f"{case}_b{batch}"
-            runs = {"audiocraft": []} | {f"openmagnet_{d}": [] for d in a.dtypes}
+            runs = {"audiocraft": []} | {f"openmagnet_{d}": [] for d in a.modes}
             for i in range(a.runs):  # interleaved
                 runs["audiocraft"].append(audiocraft_run(peer, ref, prompts, steps, a.threads))
-                for d in a.dtypes:
+                for d in a.modes:
                     runs[f"openmagnet_{d}"].append(openmagnet_run(ref, prompts, steps, a.threads, d))
                 print(f"[{key}] run {i}: " + ", ".join(f"{k} {v[-1]['total_s']:.2f}s" for k, v in runs.items()),
                       flush=True)
@@ -108,6 +113,16 @@ def main():
             Path(a.results).parent.mkdir(parents=True, exist_ok=True)
             Path(a.results).write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def print_table(results: dict):

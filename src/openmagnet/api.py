@@ -20,6 +20,7 @@ from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
 from .lm import MagnetLM
+from .quantize import QUANTIZE_MODES, quantize_lm
 
 PathLike = tp.Union[str, os.PathLike]
 
@@ -78,7 +79,8 @@ class MAGNeT:
     def get_pretrained(name: PathLike = "facebook/magnet-small-10secs",
                        device: tp.Optional[tp.Union[str, torch.device]] = None,
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
-                       text_encoder: tp.Optional[PathLike] = None) -> "MAGNeT":
+                       text_encoder: tp.Optional[PathLike] = None, quantize: tp.Optional[str] = None,
+                       banded_attention: tp.Optional[bool] = None) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id).
@@ -86,13 +88,28 @@ class MAGNeT:
         device: None picks cuda, then mps, then cpu. dtype: the LM's weight dtype (None: float32 on
         CPU/MPS, bfloat16 on CUDA); the text encoder and the codec always run in float32.
         text_encoder: a hub id or local directory to use instead of the T5 named by the checkpoint
-        (it is loaded on the first generation)."""
+        (it is loaded on the first generation).
+
+        Speed (see README, "Speed"): the default float32 on CPU is the exact mode, bit-identical to
+        audiocraft. dtype=torch.bfloat16 runs the transformer's matrices in bf16 (residual stream,
+        heads and guidance stay float32); quantize='int8' (CPU only) runs them in int8.
+        banded_attention: compute the restricted attention of codebooks 1..3 over its window only
+        (same maths, equal to float rounding); None turns it on for every mode but exact float32."""
         device = torch.device(device) if device is not None else default_device()
-        dtype = _parse_dtype(dtype) if dtype is not None else default_dtype(device)
+        if quantize is not None and dtype is not None and _parse_dtype(dtype) != torch.float32:
+            raise ValueError(f"quantize={quantize!r} keeps the unquantized layers in float32: drop dtype={dtype!r}")
+        if quantize is not None and quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {quantize!r}")
+        dtype = _parse_dtype(dtype) if dtype is not None else (
+            torch.float32 if quantize is not None else default_dtype(device))
         lm_path = resolve_file(name, LM_FILE)
         codec_source = codec if codec is not None else (lm_path.parent if _is_file(name) else name)
         codec_path = resolve_file(codec_source, CODEC_FILE)
         lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, dtype)
+        if quantize is not None:
+            quantize_lm(lm, quantize)
+        lm.banded_attention = (dtype != torch.float32 or quantize is not None) if banded_attention is None \
+            else bool(banded_attention)
         compression_model = codec_from_package(load_package(codec_path), str(codec_path), device)
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "

@@ -172,6 +172,7 @@ class MagnetLM(nn.Module):
         # Restricted attention of codebooks 1..3 over the window only (attention.banded_attention):
         # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
         self.banded_attention = False
+        self.quantized: tp.Optional[str] = None  # 'int8' once quantize.quantize_lm has run
 
     @staticmethod
     def weight_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
