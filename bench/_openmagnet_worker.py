@@ -9,7 +9,7 @@ import time
 p = argparse.ArgumentParser()
 p.add_argument("--ref", required=True)
 p.add_argument("--threads", type=int, default=2)
-p.add_argument("--mode", default="float32", choices=["float32", "bfloat16", "int8"])
+p.add_argument("--mode", default="float32", choices=["float32", "bfloat16", "int8", "int8-all"])
 p.add_argument("--steps", type=int, nargs=4, default=[20, 10, 10, 10])
 p.add_argument("--prompts", nargs="+", required=True)
 p.add_argument("--seed", type=int, default=42)
@@ -23,7 +23,7 @@ import openmagnet  # noqa: E402
 from openmagnet import MAGNeT  # noqa: E402
 
 torch.set_num_threads(a.threads)
-options = dict(quantize="int8") if a.mode == "int8" else dict(dtype=a.mode)
+options = dict(quantize=a.mode) if a.mode.startswith("int8") else dict(dtype=a.mode)
 model = MAGNeT.get_pretrained(a.ref, device="cpu", **options)
 model.set_generation_params(decoding_steps=[1, 1, 1, 1])
 model.duration = 1.0

@@ -37,7 +37,7 @@ CASES = {
     # restricted steps, for a cheaper measurement of the same per-step costs.
     "small30s": ("small", 30, [6, 1, 1, 1]),
 }
-MODES = ("float32", "bfloat16", "int8")
+MODES = ("float32", "bfloat16", "int8", "int8-all")
 
 
 def run_measured(cmd, env=None):
@@ -89,7 +89,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=["float32"], choices=MODES,
-                   help="openmagnet modes to time: float32 (exact), bfloat16, int8 (quantize='int8')")
+                   help="openmagnet modes to time: float32 (exact), bfloat16, int8 / int8-all (quantize=...)")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
     a = p.parse_args()
     peer = Path(a.peer).resolve()

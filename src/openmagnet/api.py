@@ -20,7 +20,7 @@ from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
 from .lm import MagnetLM
-from .quantize import QUANTIZE_MODES, quantize_lm
+from .quantize import QUANTIZE_MODES, cast_float_matrices, quantize_lm
 
 PathLike = tp.Union[str, os.PathLike]
 
@@ -92,22 +92,34 @@ class MAGNeT:
 
         Speed (see README, "Speed"): the default float32 on CPU is the exact mode, bit-identical to
         audiocraft. dtype=torch.bfloat16 runs the transformer's matrices in bf16 (residual stream,
-        heads and guidance stay float32); quantize='int8' (CPU only) runs them in int8.
+        heads and guidance stay float32). quantize='int8' (CPU only) runs the feed-forward matrices
+        in int8 and the attention projections in dtype (default bfloat16); quantize='int8-all' runs
+        every matrix in int8 (fastest, least accurate; see quantize.py).
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
         (same maths, equal to float rounding); None turns it on for every mode but exact float32."""
         device = torch.device(device) if device is not None else default_device()
-        if quantize is not None and dtype is not None and _parse_dtype(dtype) != torch.float32:
-            raise ValueError(f"quantize={quantize!r} keeps the unquantized layers in float32: drop dtype={dtype!r}")
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {quantize!r}")
-        dtype = _parse_dtype(dtype) if dtype is not None else (
-            torch.float32 if quantize is not None else default_dtype(device))
+        if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
+            raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
+                             f"quantize='int8' to keep the attention projections in that dtype")
+        if dtype is not None:
+            dtype = _parse_dtype(dtype)
+        elif quantize == "int8":
+            dtype = torch.bfloat16
+        else:
+            dtype = torch.float32 if quantize is not None else default_dtype(device)
+        if dtype == torch.float16 and device.type == "cpu":
+            raise ValueError("float16 matrix products are about 100x slower than float32 on CPU: "
+                             "use dtype=torch.bfloat16 or quantize='int8' for speed on CPU")
         lm_path = resolve_file(name, LM_FILE)
         codec_source = codec if codec is not None else (lm_path.parent if _is_file(name) else name)
         codec_path = resolve_file(codec_source, CODEC_FILE)
-        lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, dtype)
+        # quantization starts from float32 matrices; the ones left as floats then take `dtype`
+        load_dtype = torch.float32 if quantize is not None else dtype
+        lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, load_dtype)
         if quantize is not None:
-            quantize_lm(lm, quantize)
+            cast_float_matrices(quantize_lm(lm, quantize), dtype)
         lm.banded_attention = (dtype != torch.float32 or quantize is not None) if banded_attention is None \
             else bool(banded_attention)
         compression_model = codec_from_package(load_package(codec_path), str(codec_path), device)

@@ -53,7 +53,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
-    model = MAGNeT.get_pretrained(args.model, device=args.device, dtype=args.dtype)
+    model = MAGNeT.get_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
     model.set_generation_params(**recommended_params(model, args))
     generator = None
     if args.seed is not None:
@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="LM weight dtype (default float32 on CPU/MPS, bfloat16 on CUDA)")
+                   help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA)")
+    g.add_argument("--quantize", default=None, choices=["int8", "int8-all"],
+                   help="int8 LM matrices on CPU (int8: feed-forward only; int8-all: every matrix): "
+                        "the fastest CPU modes, approximate (see README, Speed)")
     g.add_argument("--steps", type=int, nargs=4, default=None, metavar="N",
                    help="decoding steps per codebook (default 20 10 10 10 per 10 s)")
     g.add_argument("--span-arrangement", choices=["stride1", "nonoverlap"], default=None)

@@ -172,7 +172,7 @@ class MagnetLM(nn.Module):
         # Restricted attention of codebooks 1..3 over the window only (attention.banded_attention):
         # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
         self.banded_attention = False
-        self.quantized: tp.Optional[str] = None  # 'int8' once quantize.quantize_lm has run
+        self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
 
     @staticmethod
     def weight_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
@@ -187,7 +187,7 @@ class MagnetLM(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the transformer's matrices (the compute dtype of the matmuls)."""
-        return self.transformer.layers[0].linear1.weight.dtype
+        return self.transformer.layers[0].self_attn.out_proj.weight.dtype
 
     def cross_kv(self, cond: torch.Tensor) -> CrossKV:
         """Per-layer cross-attention keys/values for the projected condition cond [B, S, D]."""

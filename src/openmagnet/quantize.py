@@ -1,10 +1,16 @@
-"""int8 weights for the transformer's matrices, on CPU: `MAGNeT.get_pretrained(..., quantize='int8')`.
+"""int8 weights for the transformer's matrices, on CPU: `MAGNeT.get_pretrained(..., quantize=MODE)`.
 
-Every attention and feed-forward matrix of the LM (about 96% of its parameters and of its work) is
-stored as int8 with one scale per output channel; activations are quantised on the fly, one scale
-per call, and the product runs in integer arithmetic (VNNI on x86) through PyTorch's own quantized
-CPU kernels (`quantized::linear_dynamic`, oneDNN or FBGEMM). Embeddings, norms, attention itself,
-the output heads and the guidance stay float32, as does the residual stream.
+  'int8'      the feed-forward matrices (linear1, linear2: two thirds of the work) in int8; the
+              attention projections in the model's dtype (bfloat16 unless told otherwise).
+  'int8-all'  every attention and feed-forward matrix in int8 (about 96% of the parameters and of
+              the work): the fastest, and the least accurate (the attention projections are the
+              most sensitive to 8-bit activations).
+
+A quantized matrix is stored as int8 with one scale per output channel; activations are quantised
+on the fly, one scale per call, and the product runs in integer arithmetic (VNNI on x86) through
+PyTorch's own quantized CPU kernels (`quantized::linear_dynamic`, oneDNN or FBGEMM; torchao's
+eager int8 path measured half as fast here). Embeddings, norms, attention itself, the output heads
+and the guidance stay float32, as does the residual stream.
 
 On this project's 2-core Zen 4 machine a 1000 x 1024 x 4096 product runs at about 740 GFLOP/s in
 int8 against about 360 in bf16 and 155 in fp32 (bench/fast_modes.py measures the whole model).
@@ -23,7 +29,7 @@ import torch.nn as nn
 if tp.TYPE_CHECKING:  # pragma: no cover
     from .lm import MagnetLM
 
-QUANTIZE_MODES = ("int8",)
+QUANTIZE_MODES = ("int8", "int8-all")
 
 
 def int8_engine() -> str:
@@ -73,7 +79,8 @@ def _release(module: nn.Module, name: str) -> None:
 
 
 def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
-    """Replace the matrices of `lm` (on CPU, float32) by int8 kernels, in place; returns lm."""
+    """Replace matrices of `lm` (on CPU, float32) by int8 kernels, in place: the feed-forward ones
+    for 'int8', all of them for 'int8-all'. Returns lm."""
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {mode!r}")
     if lm.device.type != "cpu":
@@ -81,6 +88,12 @@ def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
                          f"or torch.float16 on {lm.device.type}")
     engine = int8_engine()
     for layer in lm.transformer.layers:
+        layer.kernels.update(linear1=Int8Linear(layer.linear1.weight, engine),
+                             linear2=Int8Linear(layer.linear2.weight, engine))
+        _release(layer.linear1, "weight")
+        _release(layer.linear2, "weight")
+        if mode != "int8-all":
+            continue
         dim = layer.linear1.weight.shape[1]
         self_attn, cross = layer.self_attn, layer.cross_attention
         self_attn.kernels.update(qkv=Int8Linear(self_attn.in_proj_weight, engine),
@@ -88,11 +101,20 @@ def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
         cross.kernels.update(q=Int8Linear(cross.in_proj_weight[:dim], engine),
                              kv=Int8Linear(cross.in_proj_weight[dim:], engine),
                              out=Int8Linear(cross.out_proj.weight, engine))
-        layer.kernels.update(linear1=Int8Linear(layer.linear1.weight, engine),
-                             linear2=Int8Linear(layer.linear2.weight, engine))
         for module, name in ((self_attn, "in_proj_weight"), (self_attn.out_proj, "weight"),
-                             (cross, "in_proj_weight"), (cross.out_proj, "weight"),
-                             (layer.linear1, "weight"), (layer.linear2, "weight")):
+                             (cross, "in_proj_weight"), (cross.out_proj, "weight")):
             _release(module, name)
     lm.quantized = mode
+    return lm
+
+
+def cast_float_matrices(lm: "MagnetLM", dtype: torch.dtype) -> "MagnetLM":
+    """Cast the transformer matrices still held as floats (those not quantized) to `dtype`."""
+    for layer in lm.transformer.layers:
+        for module, name in ((layer.self_attn, "in_proj_weight"), (layer.self_attn.out_proj, "weight"),
+                             (layer.cross_attention, "in_proj_weight"), (layer.cross_attention.out_proj, "weight"),
+                             (layer.linear1, "weight"), (layer.linear2, "weight")):
+            weight = getattr(module, name)
+            if not weight.is_meta and weight.dtype != dtype:
+                setattr(module, name, nn.Parameter(weight.to(dtype), requires_grad=False))
     return lm
