@@ -66,3 +66,17 @@ def test_cli_bad_top_p(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--top-p", "3", "--quiet",
                             "--out", str(tmp_path)], capsys)
     assert code == 2 and err == "openmagnet: error: top_p must be in [0, 1] (0 disables nucleus sampling); got 3.0\n"
+
+
+def test_cli_int8_mode(tmp_path, capsys):
+    code, out, err = run_cli(["generate", "happy rock", "--model", str(FIXTURES / "music10"), "--quantize", "int8",
+                              "--steps", "1", "1", "1", "1", "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    wav, sr = sf.read(out.split()[0])
+    assert sr == 32000 and wav.shape == (500 * 640,) and abs(wav).max() > 0
+
+
+def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
+                            "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith("openmagnet: error: float16 matrix products are about 100x slower")

@@ -96,7 +96,8 @@ class MAGNeT:
         in int8 and the attention projections in dtype (default bfloat16); quantize='int8-all' runs
         every matrix in int8 (fastest, least accurate; see quantize.py).
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
-        (same maths, equal to float rounding); None turns it on for every mode but exact float32."""
+        (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
+        mode but exact float32)."""
         device = torch.device(device) if device is not None else default_device()
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {quantize!r}")
@@ -120,8 +121,9 @@ class MAGNeT:
         lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, load_dtype)
         if quantize is not None:
             cast_float_matrices(quantize_lm(lm, quantize), dtype)
-        lm.banded_attention = (dtype != torch.float32 or quantize is not None) if banded_attention is None \
-            else bool(banded_attention)
+        if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
+            banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
+        lm.banded_attention = bool(banded_attention)
         compression_model = codec_from_package(load_package(codec_path), str(codec_path), device)
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
