@@ -91,7 +91,11 @@ def main():
     p.add_argument("--modes", nargs="+", default=["float32"], choices=MODES,
                    help="openmagnet modes to time: float32 (exact), bfloat16, int8 / int8-all (quantize=...)")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
+    p.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
     a = p.parse_args()
+    if a.table_only:
+        print_table(json.loads(Path(a.results).read_text()))
+        return
     peer = Path(a.peer).resolve()
     results = json.loads(Path(a.results).read_text()) if Path(a.results).exists() else {}
     results["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
@@ -126,18 +130,22 @@ def _cpu_name() -> str:
 
 
 def print_table(results: dict):
-    print("\n| case | implementation | LM decode (s) | codec decode (s) | total (s) | vs audiocraft "
+    """Medians over the runs; 'vs audiocraft' is the median of the run-by-run ratios (each pair
+    ran back to back, so it holds when the machine's speed drifts), with their range."""
+    print("\n| case | implementation | LM decode (s) | codec decode (s) | total (s) | vs audiocraft (range) "
           "| real-time factor | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         if key == "machine":
             continue
-        base = statistics.median(x["total_s"] for x in r["runs"]["audiocraft"])
+        base = [x["total_s"] for x in r["runs"]["audiocraft"]]
         for impl, runs in r["runs"].items():
             med = {m: statistics.median(x[m] for x in runs) for m in ("lm_s", "codec_s", "total_s", "rss_mb")}
+            ratios = [b / x["total_s"] for b, x in zip(base, runs, strict=False)]
             audio_s = runs[0]["samples"] / runs[0]["sample_rate"]
             print(f"| {key} | {impl} | {med['lm_s']:.2f} | {med['codec_s']:.3f} | {med['total_s']:.2f} | "
-                  f"{base / med['total_s']:.2f}x | {med['total_s'] / audio_s:.2f} | {med['rss_mb']:.0f} |")
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                  f"{med['total_s'] / audio_s:.2f} | {med['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def main() -> None:
     print("| mode | LM parameters | LM weights (MiB) | peak RSS after load (MiB) | peak RSS after generating (MiB) |")
     print("|---|---|---|---|---|")
     for mode in a.modes:
-        cmd = [sys.executable, __file__, "--ckpt", a.ckpt, "--child", mode] + (["--no-generate"] if a.no_generate else [])
+        cmd = [sys.executable, __file__, "--ckpt", a.ckpt, "--child", mode]
+        cmd += ["--no-generate"] if a.no_generate else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         gen = "-" if a.no_generate else f"{r['peak_rss_mb']:.0f}"

@@ -40,7 +40,7 @@ def test_prompt_longer_than_segment(model):
     prompt = torch.zeros(1, 1, 32000 * 11)
     with pytest.raises(ValueError) as err:
         model.generate_continuation(prompt, 32000, ["x"])
-    assert one_line(err) == "the prompt is 11.00 s long but this model generates 10 s: trim the prompt to less than 10 s"
+    assert one_line(err) == "the prompt is 11.00 s long but this model generates 10 s: trim the prompt to less than 10 s"  # noqa: E501
 
 
 def test_prompt_exactly_segment_long(model):

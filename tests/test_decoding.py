@@ -17,7 +17,7 @@ def test_nonoverlap_mask_counts_for_498_frames():
     counts = [num_to_mask(mask_rate(schedule, i), 166) for i in range(20)]
     assert counts[:5] == [166, 165, 163, 160, 157]
     assert counts[-5:] == [53, 40, 27, 13, 1]
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
 
 
 def test_last_mask_rate_is_slightly_negative():

@@ -54,8 +54,8 @@ def test_cli_continuation_and_flac(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["generate", "x", "--model", "./missing_dir"], "openmagnet: error: ./missing_dir: no such file or directory\n"),
-    (["generate", "--model", "x"], 'openmagnet: error: give at least one text prompt, e.g. openmagnet generate "happy rock"\n'),
-    (["generate", "  ", "--model", "x"], "openmagnet: error: a text prompt is empty: remove it or write a description\n"),
+    (["generate", "--model", "x"], 'openmagnet: error: give at least one text prompt, e.g. openmagnet generate "happy rock"\n'),  # noqa: E501
+    (["generate", "  ", "--model", "x"], "openmagnet: error: a text prompt is empty: remove it or write a description\n"),  # noqa: E501
 ])
 def test_cli_errors_are_one_line(args, message, capsys):
     code, _, err = run_cli(args, capsys)

@@ -72,7 +72,7 @@ def _generate(args: argparse.Namespace) -> int:
             descriptions = prompts
             wavs = model.generate(descriptions, progress=True, generator=generator)
     out = Path(args.out)
-    for i, (text, wav) in enumerate(zip(descriptions, wavs)):
+    for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
         path = audio_write(out / slug(text, i), wav.cpu(), model.sample_rate, format=args.format,
                            strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
         print(path)

@@ -210,7 +210,7 @@ class MagnetLM(nn.Module):
             x = x + self.emb[k](codes[:, k])
         x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
         context = self.cfg.subcodes_context if stage > 0 and self.cfg.subcodes_context >= 0 else None
-        for layer, kv in zip(self.transformer.layers, cross_kv):
+        for layer, kv in zip(self.transformer.layers, cross_kv, strict=True):
             x = layer(x, kv, context, self.banded_attention)
         return self.out_norm(x)
 

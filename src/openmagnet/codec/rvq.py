@@ -78,7 +78,7 @@ class ResidualVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:  # [K, B, T] -> [B, D, T]
         out = torch.zeros((), device=codes.device)
-        for layer, indices in zip(self.layers, codes):
+        for layer, indices in zip(self.layers, codes, strict=False):
             out = out + layer.decode(indices)
         return out
 
