@@ -20,7 +20,8 @@ from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
 from .lm import MagnetLM
-from .quantize import QUANTIZE_MODES, cast_float_matrices, quantize_lm
+from .quantize import cast_float_matrices, quantize_lm
+from .quantize import check_mode as check_quantize_mode
 
 PathLike = tp.Union[str, os.PathLike]
 
@@ -99,8 +100,7 @@ class MAGNeT:
         (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
         mode but exact float32)."""
         device = torch.device(device) if device is not None else default_device()
-        if quantize is not None and quantize not in QUANTIZE_MODES:
-            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {quantize!r}")
+        check_quantize_mode(quantize)  # before the (slow) loading
         if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
             raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
                              f"quantize='int8' to keep the attention projections in that dtype")

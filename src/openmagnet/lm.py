@@ -90,8 +90,9 @@ class MultiheadAttention(nn.Module):
         if "kv" in self.kernels:
             k, v = self.kernels["kv"](src).split(D, dim=-1)
         else:
-            k = F.linear(src.to(self.in_proj_weight.dtype), self.in_proj_weight[D:2 * D])
-            v = F.linear(src.to(self.in_proj_weight.dtype), self.in_proj_weight[2 * D:])
+            src = src.to(self.in_proj_weight.dtype)
+            k = F.linear(src, self.in_proj_weight[D:2 * D])
+            v = F.linear(src, self.in_proj_weight[2 * D:])
         return self._split_heads(k), self._split_heads(v)
 
     def cross_attention(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -116,6 +117,13 @@ class TransformerLayer(nn.Module):
         self.norm_cross = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.kernels: tp.Dict[str, Kernel] = {}
+
+    def matrices(self) -> tp.List[tp.Tuple[nn.Module, str]]:
+        """(module, attribute) of the six weight matrices, the ones `dtype` and quantization apply to
+        (their state-dict keys end with _MATRIX_SUFFIXES)."""
+        return [(self.self_attn, "in_proj_weight"), (self.self_attn.out_proj, "weight"),
+                (self.cross_attention, "in_proj_weight"), (self.cross_attention.out_proj, "weight"),
+                (self.linear1, "weight"), (self.linear2, "weight")]
 
     def forward(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor],
                 context: tp.Optional[int], banded: bool = False) -> torch.Tensor:

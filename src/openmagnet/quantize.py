@@ -32,6 +32,11 @@ if tp.TYPE_CHECKING:  # pragma: no cover
 QUANTIZE_MODES = ("int8", "int8-all")
 
 
+def check_mode(mode: tp.Optional[str]) -> None:
+    if mode is not None and mode not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {mode!r}")
+
+
 def int8_engine() -> str:
     """The quantized CPU engine to pack for: oneDNN where available (fastest here), else x86/FBGEMM."""
     engines = torch.backends.quantized.supported_engines
@@ -81,28 +86,25 @@ def _release(module: nn.Module, name: str) -> None:
 def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
     """Replace matrices of `lm` (on CPU, float32) by int8 kernels, in place: the feed-forward ones
     for 'int8', all of them for 'int8-all'. Returns lm."""
-    if mode not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (or None), got {mode!r}")
+    check_mode(mode)
     if lm.device.type != "cpu":
-        raise ValueError(f"quantize='int8' runs on CPU only, but the model is on {lm.device}: use dtype=torch.bfloat16 "
-                         f"or torch.float16 on {lm.device.type}")
+        raise ValueError(f"quantize={mode!r} runs on CPU only, but the model is on {lm.device}: "
+                         f"use dtype=torch.bfloat16 or torch.float16 on {lm.device.type}")
     engine = int8_engine()
     for layer in lm.transformer.layers:
         layer.kernels.update(linear1=Int8Linear(layer.linear1.weight, engine),
                              linear2=Int8Linear(layer.linear2.weight, engine))
-        _release(layer.linear1, "weight")
-        _release(layer.linear2, "weight")
-        if mode != "int8-all":
-            continue
-        dim = layer.linear1.weight.shape[1]
-        self_attn, cross = layer.self_attn, layer.cross_attention
-        self_attn.kernels.update(qkv=Int8Linear(self_attn.in_proj_weight, engine),
-                                 out=Int8Linear(self_attn.out_proj.weight, engine))
-        cross.kernels.update(q=Int8Linear(cross.in_proj_weight[:dim], engine),
-                             kv=Int8Linear(cross.in_proj_weight[dim:], engine),
-                             out=Int8Linear(cross.out_proj.weight, engine))
-        for module, name in ((self_attn, "in_proj_weight"), (self_attn.out_proj, "weight"),
-                             (cross, "in_proj_weight"), (cross.out_proj, "weight")):
+        released = [(layer.linear1, "weight"), (layer.linear2, "weight")]
+        if mode == "int8-all":
+            dim = layer.linear1.weight.shape[1]
+            self_attn, cross = layer.self_attn, layer.cross_attention
+            self_attn.kernels.update(qkv=Int8Linear(self_attn.in_proj_weight, engine),
+                                     out=Int8Linear(self_attn.out_proj.weight, engine))
+            cross.kernels.update(q=Int8Linear(cross.in_proj_weight[:dim], engine),
+                                 kv=Int8Linear(cross.in_proj_weight[dim:], engine),
+                                 out=Int8Linear(cross.out_proj.weight, engine))
+            released = layer.matrices()
+        for module, name in released:
             _release(module, name)
     lm.quantized = mode
     return lm
@@ -111,9 +113,7 @@ def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
 def cast_float_matrices(lm: "MagnetLM", dtype: torch.dtype) -> "MagnetLM":
     """Cast the transformer matrices still held as floats (those not quantized) to `dtype`."""
     for layer in lm.transformer.layers:
-        for module, name in ((layer.self_attn, "in_proj_weight"), (layer.self_attn.out_proj, "weight"),
-                             (layer.cross_attention, "in_proj_weight"), (layer.cross_attention.out_proj, "weight"),
-                             (layer.linear1, "weight"), (layer.linear2, "weight")):
+        for module, name in layer.matrices():
             weight = getattr(module, name)
             if not weight.is_meta and weight.dtype != dtype:
                 setattr(module, name, nn.Parameter(weight.to(dtype), requires_grad=False))
