@@ -3,7 +3,9 @@
 A model is two files, `state_dict.bin` (LM: fp16 `best_state` + `xp.cfg` YAML) and
 `compression_state_dict.bin` (codec: `best_state` + `xp.cfg`, or a `{'pretrained': name}` pointer).
 `resolve_file` finds them from a hub id (downloaded into the standard Hugging Face cache), a local
-directory, or an explicit file. Files are read with `torch.load(weights_only=True)` only.
+directory, or an explicit file. Files are read with `torch.load(weights_only=True)` only. A directory
+without `state_dict.bin` may hold the LM as `model.safetensors` instead (xp.cfg in its metadata, as
+written by `openmagnet.train.export`). `resolve_codec` finds the frozen codec a training run uses.
 
 Loading is strict: every tensor of the checkpoint must land in a parameter and every parameter
 must come from the checkpoint, with matching shapes; otherwise one error lists all offenders.
@@ -23,6 +25,8 @@ from .config import CodecConfig, codec_config_from_xp, lm_config_from_xp, text_c
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
+LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (train/export.py)
+AUDIOCRAFT_FORMAT_VERSION = "1.3.0"  # the `version` written into exported files
 TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
 
 
@@ -40,25 +44,44 @@ def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Pat
         return path
     if path.is_dir():
         candidate = path / filename
+        if filename == LM_FILE and not candidate.is_file() and (path / LM_SAFETENSORS_FILE).is_file():
+            return path / LM_SAFETENSORS_FILE
         if not candidate.is_file():
             raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds "
                                   f"{LM_FILE} and {CODEC_FILE}")
         return candidate
     name = str(name_or_path)
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith((".bin", ".pt")):
+    if _is_path_like(name):
         raise CheckpointError(f"{name}: no such file or directory")
     return _hub_download(name, filename)
 
 
-def _hub_download(repo_id: str, filename: str) -> Path:
+def _is_path_like(name: str) -> bool:
+    """True for names that can only be local paths (never a hub id `owner/repo`)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or \
+        name.endswith((".bin", ".pt", ".safetensors"))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def _hub_reason(exc: BaseException) -> str:
+    return "offline mode is on (HF_HUB_OFFLINE)" if _offline() else f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _hub_file(repo_id: str, filename: str) -> Path:
+    """hf_hub_download, raising the hub's own exception on failure."""
     from huggingface_hub import hf_hub_download  # imported on first download only
 
+    return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+
+
+def _hub_download(repo_id: str, filename: str) -> Path:
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+        return _hub_file(repo_id, filename)
     except Exception as exc:  # the hub raises many types: offline, missing repo, network, auth
-        kind = type(exc).__name__
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{kind}: {_first_line(exc)}"
+        why = _hub_reason(exc)
         raise CheckpointError(
             f"cannot get {filename} of {repo_id!r} from the Hugging Face hub ({why}). "
             f"Download it on a machine with network access, or pass a local directory that holds "
@@ -76,6 +99,8 @@ def _first_line(exc: BaseException) -> str:
 def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     """torch.load(weights_only=True) a checkpoint dict; corrupt or truncated files get a clear error."""
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors_package(path)
     try:
         pkg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
@@ -84,6 +109,24 @@ def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     if not isinstance(pkg, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(pkg).__name__}")
     return pkg
+
+
+def _load_safetensors_package(path: Path) -> dict:
+    """An LM `model.safetensors` as the dict `state_dict.bin` holds: tensors as `best_state`, the
+    `xp.cfg` YAML from the file's metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read this safetensors file, it is truncated or corrupt "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+    if "xp.cfg" not in metadata:
+        raise CheckpointError(f"{path}: no 'xp.cfg' in the safetensors metadata; export the model with "
+                              f"openmagnet.train.export.export_model, which stores it there")
+    return {"best_state": state, "xp.cfg": metadata["xp.cfg"]}
 
 
 def parse_xp_cfg(text: tp.Any, source: str) -> dict:
@@ -195,5 +238,53 @@ def codec_from_package(pkg: dict, source: str, device: torch.device):
     return codec.eval().requires_grad_(False)
 
 
-__all__ = ["CheckpointError", "resolve_file", "load_package", "parse_xp_cfg", "check_state_dict",
-           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE"]
+# ------------------------------------------------------------------------------------------------
+# Resolving a codec for training
+# ------------------------------------------------------------------------------------------------
+def resolve_codec(spec: tp.Union[str, os.PathLike], device: tp.Union[str, torch.device] = "cpu"):
+    """(codec, package) for a training run's `--codec`: a directory holding `compression_state_dict.bin`,
+    that file, the hub id of a MAGNeT repo (its `compression_state_dict.bin`), or the hub id of a
+    Hugging Face EnCodec such as `facebook/encodec_32khz`. The codec is float32, in eval mode and
+    frozen; the package is what an export writes as `compression_state_dict.bin`: the file's own dict,
+    or `{'pretrained': spec, 'exported': True, 'version': ...}` for a Hugging Face EnCodec."""
+    device = torch.device(device)
+    name = str(spec)
+    path = Path(name).expanduser()
+    if path.exists() or _is_path_like(name):
+        return _codec_from_file(resolve_file(spec, CODEC_FILE), device)
+    try:
+        file = _hub_file(name, CODEC_FILE)
+    except Exception as exc:  # no such file in the repo, no such repo, offline: try an HF EnCodec
+        return _hf_codec(name, device, exc)
+    return _codec_from_file(file, device)
+
+
+def _codec_from_file(path: Path, device: torch.device):
+    pkg = load_package(path)
+    codec = codec_from_package(pkg, str(path), device)
+    return codec.float().eval().requires_grad_(False), pkg
+
+
+def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
+    from .codec.hf import HFEncodec
+
+    try:
+        codec = HFEncodec.from_pretrained(name, device=device)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing/foreign repo
+        if _offline():
+            why = (f"with offline mode on (HF_HUB_OFFLINE) the hub cache holds neither its {CODEC_FILE} "
+                   f"nor a Hugging Face EnCodec of that name")
+        else:
+            why = (f"the hub has neither its {CODEC_FILE} ({_hub_reason(hub_error)}) nor a Hugging Face EnCodec "
+                   f"of that name ({type(exc).__name__}: {_first_line(exc)})")
+        raise CheckpointError(
+            f"cannot find codec {name!r}: it is not a local file or directory, and {why}. Pass a directory "
+            f"holding {CODEC_FILE}, that file, a MAGNeT hub id or an EnCodec hub id such as "
+            f"facebook/encodec_32khz") from None
+    pkg = {"pretrained": name, "exported": True, "version": AUDIOCRAFT_FORMAT_VERSION}
+    return codec.float().eval().requires_grad_(False), pkg
+
+
+__all__ = ["CheckpointError", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg", "check_state_dict",
+           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
+           "LM_SAFETENSORS_FILE", "AUDIOCRAFT_FORMAT_VERSION"]

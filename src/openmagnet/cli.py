@@ -1,6 +1,9 @@
 """The `openmagnet` command line.
 
     openmagnet generate "happy rock" "80s synth pop" --model facebook/magnet-small-10secs --out out/
+    openmagnet data index AUDIO_DIR --out MANIFEST_DIR
+    openmagnet train --data MANIFEST_DIR --out RUN_DIR --preset magnet_32khz --model-scale small
+    openmagnet export RUN_DIR --out MODEL_DIR
 
 Settings left unset take the values the audiocraft demos recommend for the loaded model (they
 differ from the API defaults): span arrangement 'stride1', 20 first-codebook steps per 10 s of
@@ -79,6 +82,35 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_index(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .data import index_audio_dir
+
+    with warnings.catch_warnings():  # each skipped file is printed below
+        warnings.simplefilter("ignore")
+        result = index_audio_dir(args.audio_dir, args.out, info_dir=args.info_dir)
+    print(f"indexed {result.indexed} files ({len(result.skipped)} skipped) -> {result.path}")
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}")
+    return 0
+
+
+def add_data_parser(sub: tp.Any) -> None:
+    """The `data` command group: `data index AUDIO_DIR --out MANIFEST_DIR [--info-dir DIR]`."""
+    d = sub.add_parser("data", help="prepare training data", description="Prepare training data.")
+    data_sub = d.add_subparsers(dest="data_command", required=True)
+    i = data_sub.add_parser("index", help="index an audio folder into MANIFEST_DIR/data.jsonl",
+                            description="Read the header of every audio file under AUDIO_DIR (recursively) and "
+                                        "write the manifest MANIFEST_DIR/data.jsonl; unreadable files are skipped.")
+    i.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of .wav, .flac, .ogg or .mp3 files")
+    i.add_argument("--out", required=True, metavar="MANIFEST_DIR", help="folder to write data.jsonl into")
+    i.add_argument("--info-dir", default=None, metavar="DIR",
+                   help="folder mirroring AUDIO_DIR with the side-car <audio>.json files "
+                        "(default: next to each audio file)")
+    i.set_defaults(func=_data_index)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openmagnet", description="MAGNeT text-to-music and text-to-sound.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+    add_data_parser(sub)
+    from .train.command import add_export_parser, add_train_parser  # argparse only
+
+    add_train_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

@@ -38,6 +38,14 @@ def check_descriptions(descriptions: tp.Any) -> tp.List[tp.Optional[str]]:
     return list(descriptions)
 
 
+def word_dropout(descriptions: Descriptions, p: float, rng) -> tp.List[tp.Optional[str]]:
+    """Training-time word dropout (SPEC §5): split each text on single spaces and drop each word
+    with probability p, using the given `random.Random`. None stays None."""
+    if p <= 0:
+        return list(descriptions)
+    return [None if d is None else " ".join(w for w in d.split(" ") if rng.random() >= p) for d in descriptions]
+
+
 class T5Conditioner:
     """Tokenizes and encodes descriptions with a frozen T5 encoder, then projects them.
 
@@ -82,10 +90,15 @@ class T5Conditioner:
         return inputs
 
     @torch.no_grad()
+    def text_states(self, inputs: tp.Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frozen encoder's last hidden states [N, S, d_text], float32, never with gradients."""
+        return self.t5(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+
+    @torch.no_grad()
     def encode(self, inputs: tp.Dict[str, torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """(embeds [N, S, D] with masked rows exactly zero, mask [N, S])."""
         mask = inputs["attention_mask"]
-        hidden = self.t5(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        hidden = self.text_states(inputs)
         weight = self.projection.weight
         embeds = self.projection(hidden.to(device=weight.device, dtype=weight.dtype))
         return embeds * mask.to(weight.device).unsqueeze(-1), mask

@@ -1,0 +1,715 @@
+"""The MAGNeT training solver (SPEC §4): one codebook stage per step, span masks at a cosine mask
+rate, cross-entropy on the masked tokens of that codebook, CFG and word dropout, AdamW with the
+released schedules, gradient clipping, EMA, validation per codebook, checkpoints that resume
+exactly, optional sample generation, DDP / FSDP under torchrun.
+
+Determinism: every random choice of step s on rank r (the data items, the stage, the mask rates
+and positions, the dropouts) comes from generators seeded by (seed, s, r), and the data position
+is the step number. A run stopped after the checkpoint of step s and resumed therefore computes
+exactly what the uninterrupted run computes from step s + 1 on.
+
+Run folder layout:
+    run.json                    what the run is (config, architecture, data, codec, base checkpoint)
+    compression_state_dict.bin  the frozen codec, as it will be exported
+    checkpoints/step_XXXXXXXX.pt  the last `keep_last` full training states
+    best.pt                     EMA weights with the lowest validation cross-entropy
+    metrics.jsonl               one JSON object per logged step / validation
+    samples/step_XXXXXXXX/      audio generated during training
+    adapters.safetensors        LoRA adapters alone (LoRA runs)
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import __version__
+from ..config import LMConfig, TextConfig
+from ..lm import MagnetLM
+from . import distributed as dist_utils
+from .masking import cosine_mask_rate, masked_inputs, span_mask
+from .optim import EMA, make_optimizer, make_scheduler
+from .presets import TrainConfig
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+BEST_FILE = "best.pt"
+CHECKPOINT_DIR = "checkpoints"
+CODEC_COPY = "compression_state_dict.bin"
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------
+def atomic_save(obj: tp.Any, path: Path) -> None:
+    """torch.save through a temporary file in the same folder, then an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def step_seed(*parts: tp.Any) -> int:
+    """A 63-bit seed from any parts, the same on every machine and Python run."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def init_weights(lm: MagnetLM, generator: torch.Generator) -> None:
+    """From-scratch initialisation of the reference (SPEC §4.2): truncated normals (+-3 std); the
+    Linear layers of layer i get std 1 / sqrt(in_features) / sqrt(2 (i + 1)), embeddings and
+    heads 1 / sqrt(dim); the packed in-projections keep PyTorch's default uniform init; norms 1 / 0."""
+    def normal(weight: torch.Tensor, std: float) -> None:
+        nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std, generator=generator)
+
+    dim = lm.cfg.dim
+    with torch.no_grad():
+        for i, layer in enumerate(lm.transformer.layers):
+            for attn in (layer.self_attn, layer.cross_attention):
+                nn.init.kaiming_uniform_(attn.in_proj_weight, a=math.sqrt(5), generator=generator)
+            for linear in (layer.self_attn.out_proj, layer.cross_attention.out_proj, layer.linear1, layer.linear2):
+                normal(linear.weight, 1 / math.sqrt(linear.in_features) / math.sqrt(2 * (i + 1)))
+            for norm in (layer.norm1, layer.norm_cross, layer.norm2):
+                nn.init.ones_(norm.weight)
+                nn.init.zeros_(norm.bias)
+        for emb in lm.emb:
+            normal(emb.weight, 1 / math.sqrt(dim))
+        for head in lm.linears:
+            normal(head.weight, 1 / math.sqrt(dim))
+        nn.init.ones_(lm.out_norm.weight)
+        nn.init.zeros_(lm.out_norm.bias)
+        proj = lm.condition_provider.output_proj
+        bound = 1 / math.sqrt(proj.in_features)
+        nn.init.kaiming_uniform_(proj.weight, a=math.sqrt(5), generator=generator)
+        nn.init.uniform_(proj.bias, -bound, bound, generator=generator)
+
+
+class TrainingForward(nn.Module):
+    """What DDP / FSDP wrap: text states -> projected condition -> logits of one codebook."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                stage: int) -> torch.Tensor:
+        """codes [B, K, T] (with mask tokens), text_states [B, S, d_text], text_mask [B, S]
+        -> logits [B, T, card] of codebook `stage`."""
+        lm = self.lm
+        proj = lm.condition_provider.output_proj
+        cond = proj(text_states.to(proj.weight.dtype)) * text_mask.to(proj.weight.dtype).unsqueeze(-1)
+        return lm.stage_logits(codes, cond, stage)
+
+
+@dataclasses.dataclass
+class Batch:
+    codes: torch.Tensor         # [B, K, T] ground-truth tokens
+    descriptions: tp.List[tp.Optional[str]]
+    skipped: tp.List[str]
+
+
+# ------------------------------------------------------------------------------------------------
+# Building what a run needs
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Setup:
+    """The model and its companions for a run: fresh, fine-tuned (--continue-from) or resumed."""
+
+    lm: MagnetLM
+    lm_cfg: LMConfig
+    text_cfg: TextConfig
+    codec: nn.Module
+    codec_package: dict
+    base_xp: tp.Optional[dict]   # xp.cfg of the checkpoint fine-tuned from
+    source: str                  # 'scratch' or what --continue-from named
+
+
+def _codec(spec: str, device: torch.device):
+    from ..checkpoint import resolve_codec
+
+    return resolve_codec(spec, device=device)
+
+
+def build_setup(cfg: TrainConfig, device: torch.device, continue_from: tp.Optional[str] = None) -> Setup:
+    """A fresh model of the configured scale on the configured codec, or the model (with its
+    codec, text encoder and architecture) that `continue_from` names."""
+    if continue_from:
+        return _continue_setup(continue_from, device)
+    codec, package = _codec(cfg.codec, device)
+    from transformers import AutoConfig
+
+    try:
+        text_dim = int(AutoConfig.from_pretrained(cfg.text_encoder).d_model)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load the text encoder {cfg.text_encoder!r} ({type(exc).__name__}); "
+                         f"point HF_HUB_CACHE at a cache that holds it or pass a local directory "
+                         f"with --text-encoder") from None
+    if int(round(codec.sample_rate)) != cfg.sample_rate:
+        raise ValueError(f"the codec {cfg.codec!r} works at {codec.sample_rate} Hz but the run is set to "
+                         f"{cfg.sample_rate} Hz: pass a matching --codec or --set sample_rate={codec.sample_rate}")
+    arch = cfg.architecture()
+    lm_cfg = LMConfig(**arch, n_q=codec.num_codebooks, card=codec.cardinality, text_dim=text_dim,
+                      subcodes_context=cfg.subcodes_context, span_len=cfg.span_len,
+                      frame_rate=int(round(codec.frame_rate)), segment_duration=cfg.segment_duration)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        lm = MagnetLM(lm_cfg)
+    init_weights(lm, torch.Generator().manual_seed(step_seed(cfg.seed, "init")))
+    return Setup(lm.to(device), lm_cfg, TextConfig(name=cfg.text_encoder, dim=text_dim), codec, package,
+                 None, "scratch")
+
+
+def _continue_setup(spec: str, device: torch.device) -> Setup:
+    """--continue-from: a run folder or run checkpoint (its EMA weights), or an exported model
+    (hub id, directory or state_dict.bin) with its codec and text encoder."""
+    from ..checkpoint import CODEC_FILE, LM_FILE, CheckpointError, lm_from_package, load_package, resolve_file
+
+    path = Path(spec).expanduser()
+    run_dir = path if (path / RUN_FILE).is_file() else None
+    if path.is_file() and path.suffix == ".pt" and (path.parent.parent / RUN_FILE).is_file():
+        run_dir = path.parent.parent
+    if run_dir is not None:
+        info = read_run(run_dir)
+        lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
+        state = path_weights(path if path.is_file() else run_dir)
+        with torch.device("meta"):
+            lm = MagnetLM(lm_cfg)
+        lm.load_state_dict(state, strict=True, assign=True)
+        codec, package = _codec(str(run_dir / CODEC_COPY), device)
+        return Setup(lm.to(device).float(), lm_cfg, text_cfg, codec, package, info.get("base_xp"), str(spec))
+    try:
+        lm_file = resolve_file(spec, LM_FILE)
+        pkg = load_package(lm_file)
+        lm, lm_cfg, text_cfg = lm_from_package(pkg, str(lm_file), device, torch.float32)
+        codec_file = lm_file.parent / CODEC_FILE if path.is_file() else resolve_file(spec, CODEC_FILE)
+    except CheckpointError as exc:
+        raise ValueError(f"--continue-from {spec}: {exc}") from None
+    codec, package = _codec(str(codec_file), device)
+    from ..checkpoint import parse_xp_cfg
+
+    base_xp = parse_xp_cfg(pkg["xp.cfg"], str(lm_file))
+    return Setup(lm, lm_cfg, text_cfg, codec, package, base_xp, str(spec))
+
+
+def read_run(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a training run folder (no {RUN_FILE}); "
+                         f"start one with `openmagnet train --out {run_dir} ...`")
+    return json.loads(path.read_text())
+
+
+def latest_checkpoint(run_dir: Path) -> tp.Optional[Path]:
+    files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
+    return files[-1] if files else None
+
+
+def path_weights(path: Path) -> tp.Dict[str, torch.Tensor]:
+    """The weights to export or fine-tune from: a run's best EMA state (best.pt), else the EMA of
+    its latest checkpoint; or the EMA of the given run checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / BEST_FILE).is_file():
+            return torch.load(path / BEST_FILE, map_location="cpu", weights_only=True)["best_state"]
+        last = latest_checkpoint(path)
+        if last is None:
+            raise ValueError(f"{path} has no checkpoint yet: train at least `save_every` steps first")
+        path = last
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("ema"):
+        return state["ema"]["state"]
+    if "best_state" in state:
+        return state["best_state"]
+    raise ValueError(f"{path} holds no EMA or best weights: it is not an openmagnet run checkpoint")
+
+
+# ------------------------------------------------------------------------------------------------
+# The solver
+# ------------------------------------------------------------------------------------------------
+class Solver:
+    """Train or fine-tune one MAGNeT. `Solver(...).run()` trains to `cfg.max_steps`."""
+
+    def __init__(self, cfg: tp.Optional[TrainConfig], data: tp.Optional[str], out: str, *,
+                 valid: tp.Optional[str] = None, continue_from: tp.Optional[str] = None, resume: bool = False,
+                 resume_overrides: tp.Optional[dict] = None, overwrite: bool = False,
+                 device: tp.Optional[str] = None, progress: bool = True,
+                 external_metadata: tp.Optional[str] = None):
+        self.out = Path(out)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world = dist_utils.init(self.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.main = self.rank == 0
+        self.progress = progress and self.main
+        if resume:
+            info = read_run(self.out)
+            cfg = TrainConfig(**{**info["config"], **_resume_overrides(resume_overrides or {})})
+            data, valid = info["data"], info.get("valid")
+            continue_from = None
+            external_metadata = info.get("external_metadata")
+        elif self.out.exists() and latest_checkpoint(self.out) is not None and not overwrite:
+            raise ValueError(f"{self.out} already holds a training run: add --resume to continue it, "
+                             f"or choose another --out (nothing there is overwritten)")
+        self.cfg = cfg
+        self._check_precision()
+        cfg = self.cfg
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split over {self.world} processes: "
+                             f"use a multiple of {self.world}")
+        self.local_batch = cfg.batch_size // self.world
+        self.data_dir, self.valid_dir = data, valid
+        self.external_metadata = external_metadata
+        self._load_data()
+        self.setup = build_setup(cfg, self.device, continue_from) if not resume else self._resumed_setup()
+        self.lm = self.setup.lm.train().requires_grad_(True)
+        if continue_from:  # a fine-tuned model keeps its own length, codec and text encoder
+            codec = self.setup.codec
+            self.cfg = cfg = dataclasses.replace(
+                cfg, segment_duration=self.setup.lm_cfg.segment_duration, sample_rate=int(round(codec.sample_rate)),
+                text_encoder=self.setup.text_cfg.name, codec=str(continue_from))
+            self._load_data()
+        self.seq_len = self.setup.lm_cfg.seq_len
+        self._make_conditioner()
+        self.lora = None
+        if cfg.lora_rank > 0:
+            from .lora import apply_lora
+
+            self.lora = apply_lora(self.lm, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        self.model = self._wrap(TrainingForward(self.lora if self.lora is not None else self.lm))
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps)
+        self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.warmup, cfg.max_steps, cfg.lr_min_ratio)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.ema = EMA(self.full_state(), cfg.ema_decay) if self.main else None
+        self.step = 0
+        self.best_valid = math.inf
+        if resume:
+            self._load_checkpoint()
+        elif self.main:
+            self._write_run_info(continue_from)
+        dist_utils.barrier()
+
+    # ---------------------------------------------------------------------------- construction
+    def _check_precision(self) -> None:
+        if self.cfg.precision == "auto":
+            self.cfg = dataclasses.replace(self.cfg, precision="fp16" if self.device.type == "cuda" else "fp32")
+        if self.cfg.precision == "fp16" and self.device.type == "cpu":
+            raise ValueError("fp16 autocast is about 100x slower than fp32 on CPU: use --precision bf16 or fp32 "
+                             "(fp16 is for CUDA)")
+
+    def _load_data(self) -> None:
+        from ..data.dataset import SegmentDataset
+        from ..data.info import check_metadata
+        from ..data.manifest import read_manifest
+
+        cfg = self.cfg
+        self.train_metas = read_manifest(self.data_dir)
+        check_metadata(self.train_metas, cfg.task, self.external_metadata)
+        self.valid_metas = read_manifest(self.valid_dir) if self.valid_dir else self.train_metas
+        if self.valid_dir:
+            check_metadata(self.valid_metas, cfg.task, self.external_metadata)
+        common = dict(kind=cfg.task, segment_duration=cfg.segment_duration, sample_rate=cfg.sample_rate,
+                      channels=cfg.channels, min_segment_ratio=cfg.min_segment_ratio,
+                      external_metadata_dir=self.external_metadata)
+        self.train_set = SegmentDataset(self.train_metas, seed=cfg.seed, merge_text_p=cfg.merge_text_p,
+                                        drop_desc_p=cfg.drop_desc_p, drop_other_p=cfg.drop_other_p, **common)
+        self.valid_set = SegmentDataset(self.valid_metas, seed=step_seed(cfg.seed, "valid"), **common)
+
+    def _resumed_setup(self) -> Setup:
+        info = read_run(self.out)
+        lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
+        with torch.device("meta"):
+            lm = MagnetLM(lm_cfg)
+        lm = lm.to_empty(device=self.device).float()  # weights come from the checkpoint
+        codec, package = _codec(str(self.out / CODEC_COPY), self.device)
+        return Setup(lm, lm_cfg, text_cfg, codec, package, info.get("base_xp"), info.get("source", "scratch"))
+
+    def _make_conditioner(self) -> None:
+        from ..conditioners import T5Conditioner
+
+        self.conditioner = T5Conditioner(self.setup.text_cfg.name, self.lm.condition_provider.output_proj,
+                                         device=self.device)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return module
+        if self.cfg.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in self.lm.transformer.layers:
+                fully_shard(layer)
+            return fully_shard(module)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+    def full_state(self) -> tp.Dict[str, torch.Tensor]:
+        """The LM's full state dict (LoRA merged in, FSDP shards gathered), on every rank's call;
+        complete on the main process."""
+        if self.cfg.fsdp and self.world > 1:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
+                                                                              cpu_offload=True))
+            state = {k.removeprefix("lm."): v for k, v in state.items()}
+        else:
+            state = self.lm.state_dict()
+        if self.lora is not None:
+            from .lora import merge_lora
+
+            state = merge_lora(copy.deepcopy(self.lora)).state_dict()
+        return state
+
+    # ---------------------------------------------------------------------------- bookkeeping
+    def _write_run_info(self, continue_from: tp.Optional[str]) -> None:
+        info = {
+            "openmagnet_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": self.cfg.to_dict(), "data": str(self.data_dir),
+            "valid": str(self.valid_dir) if self.valid_dir else None,
+            "external_metadata": self.external_metadata,
+            "lm_config": dataclasses.asdict(self.setup.lm_cfg), "text_config": dataclasses.asdict(self.setup.text_cfg),
+            "source": continue_from or "scratch", "base_xp": self.setup.base_xp,
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.setup.codec_package, self.out / CODEC_COPY)
+        atomic_write_text(json.dumps(info, indent=2, default=str) + "\n", self.out / RUN_FILE)
+        (self.out / METRICS_FILE).unlink(missing_ok=True)
+
+    def _log(self, row: dict) -> None:
+        if not self.main:
+            return
+        with open(self.out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, row["step"])
+
+    _tb = None
+
+    def _open_tensorboard(self) -> None:
+        if not self.main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self._tb = SummaryWriter(str(self.out / "tensorboard"))
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to continue exactly (called on every rank; used on the main one)."""
+        if self.cfg.fsdp and self.world > 1:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model = get_model_state_dict(self.model, options=opts)
+            optim = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        else:
+            model, optim = self.model.state_dict(), self.optimizer.state_dict()
+        model = {k.removeprefix("module.").removeprefix("lm."): v for k, v in model.items()}
+        return {
+            "step": self.step, "model": model, "optimizer": optim, "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "best_valid": self.best_valid, "config": json.dumps(self.cfg.to_dict()),
+            "torch_rng": torch.get_rng_state(), "python_rng": json.dumps(random.getstate()),
+        }
+
+    def save_checkpoint(self) -> Path:
+        state = self.checkpoint_state()
+        path = self.out / CHECKPOINT_DIR / f"step_{self.step:08d}.pt"
+        if self.main:
+            atomic_save(state, path)
+            for old in sorted((self.out / CHECKPOINT_DIR).glob("step_*.pt"))[:-self.cfg.keep_last]:
+                old.unlink()
+            if self.lora is not None:
+                from .lora import save_adapters
+
+                save_adapters(self.lora, self.out / "adapters.safetensors", {"step": str(self.step)})
+        dist_utils.barrier()
+        return path
+
+    def _load_checkpoint(self) -> None:
+        path = latest_checkpoint(self.out)
+        if path is None:
+            raise ValueError(f"--resume: {self.out} has no checkpoint yet; start the run again without --resume")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model_state = state["model"]
+        if self.cfg.fsdp and self.world > 1:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, {"lm." + k: v for k, v in model_state.items()}, options=opts)
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=opts)
+        else:
+            self.model.lm.load_state_dict(model_state, strict=True) if self.world == 1 else \
+                self.model.module.lm.load_state_dict(model_state, strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.best_valid = float(state["best_valid"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(_tuples(json.loads(state["python_rng"])))
+        if self.main:
+            self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop the metric rows logged after the checkpoint: they are logged again."""
+        path = self.out / METRICS_FILE
+        if path.is_file():
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.step]
+            atomic_write_text("".join(r + "\n" for r in kept), path)
+
+    # ---------------------------------------------------------------------------- one step
+    def autocast(self):
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, C, L] -> codes [B, K, T] from the frozen codec, cut / checked to the model's T."""
+        codes = self.setup.codec.encode(wav.to(self.device))
+        if codes.shape[-1] < self.seq_len:
+            raise ValueError(f"the codec gave {codes.shape[-1]} frames for a {self.cfg.segment_duration} s "
+                             f"segment, expected {self.seq_len}")
+        return codes[..., :self.seq_len].long()
+
+    def text(self, descriptions: tp.List[tp.Optional[str]]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        inputs = self.conditioner.tokenize(descriptions)
+        return self.conditioner.text_states(inputs), inputs["attention_mask"]
+
+    def loss(self, codes: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, stage: int,
+             generator: torch.Generator, model: tp.Optional[nn.Module] = None) -> tp.Tuple[torch.Tensor, int]:
+        """Cross-entropy on the masked frames of codebook `stage` (mean over them), and their count."""
+        B = codes.shape[0]
+        rates = cosine_mask_rate(B, generator)
+        masked = span_mask(rates, self.seq_len, self.setup.lm_cfg.span_len, generator).to(codes.device)
+        inputs = masked_inputs(codes, stage, masked, self.setup.lm_cfg.mask_id)
+        with self.autocast():
+            logits = (model or self.model)(inputs, states, mask, stage)
+        target = codes[:, stage]
+        return F.cross_entropy(logits.float()[masked], target[masked]), int(masked.sum())
+
+    def train_step(self, batch: tp.Dict[str, tp.Any]) -> dict:
+        cfg = self.cfg
+        step = self.step + 1  # the step being taken, 1-based
+        rng = random.Random(f"{cfg.seed}:{step}:{self.rank}")
+        generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank))
+        codes = self.encode(batch["wav"])
+        descriptions = list(batch["description"])
+        if rng.random() < cfg.cfg_dropout:  # one coin for the whole batch
+            descriptions = [None] * len(descriptions)
+        from ..conditioners import word_dropout
+
+        descriptions = word_dropout(descriptions, cfg.word_dropout, rng)
+        states, mask = self.text(descriptions)
+        stage = rng.randint(0, self.setup.lm_cfg.n_q - 1)
+        loss, _ = self.loss(codes, states.to(self.device), mask.to(self.device), stage, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step = step
+        if step % cfg.ema_every == 0:
+            state = self.full_state()
+            if self.ema is not None:
+                self.ema.update(state)
+        return {"ce": float(loss.detach()), "stage": stage, "grad_norm": float(grad_norm),
+                "lr": self.scheduler.get_last_lr()[0], "skipped": batch["skipped"]}
+
+    # ---------------------------------------------------------------------------- validation
+    def _valid_batches(self) -> tp.List[tuple]:
+        """The fixed validation batches: (codes, text states, text mask), computed once."""
+        if getattr(self, "_valid_cache", None) is None:
+            from ..data.dataset import make_loader
+
+            loader = make_loader(self.valid_set, self.local_batch, 0, 0, 1, num_workers=0)
+            cache = []
+            for _, batch in zip(range(self.cfg.valid_batches), loader, strict=False):
+                states, mask = self.text(list(batch["description"]))
+                cache.append((self.encode(batch["wav"]), states, mask))
+            self._valid_cache = cache
+        return self._valid_cache
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Cross-entropy and perplexity per codebook with the EMA weights on the fixed batches
+        (masks drawn from a fixed seed), on the main process."""
+        ema_lm = _plain_copy(self.setup.lm_cfg, self.device)
+        ema_lm.load_state_dict(self.ema.state, strict=True)
+        ema_lm.eval()
+        model = TrainingForward(ema_lm)
+        row: dict = {"step": self.step}
+        totals = []
+        for stage in range(self.setup.lm_cfg.n_q):
+            loss_sum, count = 0.0, 0
+            for i, (codes, states, mask) in enumerate(self._valid_batches()):
+                generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, "valid", i, stage))
+                loss, n = self.loss(codes, states, mask, stage, generator, model=model)
+                loss_sum, count = loss_sum + float(loss) * n, count + n
+            ce = loss_sum / max(count, 1)
+            row[f"valid_ce_{stage}"], row[f"valid_ppl_{stage}"] = ce, math.exp(min(ce, 50.0))
+            totals.append(ce)
+        row["valid_ce"] = sum(totals) / len(totals)
+        row["valid_ppl"] = math.exp(min(row["valid_ce"], 50.0))
+        if row["valid_ce"] < self.best_valid:
+            self.best_valid = row["valid_ce"]
+            atomic_save({"best_state": {k: v.detach().cpu() for k, v in ema_lm.state_dict().items()},
+                         "step": self.step, "valid_ce": row["valid_ce"]}, self.out / BEST_FILE)
+            row["best"] = True
+        self._last_ema_lm = ema_lm
+        return row
+
+    @torch.no_grad()
+    def generate_samples(self) -> tp.List[Path]:
+        """Generate audio for a few validation descriptions with the EMA weights, under samples/."""
+        from ..api import MAGNeT
+        from ..audio import audio_write
+
+        lm = getattr(self, "_last_ema_lm", None) or copy.deepcopy(self.lm)
+        model = MAGNeT(f"{self.out.name}@{self.step}", lm.eval(), self.setup.text_cfg, self.setup.codec)
+        conditioner = copy.copy(self.conditioner)
+        conditioner.projection = lm.condition_provider.output_proj
+        model._conditioner = conditioner
+        model.set_generation_params(decoding_steps=list(self.cfg.sample_steps), span_arrangement="stride1")
+        prompts = [self.valid_set[i]["description"] for i in range(2)]
+        generator = torch.Generator(device=self.device).manual_seed(step_seed(self.cfg.seed, "samples"))
+        wavs = model.generate(prompts, generator=generator)
+        folder = self.out / "samples" / f"step_{self.step:08d}"
+        paths = []
+        for i, (prompt, wav) in enumerate(zip(prompts, wavs, strict=True)):
+            paths.append(audio_write(folder / f"{i:02d}", wav.cpu(), model.sample_rate, strategy="peak"))
+            (folder / f"{i:02d}.txt").write_text((prompt or "") + "\n")
+        return paths
+
+    # ---------------------------------------------------------------------------- the loop
+    def run(self, until: tp.Optional[int] = None) -> dict:
+        """Train to `cfg.max_steps` (or stop after step `until`, e.g. to train in chunks; the schedule
+        still spans max_steps). Returns the last logged metrics."""
+        from tqdm import tqdm
+
+        from ..data.dataset import SkipCounter, make_loader
+
+        cfg = self.cfg
+        end = min(cfg.max_steps, until or cfg.max_steps)
+        self._open_tensorboard()
+        loader = make_loader(self.train_set, self.local_batch, self.step, self.rank, self.world,
+                             num_workers=cfg.num_workers)
+        skips = SkipCounter()
+        window: tp.List[float] = []
+        last: dict = {}
+        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", disable=not self.progress,
+                   dynamic_ncols=True, desc="train")
+        try:
+            for batch in loader:
+                if self.step >= end:
+                    break
+                out = self.train_step(batch)
+                skips.update(out["skipped"])
+                window.append(out["ce"])
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    ce = dist_utils.mean(sum(window) / len(window), self.device)
+                    elapsed = time.perf_counter() - t0
+                    last = {"step": self.step, "ce": ce, "ppl": math.exp(min(ce, 50.0)), "lr": out["lr"],
+                            "grad_norm": out["grad_norm"], "stage": out["stage"],
+                            "steps_per_s": len(window) / max(elapsed, 1e-9), "skipped_audio": skips.count}
+                    self._log(last)
+                    bar.set_postfix(ce=f"{ce:.3f}", lr=f"{out['lr']:.2e}")
+                    window, t0 = [], time.perf_counter()
+                if self.step % cfg.save_every == 0 or self.step == end:
+                    self.save_checkpoint()
+                if self.main and (self.step % cfg.valid_every == 0 or self.step == end):
+                    row = self.validate()
+                    self._log(row)
+                    last = {**last, **row}
+                    bar.write(f"step {self.step}: valid ce {row['valid_ce']:.4f} (ppl {row['valid_ppl']:.1f})")
+                if self.main and cfg.generate_every and self.step % cfg.generate_every == 0:
+                    for path in self.generate_samples():
+                        bar.write(f"step {self.step}: sample {path}")
+                dist_utils.barrier()
+        finally:
+            bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        return last
+
+
+def _plain_copy(lm_cfg: LMConfig, device: torch.device) -> MagnetLM:
+    """An uninitialised MagnetLM, for weights loaded right after."""
+    with torch.device("meta"):
+        lm = MagnetLM(lm_cfg)
+    return lm.to_empty(device=device)
+
+
+def _tuples(value: tp.Any) -> tp.Any:
+    """JSON turned random.getstate()'s tuples into lists; turn them back."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+RESUME_CHANGEABLE = ("max_steps", "log_every", "valid_every", "save_every", "keep_last", "generate_every",
+                     "num_workers")
+
+
+def _resume_overrides(overrides: dict) -> dict:
+    """On --resume the run's own config holds; only bookkeeping settings may change."""
+    fixed = sorted(set(overrides) - set(RESUME_CHANGEABLE))
+    if fixed:
+        raise ValueError(f"--resume continues the run as it was configured; {', '.join(fixed)} cannot change "
+                         f"(only {', '.join(RESUME_CHANGEABLE)} can)")
+    return overrides
+
+
+def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path]) -> Path:
+    """Export a run folder (its best EMA weights) or one run checkpoint (its EMA weights) as a
+    model folder in the released layout (see export.py)."""
+    from .export import build_xp_cfg, export_model
+
+    run = Path(run)
+    run_dir = run.parent.parent if run.is_file() else run
+    info = read_run(run_dir)
+    cfg = TrainConfig(**info["config"])
+    lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
+    state = path_weights(run)
+    codec_package = torch.load(run_dir / CODEC_COPY, map_location="cpu", weights_only=True)
+    codec_name = str(codec_package.get("pretrained", cfg.codec))
+    xp = build_xp_cfg(lm_cfg, text_cfg, task=cfg.task, sample_rate=cfg.sample_rate, codec_checkpoint=codec_name,
+                      cfg_dropout=cfg.cfg_dropout, word_dropout=cfg.word_dropout, base=info.get("base_xp"),
+                      extra={"openmagnet": {"version": __version__, "run": str(run_dir.resolve()),
+                                            "source": info.get("source", "scratch"), "config": cfg.to_dict()}})
+    return export_model(out, state, xp, codec_package)
