@@ -97,6 +97,8 @@ def test_xp_cfg_refuses_what_audiocraft_cannot_store():
         build_xp_cfg(lm_cfg, text_cfg, **XP_ARGS["music10"], extra={"transformer_lm": {"dim": 64}})
     with pytest.raises(ValueError, match="text encoder '/data/t5' is not a T5 name audiocraft accepts"):
         build_xp_cfg(lm_cfg, type(text_cfg)(name="/data/t5", dim=768), **XP_ARGS["music10"])
+    with pytest.raises(ValueError, match="segment_duration 7.5 s is not a whole number of seconds"):
+        build_xp_cfg(LMConfig(**{**lm_cfg.__dict__, "segment_duration": 7.5}), text_cfg, **XP_ARGS["music10"])
     with pytest.raises(ValueError, match="task must be one of music, sound; got 'speech'"):
         build_xp_cfg(lm_cfg, text_cfg, **dict(XP_ARGS["music10"], task="speech"))
 

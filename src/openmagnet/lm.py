@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .attention import attention, self_attention_window
 from .config import LMConfig
 
-CrossKV = tp.List[tp.Tuple[torch.Tensor, torch.Tensor]]
+CrossKV = tp.List[tp.Union[torch.Tensor, tp.Tuple[torch.Tensor, torch.Tensor]]]
 Kernel = tp.Callable[[torch.Tensor], torch.Tensor]
 # The transformer's matrices take the requested dtype; everything else (embeddings, norms, the text
 # projection and the output heads, about 4% of the small model) stays float32, so that the residual
@@ -125,11 +125,13 @@ class TransformerLayer(nn.Module):
                 (self.cross_attention, "in_proj_weight"), (self.cross_attention.out_proj, "weight"),
                 (self.linear1, "weight"), (self.linear2, "weight")]
 
-    def forward(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor],
+    def forward(self, x: torch.Tensor, kv: tp.Union[torch.Tensor, tp.Tuple[torch.Tensor, torch.Tensor]],
                 context: tp.Optional[int], banded: bool = False) -> torch.Tensor:
-        """x [B, T, D]; kv from the condition of the first n <= B rows. Rows past n have the null
-        condition (all zeros): their keys and values are 0, so their cross-attention output is
-        exactly 0 and is skipped."""
+        """x [B, T, D]; kv: the cross-attention keys/values of the condition of the first n <= B rows,
+        or that condition [n, S, D] itself. Rows past n have the null condition (all zeros): their
+        keys and values are 0, so their cross-attention output is exactly 0 and is skipped."""
+        if isinstance(kv, torch.Tensor):
+            kv = self.cross_attention.cross_kv(kv)
         x = x + self.self_attn.self_attention(self.norm1(x), context, banded)
         n = kv[0].shape[0]
         if n == x.shape[0]:
@@ -212,7 +214,8 @@ class MagnetLM(nn.Module):
         if cross_kv is None:
             if cond is None:
                 raise ValueError("pass either the condition tensor or its cross_kv")
-            cross_kv = self.cross_kv(cond)
+            # each layer projects the condition itself, inside its own forward (where FSDP gathers it)
+            cross_kv = [cond] * len(self.transformer.layers)
         x = self.emb[0](codes[:, 0])
         for k in range(1, K):
             x = x + self.emb[k](codes[:, k])

@@ -74,6 +74,9 @@ def build_xp_cfg(lm_cfg: LMConfig, text_cfg: TextConfig, *, task: str, sample_ra
     the remaining sections of a released MAGNeT config where absent, then deep-merges `extra`.
     Raises ValueError if the result would not rebuild `lm_cfg` / `text_cfg`."""
     _check_args(text_cfg, task, sample_rate, cfg_dropout, word_dropout)
+    if not float(lm_cfg.segment_duration).is_integer():
+        raise ValueError(f"segment_duration {lm_cfg.segment_duration} s is not a whole number of seconds, which "
+                         f"audiocraft 1.3.0's MAGNeT loader cannot build attention masks for: train with whole seconds")
     cfg = copy.deepcopy(base) if base is not None else {}
     if not isinstance(cfg, dict):
         raise ValueError(f"base must be an xp.cfg dict, got {type(base).__name__}")
@@ -131,7 +134,7 @@ def _section(cfg: dict, key: str) -> dict:
 
 
 def _plain_number(x: float) -> tp.Union[int, float]:
-    """10.0 -> 10 (as the released configs write it); other values unchanged."""
+    """10.0 -> 10 (as the released configs write it; audiocraft needs an int segment_duration)."""
     return int(x) if float(x).is_integer() else float(x)
 
 

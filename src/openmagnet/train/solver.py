@@ -111,9 +111,12 @@ def init_weights(lm: MagnetLM, generator: torch.Generator) -> None:
 class TrainingForward(nn.Module):
     """What DDP / FSDP wrap: text states -> projected condition -> logits of one codebook."""
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, touch_all_heads: bool = False):
         super().__init__()
         self.lm = lm
+        # FSDP needs every parameter in every rank's graph (ranks train different codebooks): the
+        # other heads then enter the loss with weight 0 and get exact zero gradients.
+        self.touch_all_heads = touch_all_heads
 
     def forward(self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
                 stage: int) -> torch.Tensor:
@@ -122,7 +125,10 @@ class TrainingForward(nn.Module):
         lm = self.lm
         proj = lm.condition_provider.output_proj
         cond = proj(text_states.to(proj.weight.dtype)) * text_mask.to(proj.weight.dtype).unsqueeze(-1)
-        return lm.stage_logits(codes, cond, stage)
+        logits = lm.stage_logits(codes, cond, stage)
+        if self.touch_all_heads:
+            logits = logits + 0.0 * sum(head.weight.sum() for k, head in enumerate(lm.linears) if k != stage)
+        return logits
 
 
 @dataclasses.dataclass
@@ -299,11 +305,13 @@ class Solver:
             from .lora import apply_lora
 
             self.lora = apply_lora(self.lm, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
-        self.model = self._wrap(TrainingForward(self.lora if self.lora is not None else self.lm))
+        fsdp = cfg.fsdp and self.world > 1
+        self.model = self._wrap(TrainingForward(self.lm, touch_all_heads=fsdp))
         self.optimizer = make_optimizer(self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.warmup, cfg.max_steps, cfg.lr_min_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
-        self.ema = EMA(self.full_state(), cfg.ema_decay) if self.main else None
+        state = self.full_state()  # collective under FSDP: every rank takes part
+        self.ema = EMA(state, cfg.ema_decay) if self.main else None
         self.step = 0
         self.best_valid = math.inf
         if resume:

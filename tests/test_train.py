@@ -1,0 +1,289 @@
+"""The training solver end to end on a tiny model and audio made here (tones, chords, noise):
+the mask oracles of SPEC §4.1, the schedules and the EMA, the loss falling when overfitting,
+resumed runs equal to uninterrupted ones, export round trips, fine-tuning and LoRA, and the
+clear errors for bad input."""
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from conftest import FIXTURES
+from train_utils import write_audio_set
+
+from openmagnet.train.masking import cosine_mask_rate, masked_inputs, span_count_lut, span_mask
+from openmagnet.train.optim import EMA, lr_factor
+from openmagnet.train.presets import parse_override, preset_config
+
+CODEC = str(FIXTURES / "music10")  # the fixture's tiny 32 kHz EnCodec
+SMALL = dict(model_scale="tiny", dim=32, num_heads=2, num_layers=2, codec=CODEC, segment_duration=1.0,
+             batch_size=4, lr=3e-3, warmup=0, schedule="constant", cfg_dropout=0.0, word_dropout=0.0,
+             num_workers=0, log_every=1, valid_every=1000, save_every=1000, valid_batches=1)
+
+
+# ------------------------------------------------------------------------------------- masking
+@pytest.mark.parametrize("seq_len, rates", [
+    (500, {1: 2, 5: 9, 10: 18, 25: 46, 50: 103, 75: 185, 90: 268, 99: 392, 100: 498}),
+    (1500, {50: 310, 100: 1498}),
+])
+def test_span_count_lut_oracles(seq_len, rates):
+    lut = span_count_lut(seq_len, 3)
+    assert {m: lut[m] for m in rates} == rates
+    assert len(lut) == 101 and list(lut) == sorted(lut)
+
+
+def test_span_mask_counts_and_spans():
+    g = torch.Generator().manual_seed(0)
+    rates = torch.tensor([1.0, 0.5, 0.01, 0.0], dtype=torch.float64)
+    mask = span_mask(rates, 500, 3, g)
+    assert mask.shape == (4, 500) and mask.dtype == torch.bool
+    assert mask[0].sum() >= 490  # 498 spans of 3 frames cover (almost) everything
+    assert mask[3].sum() >= 1    # at least one span even at rate 0
+    for row in mask:  # every masked run is at least one whole span (or cut at the end)
+        runs, length = [], 0
+        for v in row.tolist() + [False]:
+            if v:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+        assert all(r >= 3 for r in runs[:-1]) or len(runs) <= 1
+    expected = 1 - math.comb(500 - 3, 103) / math.comb(500, 103)  # the LUT's own criterion at 50%
+    assert expected >= 0.5
+    frac = torch.stack([span_mask(torch.tensor([0.5], dtype=torch.float64), 500, 3, g) for _ in range(200)])
+    assert abs(frac.float().mean().item() - expected) < 0.01
+
+
+def test_cosine_rates_and_inputs():
+    rates = cosine_mask_rate(10000, torch.Generator().manual_seed(1))
+    assert rates.min() >= 0 and rates.max() <= 1
+    assert abs(rates.mean().item() - 2 / math.pi) < 0.01  # E[cos(pi t / 2)] = 2 / pi
+    codes = torch.randint(0, 2048, (2, 4, 10))
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, 3:6] = True
+    x = masked_inputs(codes, 1, mask, 2048)
+    assert torch.equal(x[:, 0], codes[:, 0])
+    assert (x[:, 1, 3:6] == 2048).all() and torch.equal(x[:, 1, :3], codes[:, 1, :3])
+    assert (x[:, 2:] == 2048).all()
+
+
+# -------------------------------------------------------------------------------- optimisation
+def test_schedules():
+    assert lr_factor(0, "cosine", 10, 110) == 0.0
+    assert lr_factor(5, "cosine", 10, 110) == 0.5
+    assert lr_factor(10, "cosine", 10, 110) == 1.0
+    assert lr_factor(60, "cosine", 10, 110) == pytest.approx(0.5)
+    assert lr_factor(110, "cosine", 10, 110) == pytest.approx(0.0)
+    assert lr_factor(110, "cosine", 10, 110, lr_min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(40, "inverse_sqrt", 10, 0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown schedule 'linear': use one of cosine, inverse_sqrt, constant"):
+        lr_factor(0, "linear", 0, 1)
+
+
+def test_ema_is_unbiased():
+    ema = EMA({"w": torch.zeros(2)}, decay=0.5)
+    ema.update({"w": torch.ones(2)})   # the first update copies
+    assert torch.equal(ema.state["w"], torch.ones(2))
+    ema.update({"w": torch.full((2,), 4.0)})  # count 1.5: weight 2/3 on the new value
+    assert torch.allclose(ema.state["w"], torch.full((2,), 3.0))
+
+
+def test_overrides():
+    assert parse_override("lr=0.5") == ("lr", 0.5)
+    assert parse_override("betas=0.9,0.99") == ("betas", (0.9, 0.99))
+    assert parse_override("fsdp=true") == ("fsdp", True)
+    with pytest.raises(ValueError, match="--set nope: unknown training setting"):
+        parse_override("nope=1")
+    with pytest.raises(ValueError, match=r"--set lr=fast: expected a float"):
+        parse_override("lr=fast")
+
+
+# --------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    from openmagnet.data.manifest import index_audio_dir
+
+    root = tmp_path_factory.mktemp("train")
+    audio = write_audio_set(root / "audio")
+    index_audio_dir(audio, root / "manifest")
+    return root / "manifest"
+
+
+def _solver(manifest, out, **kw):
+    from openmagnet.train.solver import Solver
+
+    solver_kw = {k: kw.pop(k) for k in ("continue_from", "resume", "overwrite", "valid") if k in kw}
+    cfg = None if solver_kw.get("resume") else preset_config("magnet_32khz", **{**SMALL, **kw})
+    return Solver(cfg, str(manifest), str(out), progress=False, **solver_kw)
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_when_overfitting(manifest, tmp_path):
+    solver = _solver(manifest, tmp_path / "run", max_steps=40, valid_every=40, dim=None, num_heads=None,
+                     num_layers=None)  # the `tiny` scale: 128 wide, 4 layers
+    last = solver.run()
+    ces = [r["ce"] for r in _metrics(tmp_path / "run") if "ce" in r]
+    assert len(ces) == 40
+    assert ces[0] > 6.5  # about ln(2048) = 7.6 at initialisation
+    assert sum(ces[-10:]) / 10 < 0.5 * ces[0]
+    assert last["valid_ce"] < 0.5 * ces[0] and (tmp_path / "run" / "best.pt").is_file()
+    assert all(f"valid_ppl_{k}" in last for k in range(4))
+
+
+def test_resume_equals_uninterrupted(manifest, tmp_path, monkeypatch):
+    from openmagnet.train.solver import Solver
+
+    common = dict(max_steps=8, save_every=3, valid_every=4, cfg_dropout=0.5, word_dropout=0.3,
+                  merge_text_p=0.5, drop_desc_p=0.3, schedule="cosine", warmup=2, ema_every=2)
+    whole = _solver(manifest, tmp_path / "whole", **common)
+    whole.run()
+    part = _solver(manifest, tmp_path / "part", **common)
+    step = Solver.train_step
+
+    def killed_after_step_5(self, batch):
+        if self.step == 5:
+            raise KeyboardInterrupt  # as if killed: step 5 was logged, the last checkpoint is step 3
+        return step(self, batch)
+
+    monkeypatch.setattr(Solver, "train_step", killed_after_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    monkeypatch.undo()
+    resumed = _solver(manifest, tmp_path / "part", resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    a, b = _metrics(tmp_path / "whole"), _metrics(tmp_path / "part")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    timeless = lambda row: {k: v for k, v in row.items() if k != "steps_per_s"}  # noqa: E731
+    for ra, rb in zip(a, b, strict=True):
+        assert timeless(ra) == timeless(rb)
+    for (k, va), vb in zip(whole.lm.state_dict().items(), resumed.lm.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    for k, v in whole.ema.state.items():
+        assert torch.equal(v, resumed.ema.state[k]), k
+
+
+def test_export_round_trip_and_fine_tune(manifest, tmp_path):
+    from openmagnet import MAGNeT
+    from openmagnet.cli import main
+
+    run = tmp_path / "run"
+    _solver(manifest, run, max_steps=4, save_every=2, valid_every=2).run()
+    assert main(["export", str(run), "--out", str(tmp_path / "model")]) == 0
+    model = MAGNeT.get_pretrained(tmp_path / "model", device="cpu")
+    best = torch.load(run / "best.pt", weights_only=True)["best_state"]
+    for k, v in model.lm.state_dict().items():
+        assert torch.equal(v, best[k].half().float()), k
+    wav = model.generate(["a calm sine tone"])
+    assert wav.shape[0] == 1 and torch.isfinite(wav).all()
+    # fine-tune the export: the architecture, codec and text encoder come from it
+    tuned = _solver(manifest, tmp_path / "tuned", continue_from=str(tmp_path / "model"), max_steps=2,
+                    model_scale="small", dim=None, num_heads=None, num_layers=None)
+    assert tuned.setup.lm_cfg == model.lm.cfg
+    start = {k: v.clone() for k, v in tuned.lm.state_dict().items()}
+    for k, v in start.items():
+        assert torch.equal(v, best[k].half().float()), k
+    tuned.run()
+    assert any(not torch.equal(v, tuned.lm.state_dict()[k]) for k, v in start.items())
+
+
+def test_fine_tune_released_layout_with_lora(manifest, tmp_path):
+    pytest.importorskip("peft")
+    from openmagnet import MAGNeT
+    from openmagnet.train.solver import export_run
+
+    run = tmp_path / "lora"
+    solver = _solver(manifest, run, continue_from=str(FIXTURES / "music10"), max_steps=3, save_every=3,
+                     valid_every=3, lora_rank=4, ema_every=1, ema_decay=0.0)
+    trainable = sum(p.numel() for p in solver.lm.parameters() if p.requires_grad)
+    assert 0 < trainable < 0.2 * sum(p.numel() for p in solver.lm.parameters())
+    solver.run()
+    assert (run / "adapters.safetensors").is_file()
+    export_run(run, tmp_path / "model")
+    model = MAGNeT.get_pretrained(tmp_path / "model", device="cpu")
+    base = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
+    changed = [k for k, v in model.lm.state_dict().items() if not torch.equal(v, base.lm.state_dict()[k])]
+    assert changed and all("linear" in k or "proj" in k for k in changed)
+
+
+# -------------------------------------------------------------------------------- bad input
+def test_bad_inputs(manifest, tmp_path):
+    from openmagnet.cli import main
+
+    with pytest.raises(ValueError, match="--continue-from nowhere/at/all: "):
+        _solver(manifest, tmp_path / "x", continue_from="nowhere/at/all")
+    no_desc = write_audio_set(tmp_path / "nodesc", description=False)
+    from openmagnet.data.manifest import index_audio_dir
+
+    index_audio_dir(no_desc, tmp_path / "nodesc_manifest")
+    with pytest.raises(ValueError, match="description"):
+        _solver(tmp_path / "nodesc_manifest", tmp_path / "y")
+    assert not (tmp_path / "y").exists()  # the error comes before anything is written
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "index", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    # a run folder is never overwritten by a fresh run
+    run = tmp_path / "run"
+    _solver(manifest, run, max_steps=1, save_every=1, valid_every=1).run()
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    with pytest.raises(ValueError, match="already holds a training run: add --resume to continue it"):
+        _solver(manifest, run, max_steps=1)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    with pytest.raises(ValueError, match="precision"):
+        _solver(manifest, tmp_path / "z", precision="fp16")
+    with pytest.raises(ValueError, match=r"--resume continues the run as it was configured; lr cannot change"):
+        from openmagnet.train.solver import Solver
+
+        Solver(None, None, str(run), resume=True, resume_overrides={"lr": 1.0}, progress=False)
+
+
+def test_corrupt_audio_is_skipped_not_fatal(tmp_path):
+    from openmagnet.data.manifest import index_audio_dir
+
+    audio = write_audio_set(tmp_path / "audio")
+    index_audio_dir(audio, tmp_path / "manifest")
+    (audio / "noise.wav").write_bytes(b"RIFF0000WAVEjunk" * 64)  # corrupted after indexing
+    solver = _solver(tmp_path / "manifest", tmp_path / "run", max_steps=3, save_every=3, valid_every=3)
+    with pytest.warns(UserWarning, match="skipped unreadable audio"):
+        last = solver.run()
+    assert last["skipped_audio"] >= 1 and math.isfinite(last["ce"])
+
+
+def test_cli_train_and_resume(manifest, tmp_path):
+    from openmagnet.cli import main
+
+    args = ["train", "--data", str(manifest), "--out", str(tmp_path / "run"), "--model-scale", "tiny",
+            "--codec", CODEC, "--segment-duration", "1", "--batch-size", "2", "--max-steps", "2",
+            "--num-workers", "0", "--quiet", "--set", "dim=32", "--set", "num_heads=2", "--set", "num_layers=1",
+            "--set", "save_every=1", "--set", "valid_every=2", "--set", "valid_batches=1"]
+    assert main(args) == 0
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "3", "--quiet"]) == 0
+    steps = [r["step"] for r in _metrics(tmp_path / "run") if "ce" in r]
+    assert steps[-1] == 3
+    shutil.rmtree(tmp_path / "run")
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_stay_in_sync(manifest, tmp_path, fsdp):
+    import os
+    import subprocess
+    import sys
+
+    settings = {**SMALL, "max_steps": 3, "save_every": 3, "valid_every": 3, "cfg_dropout": 0.5, "fsdp": fsdp}
+    worker = FIXTURES.parent / "ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           str(manifest), str(tmp_path), json.dumps(settings)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world"] == 2 and r1["world"] == 2
+    if not fsdp:
+        for k, v in r0["final"].items():
+            assert torch.equal(v, r1["final"][k]), k
+    assert any(not torch.equal(v, r0["initial"][k]) for k, v in r0["final"].items())  # it trained
+    rows = _metrics(tmp_path)
+    assert [r["step"] for r in rows if "ce" in r] == [1, 2, 3]  # logged once, by rank 0
+    assert (tmp_path / "checkpoints" / "step_00000003.pt").is_file()
