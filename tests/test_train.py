@@ -287,3 +287,31 @@ def test_two_processes_stay_in_sync(manifest, tmp_path, fsdp):
     rows = _metrics(tmp_path)
     assert [r["step"] for r in rows if "ce" in r] == [1, 2, 3]  # logged once, by rank 0
     assert (tmp_path / "checkpoints" / "step_00000003.pt").is_file()
+
+
+def test_token_cache(manifest, tmp_path):
+    from openmagnet.audio import audio_read
+    from openmagnet.checkpoint import resolve_codec
+    from openmagnet.data.manifest import read_manifest
+    from openmagnet.data.tokens import TokenSegmentDataset, build_token_cache, encode_file
+
+    solver = _solver(manifest, tmp_path / "run", max_steps=12, valid_every=12, token_cache=True)
+    cached = solver.train_set[7]
+    assert isinstance(solver.train_set, TokenSegmentDataset) and cached["codes"].shape == (4, 50)
+    audio = _solver(manifest, tmp_path / "audio", max_steps=1).train_set[7]
+    assert (cached["path"], cached["description"]) == (audio["path"], audio["description"])  # same draw
+    last = solver.run()
+    rows = [r["ce"] for r in _metrics(tmp_path / "run") if "ce" in r]
+    assert last["step"] == 12 and rows[-1] < rows[0]
+    # whole-file tokens agree with encoding the segment alone away from its edges
+    codec, _ = resolve_codec(CODEC)
+    meta = read_manifest(manifest)[0]
+    whole = encode_file(codec, meta.path, 32000, 1)
+    assert whole.shape == (4, 150)
+    seg = codec.encode(audio_read(meta.path, seek_time=1.0, duration=1.0)[0][None])[0]
+    agree = (seg[:, 5:-5] == whole[:, 55:95]).float().mean()
+    assert agree > 0.9
+    assert build_token_cache(read_manifest(manifest), codec, tmp_path / "run" / "tokens", sample_rate=32000,
+                             channels=1, progress=False) == (0, [])  # all cached already
+    with pytest.raises(ValueError, match="segment_duration must be a whole number of seconds"):
+        preset_config("magnet_32khz", segment_duration=7.5)

@@ -40,6 +40,8 @@ class SegmentDataset(Dataset):
     Item: {'wav': [C, L] float32, 'description': str or None, 'path': str, 'skipped': list of str}.
     """
 
+    item_key = 'wav'  # what `_read_segment` returns (TokenSegmentDataset: 'codes')
+
     def __init__(self, metas: tp.Sequence[AudioMeta], *, kind: str, segment_duration: float, sample_rate: int,
                  channels: int, min_segment_ratio: float = 0.8, seed: int = 0, merge_text_p: float = 0.0,
                  drop_desc_p: float = 0.0, drop_other_p: float = 0.0,
@@ -110,7 +112,7 @@ class SegmentDataset(Dataset):
                 skipped.append(meta.path)
                 error = str(err)
                 continue
-            return {'wav': wav, 'description': self._description(meta, rng), 'path': meta.path,
+            return {self.item_key: wav, 'description': self._description(meta, rng), 'path': meta.path,
                     'skipped': skipped}
         raise ValueError(f"sample {index}: {len(skipped)} tries found no readable audio (last: {error}); "
                          "fix or remove the broken files and re-run `openmagnet data index`")
@@ -142,8 +144,10 @@ class StepSampler(Sampler[int]):
 
 
 def collate(items: tp.Sequence[dict]) -> dict:
-    """Batch dataset items: {'wav': [B, C, L], 'description': [B], 'path': [B], 'skipped': all skipped paths}."""
-    return {'wav': torch.stack([item['wav'] for item in items]),
+    """Batch dataset items: {'wav': [B, C, L] (or 'codes': [B, K, T]), 'description': [B], 'path': [B],
+    'skipped': all skipped paths}."""
+    key = 'codes' if 'codes' in items[0] else 'wav'
+    return {key: torch.stack([item[key] for item in items]),
             'description': [item['description'] for item in items],
             'path': [item['path'] for item in items],
             'skipped': [path for item in items for path in item['skipped']]}

@@ -69,6 +69,7 @@ class TrainConfig:
     generate_every: int = 0             # 0: no sample generation during training
     sample_steps: tp.Tuple[int, int, int, int] = (20, 10, 10, 10)
     num_workers: int = 2
+    token_cache: bool = False           # encode every file once (RUN_DIR/tokens), then train on token segments
     fsdp: bool = False
 
     def __post_init__(self):
@@ -83,8 +84,9 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "log_every", "ema_every", "keep_last", "valid_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not 0 < self.segment_duration:
-            raise ValueError(f"segment_duration must be positive; got {self.segment_duration}")
+        if not 0 < self.segment_duration or not float(self.segment_duration).is_integer():
+            raise ValueError(f"segment_duration must be a whole number of seconds (audiocraft cannot load other "
+                             f"lengths); got {self.segment_duration}")
         for name in ("cfg_dropout", "word_dropout", "merge_text_p", "drop_desc_p", "drop_other_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")

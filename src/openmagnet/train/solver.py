@@ -299,6 +299,8 @@ class Solver:
                 text_encoder=self.setup.text_cfg.name, codec=str(continue_from))
             self._load_data()
         self.seq_len = self.setup.lm_cfg.seq_len
+        if cfg.token_cache:
+            self._use_token_cache()
         self._make_conditioner()
         self.lora = None
         if cfg.lora_rank > 0:
@@ -342,9 +344,26 @@ class Solver:
         common = dict(kind=cfg.task, segment_duration=cfg.segment_duration, sample_rate=cfg.sample_rate,
                       channels=cfg.channels, min_segment_ratio=cfg.min_segment_ratio,
                       external_metadata_dir=self.external_metadata)
-        self.train_set = SegmentDataset(self.train_metas, seed=cfg.seed, merge_text_p=cfg.merge_text_p,
-                                        drop_desc_p=cfg.drop_desc_p, drop_other_p=cfg.drop_other_p, **common)
-        self.valid_set = SegmentDataset(self.valid_metas, seed=step_seed(cfg.seed, "valid"), **common)
+        self._train_args = dict(seed=cfg.seed, merge_text_p=cfg.merge_text_p, drop_desc_p=cfg.drop_desc_p,
+                                drop_other_p=cfg.drop_other_p, **common)
+        self._valid_args = dict(seed=step_seed(cfg.seed, "valid"), **common)
+        self.train_set = SegmentDataset(self.train_metas, **self._train_args)
+        self.valid_set = SegmentDataset(self.valid_metas, **self._valid_args)
+
+    def _use_token_cache(self) -> None:
+        """Tokenise every file once (main process; kept in RUN_DIR/tokens across resumes), then draw
+        token segments instead of audio segments."""
+        from ..data.tokens import TokenSegmentDataset, build_token_cache
+
+        cache = self.out / "tokens"
+        if self.main:
+            metas = {m.path: m for m in [*self.train_metas, *self.valid_metas]}.values()
+            build_token_cache(list(metas), self.setup.codec, cache, sample_rate=self.cfg.sample_rate,
+                              channels=self.cfg.channels, device=self.device, progress=self.progress)
+        dist_utils.barrier()
+        rate = self.setup.lm_cfg.frame_rate
+        self.train_set = TokenSegmentDataset(self.train_metas, cache, rate, **self._train_args)
+        self.valid_set = TokenSegmentDataset(self.valid_metas, cache, rate, **self._valid_args)
 
     def _resumed_setup(self) -> Setup:
         info = read_run(self.out)
@@ -513,6 +532,12 @@ class Solver:
                              f"segment, expected {self.seq_len}")
         return codes[..., :self.seq_len].long()
 
+    def batch_codes(self, batch: dict) -> torch.Tensor:
+        """The batch's ground-truth tokens [B, K, T]: from the token cache, or encoded now."""
+        if "codes" in batch:
+            return batch["codes"].to(self.device)
+        return self.encode(batch["wav"])
+
     def text(self, descriptions: tp.List[tp.Optional[str]]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         inputs = self.conditioner.tokenize(descriptions)
         return self.conditioner.text_states(inputs), inputs["attention_mask"]
@@ -534,7 +559,7 @@ class Solver:
         step = self.step + 1  # the step being taken, 1-based
         rng = random.Random(f"{cfg.seed}:{step}:{self.rank}")
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.rank))
-        codes = self.encode(batch["wav"])
+        codes = self.batch_codes(batch)
         descriptions = list(batch["description"])
         if rng.random() < cfg.cfg_dropout:  # one coin for the whole batch
             descriptions = [None] * len(descriptions)
@@ -569,7 +594,7 @@ class Solver:
             cache = []
             for _, batch in zip(range(self.cfg.valid_batches), loader, strict=False):
                 states, mask = self.text(list(batch["description"]))
-                cache.append((self.encode(batch["wav"]), states, mask))
+                cache.append((self.batch_codes(batch), states, mask))
             self._valid_cache = cache
         return self._valid_cache
 
