@@ -315,3 +315,29 @@ def test_token_cache(manifest, tmp_path):
                              channels=1, progress=False) == (0, [])  # all cached already
     with pytest.raises(ValueError, match="segment_duration must be a whole number of seconds"):
         preset_config("magnet_32khz", segment_duration=7.5)
+
+
+def test_sound_preset_and_samples_during_training(tmp_path):
+    from openmagnet.data.manifest import index_audio_dir
+
+    audio = write_audio_set(tmp_path / "audio", sample_rate=22050, description=False)
+    for i, wav in enumerate(sorted(audio.glob("*.wav"))):  # sound side-cars: a description or a list of them
+        texts = ["Dog Barking", "a dog barks twice"] if i % 2 else "Rain On A Roof"
+        wav.with_suffix(".json").write_text(json.dumps({"description": texts}))
+    index_audio_dir(audio, tmp_path / "manifest")
+    from openmagnet.train.solver import Solver
+
+    small = {k: v for k, v in SMALL.items() if k not in ("schedule", "warmup", "lr")}  # keep the preset's
+    cfg = preset_config("audio_magnet_16khz", **{**small, "codec": str(FIXTURES / "sound10"), "max_steps": 2,
+                                                 "generate_every": 2, "sample_steps": (1, 1, 1, 1)})
+    solver = Solver(cfg, str(tmp_path / "manifest"), str(tmp_path / "run"), progress=False)
+    assert solver.setup.text_cfg.name == "t5-large" and solver.cfg.schedule == "inverse_sqrt"
+    item = solver.train_set[0]
+    assert item["wav"].shape == (1, 16000) and item["description"] == item["description"].lower()
+    solver.run()
+    samples = sorted((tmp_path / "run" / "samples" / "step_00000002").glob("*.wav"))
+    assert len(samples) == 2
+    import soundfile
+
+    info = soundfile.info(str(samples[0]))
+    assert info.samplerate == 16000 and info.frames > 0
