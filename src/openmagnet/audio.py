@@ -22,11 +22,12 @@ import os
 import shutil
 import subprocess
 import typing as tp
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_file
 
 __all__ = ['audio_read', 'audio_write', 'convert_audio', 'convert_audio_channels',
            'integrated_loudness', 'normalize_audio', 'normalize_loudness']
@@ -313,16 +314,11 @@ def audio_write(stem_name: PathLike, wav: torch.Tensor, sample_rate: int, format
     elif not path.parent.is_dir():
         raise FileNotFoundError(f"directory {path.parent} does not exist; create it or pass "
                                 "make_parent_dir=True.")
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-    try:
+    with atomic_file(path) as tmp:
         if encoder == 'soundfile':
             _write_soundfile(tmp, wav, sample_rate, format, mp3_rate, ogg_rate)
         else:
             _write_ffmpeg(ffmpeg, tmp, wav, sample_rate, _ffmpeg_flags(format, mp3_rate, ogg_rate))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,10 +10,10 @@ import dataclasses
 import gzip
 import json
 import os
-import tempfile
 import typing as tp
 import warnings
 from pathlib import Path
+from ..files import atomic_file
 
 PathLike = tp.Union[str, os.PathLike]
 
@@ -110,17 +110,9 @@ def _read_header(path: Path) -> tp.Tuple[float, int]:
 
 def _write_atomic(path: Path, lines: tp.Iterable[str]) -> None:
     """Write lines to path through a temporary file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            for line in lines:
-                f.write(line + '\n')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        for line in lines:
+            f.write(line + '\n')
 
 
 def index_audio_dir(audio_dir: PathLike, out_dir: PathLike, *, extensions: tp.Sequence[str] = AUDIO_EXTENSIONS,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import atomic_save
 from .dataset import SegmentDataset
 from .manifest import AudioMeta
 
@@ -30,15 +31,6 @@ def cache_name(meta: AudioMeta) -> str:
     stat = os.stat(meta.path)
     key = f"{os.path.abspath(meta.path)}:{stat.st_size}:{stat.st_mtime_ns}"
     return hashlib.sha1(key.encode()).hexdigest() + ".pt"
-
-
-def _save(obj: tp.Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -67,7 +59,7 @@ def build_token_cache(metas: tp.Sequence[AudioMeta], codec: tp.Any, cache_dir: t
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not (cache_dir / SILENCE).is_file():
         silence = codec.encode(torch.zeros(1, channels, sample_rate, device=device))[0].cpu()
-        _save(silence[:, silence.shape[-1] // 2].to(torch.int16), cache_dir / SILENCE)
+        atomic_save(silence[:, silence.shape[-1] // 2].to(torch.int16), cache_dir / SILENCE)
     encoded, bad = 0, []
     for meta in tqdm(metas, desc="tokenising", unit="file", disable=not progress):
         try:
@@ -79,7 +71,7 @@ def build_token_cache(metas: tp.Sequence[AudioMeta], codec: tp.Any, cache_dir: t
             warnings.warn(f"skipped unreadable audio {meta.path} while tokenising ({err})", stacklevel=2)
             bad.append(meta.path)
             continue
-        _save(codes.to(torch.int16), target)
+        atomic_save(codes.to(torch.int16), target)
         encoded += 1
     return encoded, bad
 

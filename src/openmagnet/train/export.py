@@ -21,7 +21,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, LM_FILE, LM_SAFETENSORS_FILE, TEXT_PROJ_KEY,
                           check_state_dict)
 from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
+from ..files import fsync, temp_beside
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}
@@ -286,17 +286,10 @@ def _write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path]
 
 def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
     """A complete, fsynced temporary file `out/.NAME.XXXX.tmp` written by `write(path)`."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-    os.close(fd)
-    temp = Path(temp_name)
+    temp = temp_beside(out / name)
     try:
         write(temp)
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(temp, 0o644)  # mkstemp makes private 0600 files; model files are world-readable
+        fsync(temp)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

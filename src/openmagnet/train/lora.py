@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..lm import MagnetLM, MultiheadAttention
+from ..files import atomic_file
 
 # The transformer's matrices: the packed q/k/v projection of the self- and cross-attention (`in_proj`
 # stands for `in_proj_weight`), their output projections, and the feed-forward layers.
@@ -227,14 +227,8 @@ def save_adapters(model: MagnetLM, path: tp.Union[str, os.PathLike], meta: tp.Op
     metadata = {**extra, **info, "format": ADAPTERS_FORMAT}
     tensors = {key: value.detach().contiguous() for key, value in lora_state_dict(model).items()}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

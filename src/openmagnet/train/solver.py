@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import random
 import time
 import typing as tp
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..config import LMConfig, TextConfig
+from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
 from . import distributed as dist_utils
 from .masking import cosine_mask_rate, masked_inputs, span_mask
@@ -53,27 +53,6 @@ CODEC_COPY = "compression_state_dict.bin"
 # ------------------------------------------------------------------------------------------------
 # Small helpers
 # ------------------------------------------------------------------------------------------------
-def atomic_save(obj: tp.Any, path: Path) -> None:
-    """torch.save through a temporary file in the same folder, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def step_seed(*parts: tp.Any) -> int:
     """A 63-bit seed from any parts, the same on every machine and Python run."""
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)

@@ -1,0 +1,56 @@
+"""Writing files so that nothing is ever half-written: everything openmagnet saves (audio, manifests,
+checkpoints, exports, adapters, token caches) goes through a complete temporary file in the same
+folder, flushed to disk, then renamed over the target in one step (`os.replace`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+import typing as tp
+from pathlib import Path
+
+PathLike = tp.Union[str, os.PathLike]
+
+
+def temp_beside(path: PathLike) -> Path:
+    """A fresh, not yet existing temporary path `.NAME.XXXXXXXXXXXX.tmp` in path's folder (the writer
+    creates it, so exclusive-create writers work and the file gets the usual permissions)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def fsync(path: PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike) -> tp.Iterator[Path]:
+    """`with atomic_file(path) as tmp: write(tmp)`: on success tmp is synced and renamed to path; on
+    any error it is removed and path keeps its old content (or stays absent)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path)
+    try:
+        yield tmp
+        fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_save(obj: tp.Any, path: PathLike) -> None:
+    """torch.save, atomically."""
+    import torch
+
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def atomic_write_text(text: str, path: PathLike) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
