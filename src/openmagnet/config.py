@@ -63,6 +63,7 @@ class TextConfig:
 
     name: str = "t5-base"          # hub id or local directory of the T5 model and tokenizer
     dim: int = 768                 # d_model of that encoder
+    kind: str = "t5"               # t5 (audiocraft's conditioner) or hf (any transformers encoder, openmagnet only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,10 +199,13 @@ def text_config_from_xp(cfg: dict, text_dim: int) -> TextConfig:
     if not isinstance(cond, dict):
         raise ValueError("xp.cfg has no 'conditioners.description' section (the text conditioner)")
     model = cond.get("model", "t5")
-    if model != "t5":
-        raise ValueError(f"xp.cfg conditioners.description.model={model!r}: only T5 text conditioning is supported")
-    name = _get(cond, "t5.name", "t5-base")
-    return TextConfig(name=str(name), dim=text_dim)
+    if model not in ("t5", "hf"):
+        raise ValueError(f"xp.cfg conditioners.description.model={model!r}: only T5 text conditioning "
+                         f"(and openmagnet's 'hf' encoders) is supported")
+    name = _get(cond, f"{model}.name", "t5-base" if model == "t5" else None)
+    if name is None:
+        raise ValueError("xp.cfg conditioners.description.hf has no 'name' (the text encoder)")
+    return TextConfig(name=str(name), dim=text_dim, kind=model)
 
 
 def codec_config_from_xp(cfg: dict) -> CodecConfig:

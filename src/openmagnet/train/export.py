@@ -117,6 +117,8 @@ def _check_args(text_cfg: TextConfig, task: str, sample_rate: int, cfg_dropout: 
     for name, p in (("cfg_dropout", cfg_dropout), ("word_dropout", word_dropout)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1]; got {p!r}")
+    if text_cfg.kind != "t5":
+        return  # openmagnet's own text encoders: audiocraft cannot load these models anyway
     if text_cfg.name not in T5_DIMS:
         raise ValueError(f"text encoder {text_cfg.name!r} is not a T5 name audiocraft accepts "
                          f"({', '.join(T5_DIMS)}); store the hub name and load a local copy with "
@@ -145,10 +147,16 @@ def _set_fuser(fuser: dict) -> None:
 
 
 def _set_text_conditioner(conditioners: dict, text_cfg: TextConfig, word_dropout: float) -> None:
-    """Keep only `args` and the T5 `description` conditioner (the only one MagnetLM has)."""
+    """Keep only `args` and the T5 `description` conditioner (the only one MagnetLM has); openmagnet's
+    other encoders are written as model 'hf' (audiocraft does not know them)."""
     for key in [k for k in conditioners if k not in ("args", "description")]:
         del conditioners[key]
     description = _section(conditioners, "description")
+    if text_cfg.kind != "t5":
+        description.clear()
+        description.update(model=text_cfg.kind, **{text_cfg.kind: {"name": text_cfg.name,
+                                                                    "word_dropout": float(word_dropout)}})
+        return
     old_t5 = description.get("t5") if description.get("model") == "t5" else None
     t5 = dict(old_t5) if isinstance(old_t5, dict) else {}
     t5.update(name=text_cfg.name, finetune=False, word_dropout=float(word_dropout), normalize_text=False)

@@ -145,14 +145,9 @@ def build_setup(cfg: TrainConfig, device: torch.device, continue_from: tp.Option
     if continue_from:
         return _continue_setup(continue_from, device)
     codec, package = _codec(cfg.codec, device)
-    from transformers import AutoConfig
+    from ..conditioners import text_kind, text_width
 
-    try:
-        text_dim = int(AutoConfig.from_pretrained(cfg.text_encoder).d_model)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot load the text encoder {cfg.text_encoder!r} ({type(exc).__name__}); "
-                         f"point HF_HUB_CACHE at a cache that holds it or pass a local directory "
-                         f"with --text-encoder") from None
+    text_dim = text_width(cfg.text_encoder)
     if int(round(codec.sample_rate)) != cfg.sample_rate:
         raise ValueError(f"the codec {cfg.codec!r} works at {codec.sample_rate} Hz but the run is set to "
                          f"{cfg.sample_rate} Hz: pass a matching --codec or --set sample_rate={codec.sample_rate}")
@@ -164,8 +159,8 @@ def build_setup(cfg: TrainConfig, device: torch.device, continue_from: tp.Option
         torch.manual_seed(cfg.seed)
         lm = MagnetLM(lm_cfg)
     init_weights(lm, torch.Generator().manual_seed(step_seed(cfg.seed, "init")))
-    return Setup(lm.to(device), lm_cfg, TextConfig(name=cfg.text_encoder, dim=text_dim), codec, package,
-                 None, "scratch")
+    text_cfg = TextConfig(name=cfg.text_encoder, dim=text_dim, kind=text_kind(cfg.text_encoder))
+    return Setup(lm.to(device), lm_cfg, text_cfg, codec, package, None, "scratch")
 
 
 def _continue_setup(spec: str, device: torch.device) -> Setup:
@@ -354,10 +349,11 @@ class Solver:
         return Setup(lm, lm_cfg, text_cfg, codec, package, info.get("base_xp"), info.get("source", "scratch"))
 
     def _make_conditioner(self) -> None:
-        from ..conditioners import T5Conditioner
+        from ..conditioners import make_conditioner
 
-        self.conditioner = T5Conditioner(self.setup.text_cfg.name, self.lm.condition_provider.output_proj,
-                                         device=self.device)
+        text = self.setup.text_cfg
+        self.conditioner = make_conditioner(text.name, text.kind, self.lm.condition_provider.output_proj,
+                                            device=self.device)
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.world == 1:
