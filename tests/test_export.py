@@ -238,3 +238,22 @@ def test_resolve_codec_errors(tmp_path):
     shutil.copy(FIXTURES / "music10" / LM_FILE, tmp_path / LM_FILE)
     with pytest.raises(CheckpointError, match=f"has no {CODEC_FILE}"):
         resolve_codec(tmp_path)
+
+
+def test_bundled_form_loads_and_missing_bundle_is_clear(tmp_path):
+    from openmagnet import MAGNeT
+    from openmagnet.checkpoint import CheckpointError, bundled_model_dir
+    from openmagnet.train.export import bundle_model
+
+    out = bundle_model(FIXTURES / "music10", tmp_path / "bundle")
+    assert sorted(p.name for p in out.iterdir()) == ["compression.safetensors", "model.safetensors"]
+    bundled = MAGNeT.get_pretrained(out, device="cpu")
+    original = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
+    for k, v in original.lm.state_dict().items():
+        assert torch.equal(bundled.lm.state_dict()[k], v), k
+    codec_b, codec_o = bundled.compression_model.state_dict(), original.compression_model.state_dict()
+    for k, v in codec_o.items():
+        assert torch.equal(codec_b[k], v.half().float() if v.is_floating_point() else v), k
+    if bundled_model_dir("openmagnet/demo") is None:
+        with pytest.raises(CheckpointError, match="the bundled model openmagnet/demo is not in this copy"):
+            MAGNeT.get_pretrained("openmagnet/demo", device="cpu")

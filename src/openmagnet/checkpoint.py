@@ -26,6 +26,16 @@ from .config import CodecConfig, codec_config_from_xp, lm_config_from_xp, text_c
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
 LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (train/export.py)
+CODEC_SAFETENSORS_FILE = "compression.safetensors"  # a full codec the same way (the bundled models)
+SAFETENSORS_FORMS = {LM_FILE: LM_SAFETENSORS_FILE, CODEC_FILE: CODEC_SAFETENSORS_FILE}
+# Models that ship inside the package (safetensors under src/openmagnet/assets/), by name.
+BUNDLED_MODELS = {"openmagnet/demo": "demo"}
+
+
+def bundled_model_dir(name: str) -> tp.Optional[Path]:
+    """The folder of a bundled model when this install has it, else None."""
+    folder = Path(__file__).resolve().parent / "assets" / BUNDLED_MODELS[name]
+    return folder if (folder / LM_SAFETENSORS_FILE).is_file() else None
 AUDIOCRAFT_FORMAT_VERSION = "1.3.0"  # the `version` written into exported files
 TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
 
@@ -38,14 +48,23 @@ class CheckpointError(ValueError):
 # Finding files
 # ------------------------------------------------------------------------------------------------
 def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Path:
-    """A checkpoint file from a file path, a directory holding `filename`, or a hub repo id."""
+    """A checkpoint file from a file path, a directory holding `filename` (or its safetensors form),
+    a bundled model name (`openmagnet/demo`), or a hub repo id."""
+    if str(name_or_path) in BUNDLED_MODELS:
+        folder = bundled_model_dir(str(name_or_path))
+        if folder is None:
+            raise CheckpointError(f"the bundled model {name_or_path} is not in this copy of openmagnet "
+                                  f"(src/openmagnet/assets/{BUNDLED_MODELS[str(name_or_path)]}); rebuild it with "
+                                  f"recipes/demo/build.sh, or name another model")
+        name_or_path = folder
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
         candidate = path / filename
-        if filename == LM_FILE and not candidate.is_file() and (path / LM_SAFETENSORS_FILE).is_file():
-            return path / LM_SAFETENSORS_FILE
+        alternative = path / SAFETENSORS_FORMS.get(filename, filename)
+        if not candidate.is_file() and alternative.is_file():
+            return alternative
         if not candidate.is_file():
             raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds "
                                   f"{LM_FILE} and {CODEC_FILE}")

@@ -74,12 +74,20 @@ def add_export_parser(sub: tp.Any) -> None:
                                    "MAGNeT.get_pretrained(MODEL_DIR) in openmagnet and in audiocraft.")
     e.add_argument("run", help="run folder, or one of its checkpoints/step_*.pt")
     e.add_argument("--out", required=True, help="model folder to write")
+    e.add_argument("--bundle", action="store_true",
+                   help="RUN is an exported model folder: write its safetensors-only form (model.safetensors + "
+                        "compression.safetensors, fp16), as models ship inside the package")
     e.set_defaults(func=export_command)
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from .solver import export_run
+    if args.bundle:
+        from .export import bundle_model
 
-    path = export_run(args.run, args.out)
+        path = bundle_model(args.run, args.out)
+    else:
+        from .solver import export_run
+
+        path = export_run(args.run, args.out)
     print(f"exported {args.run} -> {path}")
     return 0

@@ -231,6 +231,31 @@ def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, 
     return out
 
 
+def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, os.PathLike]) -> Path:
+    """The safetensors-only form of an exported model, as models ship inside the package
+    (src/openmagnet/assets/NAME): model.safetensors (the LM, fp16, xp.cfg in the metadata) and
+    compression.safetensors (the full codec in fp16, its xp.cfg in the metadata; loaded back as
+    float32). Pointer codecs cannot be bundled: they would need the hub."""
+    from .. import __version__
+    from ..checkpoint import CODEC_SAFETENSORS_FILE, load_package, resolve_file
+
+    model_dir = Path(model_dir)
+    lm_pkg = load_package(resolve_file(model_dir, LM_FILE))
+    codec_pkg = load_package(resolve_file(model_dir, CODEC_FILE))
+    if "pretrained" in codec_pkg:
+        raise ValueError(f"{model_dir}: its codec is a pointer to {codec_pkg['pretrained']!r}, which needs the hub; "
+                         f"bundle a model trained with a full codec")
+    meta = {"format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION, "openmagnet_version": __version__}
+    lm_state, codec_state = fp16_state(lm_pkg["best_state"]), fp16_state(codec_pkg["best_state"])
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_all_atomically(out, {
+        LM_SAFETENSORS_FILE: lambda f: _safetensors_save(lm_state, {**meta, "xp.cfg": lm_pkg["xp.cfg"]}, f),
+        CODEC_SAFETENSORS_FILE: lambda f: _safetensors_save(codec_state, {**meta, "xp.cfg": codec_pkg["xp.cfg"]}, f),
+    })
+    return out
+
+
 def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
     """CPU copies of the tensors, floating ones cast to float16 (the released layout). Each copy
     owns its storage. Raises ValueError for a non-tensor or a value that is not finite in fp16."""

@@ -1,0 +1,182 @@
+"""`openmagnet data synth`: the clip-spec sampler, captions, rendering, resume and the CLI (openmagnet/data/synth.py).
+
+Tests that render skip when pretty_midi, FluidSynth (pyfluidsynth or the fluidsynth program) or a General MIDI
+SoundFont is missing: `apt-get install fluidsynth fluid-soundfont-gm` and `pip install -e '.[synth]'`.
+"""
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from openmagnet.cli import main
+from openmagnet.data import check_metadata, load_music_info, read_manifest
+from openmagnet.data.synth import (FAMILIES, STYLES, TONICS, _TEMPO_WORDS, compose, find_renderer, find_soundfont,
+                                   render, sample_spec, synthesize_dataset)
+
+
+def _synth_missing() -> str:
+    """Why rendering cannot run here, or '' when it can."""
+    try:
+        import pretty_midi  # noqa: F401
+
+        find_soundfont()
+        find_renderer()
+    except (ImportError, ValueError) as err:
+        return str(err)
+    return ''
+
+
+needs_synth = pytest.mark.skipif(bool(_synth_missing()), reason=f"no synth renderer: {_synth_missing()}")
+SHORT = (2.0, 2.0)  # seconds per clip in the rendering tests
+
+
+def _mentions_instrument(spec) -> bool:
+    return any(part.name in spec.description.lower() for part in spec.parts)
+
+
+def _mentions_key_or_tempo(spec) -> bool:
+    text, tonic = spec.description.lower(), TONICS[spec.tonic]
+    words = _TEMPO_WORDS[spec.tempo_feel]
+    return (f"{tonic} {spec.mode}" in text or f"{spec.mode} key" in text or f"{spec.bpm} bpm" in text
+            or any(w in text for w in words))
+
+
+# --------------------------------------------------------------------------- the sampler (no rendering)
+
+def test_spec_sampler_covers_families_modes_and_styles():
+    specs = [sample_spec(seed=0, index=i) for i in range(2000)]
+    assert {f for s in specs for f in s.families} == set(FAMILIES)
+    assert {s.mode for s in specs} == {'major', 'minor'}
+    assert {s.tonic for s in specs} == set(range(12))
+    assert {s.style for s in specs} == set(STYLES)
+    assert Counter(len(s.parts) for s in specs).keys() == {1, 2, 3, 4}
+    assert all(60 <= s.bpm <= 180 and 10 <= s.seconds <= 12 for s in specs)
+    assert {r for s in specs for p in s.parts for r in p.roles} == {'melody', 'chords', 'arpeggio', 'bass', 'drums'}
+    assert all(p.family != 'drums' or p.roles == ('drums',) for s in specs for p in s.parts)
+    assert len({s.description for s in specs}) > 1900  # varied captions
+
+
+def test_spec_is_deterministic_per_seed_and_index():
+    assert sample_spec(7, 3) == sample_spec(7, 3)
+    assert sample_spec(7, 3) != sample_spec(8, 3)
+    assert sample_spec(7, 3) != sample_spec(7, 4)
+    assert sample_spec(7, 3, stream='holdout') != sample_spec(7, 3)
+    with pytest.raises(ValueError, match="clip seconds"):
+        sample_spec(0, 0, (5.0, 2.0))
+
+
+def test_descriptions_name_a_real_instrument_and_the_key_or_tempo():
+    for i in range(500):
+        spec = sample_spec(1, i)
+        assert _mentions_instrument(spec), spec.description
+        assert _mentions_key_or_tempo(spec), spec.description
+
+
+def test_composed_midi_matches_the_spec():
+    pytest.importorskip('pretty_midi')
+    for i in range(20):
+        spec = sample_spec(2, i, SHORT)
+        midi = compose(spec)
+        assert [(inst.program, inst.is_drum) for inst in midi.instruments] == \
+               [(p.program, p.family == 'drums') for p in spec.parts]
+        assert all(inst.notes for inst in midi.instruments)
+        pairs = zip(midi.instruments, spec.parts, strict=True)
+        named = [inst for inst, part in pairs if part.name in spec.description.lower()]
+        assert named and named[0].notes  # the instrument the caption names is really playing
+
+
+def test_import_stays_light():
+    code = "import sys, openmagnet.data; print([m for m in ('pretty_midi', 'fluidsynth') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
+
+
+# --------------------------------------------------------------------------- rendering
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    """Two short clips and one holdout clip, seed 5."""
+    out = tmp_path_factory.mktemp('synth') / 'data'
+    result = synthesize_dataset(out, hours=4 / 3600, seed=5, clip_seconds=SHORT, holdout=1, progress=False)
+    return out, result
+
+
+@needs_synth
+def test_dataset_layout_and_json(dataset):
+    out, result = dataset
+    assert (result.clips, result.holdout, result.rendered) == (2, 1, 3)
+    metas = read_manifest(out)
+    assert [Path(m.path).name for m in metas] == ['clip_000000.wav', 'clip_000001.wav']
+    check_metadata(metas, 'music')
+    check_metadata(read_manifest(out / 'holdout'), 'music')
+    for meta in metas:
+        info, raw = load_music_info(meta.info_path), json.loads(Path(meta.info_path).read_text())
+        assert info.key == f"{raw['tonic']} {raw['mode']}" and info.bpm == raw['bpm'] and isinstance(raw['bpm'], int)
+        assert info.artist == 'openmagnet synth' and info.instrument in FAMILIES and info.description
+        assert raw['family'] == sorted({p['family'] for p in raw['parts']}) and info.moods and info.keywords
+    record = json.loads((out / 'synth.json').read_text())
+    assert record['complete'] and record['clips'] == 2 and len(record['soundfont_sha256_1mb']) == 64
+
+
+@needs_synth
+def test_audio_is_non_silent_with_the_right_length_and_rate(dataset):
+    import soundfile
+
+    out, _ = dataset
+    for meta in read_manifest(out):
+        wav, rate = soundfile.read(meta.path, dtype='float32')
+        assert rate == 32000 and wav.ndim == 1 and len(wav) == round(2.0 * 32000)
+        assert 0.5 < abs(wav).max() <= 1.0 and (wav ** 2).mean() ** 0.5 > 0.01
+
+
+@needs_synth
+def test_same_seed_is_bit_identical_and_other_seeds_differ(dataset, tmp_path):
+    out, _ = dataset
+    again = synthesize_dataset(tmp_path / 'again', hours=2 / 3600, seed=5, clip_seconds=SHORT, progress=False)
+    other = synthesize_dataset(tmp_path / 'other', hours=2 / 3600, seed=6, clip_seconds=SHORT, progress=False)
+    clip = 'audio/clip_000000'
+    assert (again.out / f'{clip}.wav').read_bytes() == (out / f'{clip}.wav').read_bytes()
+    assert (again.out / f'{clip}.json').read_text() == (out / f'{clip}.json').read_text()
+    assert (other.out / f'{clip}.wav').read_bytes() != (out / f'{clip}.wav').read_bytes()
+    assert (out / 'holdout' / f'{clip}.wav').read_bytes() != (out / f'{clip}.wav').read_bytes()
+
+
+@needs_synth
+def test_resume_skips_finished_clips_and_refuses_other_settings(tmp_path):
+    out = tmp_path / 'data'
+    synthesize_dataset(out, hours=4 / 3600, seed=0, clip_seconds=SHORT, progress=False)
+    kept = (out / 'audio' / 'clip_000000.wav').stat().st_mtime_ns
+    (out / 'audio' / 'clip_000001.json').unlink()  # as if interrupted before the clip was complete
+    result = synthesize_dataset(out, hours=6 / 3600, seed=0, clip_seconds=SHORT, progress=False)
+    assert (result.clips, result.rendered) == (3, 2)
+    assert (out / 'audio' / 'clip_000000.wav').stat().st_mtime_ns == kept
+    assert len(read_manifest(out)) == 3
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        synthesize_dataset(out, hours=6 / 3600, seed=1, clip_seconds=SHORT, progress=False)
+
+
+@needs_synth
+def test_cli_renderer_matches_the_length():
+    import shutil
+
+    if not shutil.which('fluidsynth'):
+        pytest.skip("the fluidsynth program is not installed")
+    spec = sample_spec(3, 0, SHORT)
+    audio = render(compose(spec), spec.seconds, 16000, find_soundfont(), renderer='cli')
+    assert audio.shape == (32000,) and abs(audio).max() > 0.01
+
+
+@needs_synth
+def test_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / 'data'
+    argv = ['data', 'synth', '--out', str(out), '--hours', str(30 / 3600), '--seed', '3', '--clip-seconds', '10',
+            '--workers', '2', '--holdout', '1', '--quiet']
+    assert main(argv) == 0
+    assert 'synth: 3 clips' in capsys.readouterr().out
+    assert len(read_manifest(out)) == 3 and len(read_manifest(out / 'holdout')) == 1
+    assert main(argv) == 0 and '0 rendered now' in capsys.readouterr().out
+    assert main(['data', 'synth', '--out', str(out), '--hours', '0', '--quiet']) == 2
+    assert '--hours must be > 0' in capsys.readouterr().err
