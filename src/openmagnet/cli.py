@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_export_parser(sub)
+    from .evaluation.command import add_eval_parser  # argparse only
+
+    add_eval_parser(sub)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""Command-line parsers of `openmagnet eval train-classifier | adherence` (argparse only: importing this module
+costs nothing; evaluation/adherence.py, librosa and scikit-learn load when a command runs).
+
+    openmagnet eval train-classifier --data synth/ --out family_classifier.npz
+    openmagnet eval adherence --labels synth/holdout --classifier family_classifier.npz [--audio generated/]
+
+Generated audio is matched to its prompt by name: GENERATED/clip_000123.wav was generated from the description
+in LABELS/audio/clip_000123.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import typing as tp
+
+
+def add_eval_parser(sub: tp.Any) -> None:
+    """The `eval` command group."""
+    e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
+                       description="Text adherence of music: tempo, key and instrument families estimated from "
+                                   "audio and compared with the labels of the prompt (needs the `eval` extra).")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence}")
+    t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
+                            description="Fit a multi-label instrument-family classifier on the clips of an "
+                                        "`openmagnet data synth` folder (its holdout/ is never used).")
+    t.add_argument("--data", required=True, metavar="SYNTH_DIR", help="synth folder (SYNTH_DIR/audio/*.json)")
+    t.add_argument("--out", required=True, metavar="FILE", help=".npz file to write")
+    t.add_argument("--max-clips", type=int, default=1500, help="train on at most this many clips (default 1500)")
+    t.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP (0: logistic regression)")
+    t.add_argument("--l2", type=float, default=1.0,
+                   help="regularisation: the MLP's weight decay alpha, or logistic regression's inverse strength C")
+    t.add_argument("--valid", default=None, metavar="DIR", help="labelled folder to report per-family F1 on")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=train_classifier_command)
+    a = eval_sub.add_parser("adherence", help="score audio against its prompts' labels, with ceiling and floor",
+                            description="Print a markdown table: the labelled clips against their own labels "
+                                        "(ceiling), against shuffled labels (floor) and, with --audio, generated "
+                                        "audio against the labels of the prompts it was generated from.")
+    a.add_argument("--labels", required=True, metavar="SYNTH_HOLDOUT_DIR", help="labelled folder, e.g. synth/holdout")
+    a.add_argument("--audio", default=None, metavar="GENERATED_DIR",
+                   help="generated audio named like the labels: GENERATED_DIR/clip_000123.wav")
+    a.add_argument("--classifier", default=None, metavar="FILE",
+                   help="family classifier from `eval train-classifier` (without it: no family columns)")
+    a.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON")
+    a.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt floor")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=adherence_command)
+
+
+def train_classifier_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .adherence import FamilyClassifier, family_metrics, load_labels
+
+    if args.max_clips < 2:
+        raise ValueError(f"--max-clips must be >= 2, got {args.max_clips}")
+    clips = load_labels(args.data)
+    if len(clips) > args.max_clips:
+        keep = np.random.default_rng(args.seed).choice(len(clips), args.max_clips, replace=False)
+        clips = [clips[i] for i in sorted(keep)]
+    model = FamilyClassifier(hidden=args.hidden, l2=args.l2, seed=args.seed)
+    model.fit_features(_analyze_features(clips, args.quiet), [labels['family'] for _, labels in clips])
+    model.save(args.out)
+    print(f"trained on {len(clips)} clips -> {args.out}")
+    if args.valid:
+        valid = load_labels(args.valid)
+        features = _analyze_features(valid, args.quiet)
+        targets = model.targets([labels['family'] for _, labels in valid])
+        proba = model.predict_proba(features)
+        print(json.dumps(family_metrics(proba, targets, targets), indent=1))
+        for i, family in enumerate(model.families):
+            f1 = _f1(proba[:, i] >= 0.5, targets[:, i].astype(bool))
+            print(f"{family:>12}: F1 {f1:.2f} ({int(targets[:, i].sum())} clips)")
+    return 0
+
+
+def _analyze_features(clips: tp.Sequence[tp.Tuple[tp.Any, dict]], quiet: bool):
+    """Feature matrix [N, D] of the clips' audio (timbre features only: no tempo or key estimation)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .adherence import clip_features, read_audio
+
+    rows = [clip_features(*read_audio(p)) for p, _ in tqdm(clips, desc="features", unit="clip", disable=quiet)]
+    return np.stack(rows)
+
+
+def _f1(predicted, actual) -> float:
+    hits = float((predicted & actual).sum())
+    return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
+
+
+def adherence_command(args: argparse.Namespace) -> int:
+    from ..files import atomic_write_text
+    from .adherence import FamilyClassifier, markdown_table, reference_rows, score_generated
+
+    classifier = FamilyClassifier.load(args.classifier) if args.classifier else None
+    rows = reference_rows(args.labels, classifier, seed=args.seed, progress=not args.quiet)
+    if args.audio:
+        generated = score_generated(args.audio, args.labels, classifier, progress=not args.quiet)
+        ceiling, floor = rows.items()
+        rows = dict([ceiling, ('generated', generated), floor])
+    print(markdown_table(rows))
+    if args.json:
+        atomic_write_text(json.dumps(rows, indent=1) + "\n", args.json)
+    return 0
