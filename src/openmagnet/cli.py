@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.command import add_eval_parser  # argparse only
 
     add_eval_parser(sub)
+    from .codec.command import add_codec_parser  # argparse only
+
+    add_codec_parser(sub)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""Command-line parsers of `openmagnet codec train | export | eval` (argparse only: importing this module
+costs nothing; codec/train.py and codec/evaluate.py are imported when a command runs)."""
+from __future__ import annotations
+
+import argparse
+import json
+import typing as tp
+
+
+def add_codec_parser(sub: tp.Any) -> None:
+    c = sub.add_parser("codec", help="train, export and evaluate EnCodec codecs",
+                       description="Train an EnCodec codec (SEANet + residual VQ, the released layout) on audio, "
+                                   "export it as compression_state_dict.bin, measure it.")
+    codec_sub = c.add_subparsers(dest="codec_command", required=True, metavar="{train,export,eval}")
+    _add_train(codec_sub)
+    e = codec_sub.add_parser("export", help="write a run's latest checkpoint as compression_state_dict.bin")
+    e.add_argument("run", help="codec run folder, or one of its checkpoints/step_*.pt")
+    e.add_argument("--out", required=True, help="file to write, or folder to write compression_state_dict.bin into")
+    e.set_defaults(func=export_command)
+    v = codec_sub.add_parser("eval", help="mel distance, SI-SDR and codebook usage of a codec on a manifest")
+    v.add_argument("codec", help="compression_state_dict.bin, a folder holding it, or a hub id")
+    v.add_argument("--data", required=True, help="manifest folder (holds data.jsonl)")
+    v.add_argument("--clips", type=int, default=16, help="random segments to code")
+    v.add_argument("--seconds", type=float, default=5.0, help="length of each segment")
+    v.add_argument("--seed", type=int, default=1234)
+    v.set_defaults(func=eval_command)
+
+
+def _add_train(codec_sub: tp.Any) -> None:
+    t = codec_sub.add_parser("train", help="train a codec from scratch",
+                             description="Train a codec on a manifest (`openmagnet data index`). Ctrl-C or a kill "
+                                         "loses at most --save-every steps: --resume continues exactly.")
+    t.add_argument("--data", help="manifest folder of the training audio")
+    t.add_argument("--valid", help="manifest folder of held-out audio, measured at every checkpoint")
+    t.add_argument("--out", required=True, help="run folder (run.json, checkpoints/, metrics.jsonl)")
+    t.add_argument("--sample-rate", type=int, default=32000, choices=[32000, 16000])
+    t.add_argument("--n-filters", type=int, default=32)
+    t.add_argument("--dimension", type=int, default=128)
+    t.add_argument("--lstm", type=int, default=2, help="LSTM layers in the encoder and decoder")
+    t.add_argument("--n-q", type=int, default=4, help="codebooks")
+    t.add_argument("--bins", type=int, default=2048, help="codes per codebook")
+    t.add_argument("--steps", type=int, default=10_000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--segment-seconds", type=float, default=1.0)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--adversarial", action="store_true", help="add the multi-scale STFT discriminator")
+    t.add_argument("--save-every", type=int, default=500)
+    t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--num-workers", type=int, default=0, help="data loading processes")
+    t.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (1 is often fastest on a small, busy machine)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from .train import codec_config, train_codec
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
+    last = train_codec(args.data, args.out, cfg=cfg, steps=args.steps, batch_size=args.batch_size,
+                       segment_seconds=args.segment_seconds, lr=args.lr, seed=args.seed, adversarial=args.adversarial,
+                       valid_manifest=args.valid, resume=args.resume, progress=not args.quiet, device=args.device,
+                       save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers)
+    loss = last.get("loss")
+    print(f"trained to step {last.get('step')}; last loss {loss if loss is None else round(loss, 4)}; run folder "
+          f"{args.out} (export it with `openmagnet codec export {args.out} --out MODEL_DIR`)")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .train import export_codec
+
+    print(export_codec(args.run, args.out))
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_codec
+
+    print(json.dumps(evaluate_codec(args.codec, args.data, n_clips=args.clips, seconds=args.seconds,
+                                    seed=args.seed), indent=2))
+    return 0

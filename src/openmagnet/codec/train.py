@@ -1,0 +1,554 @@
+"""Training EnCodec codecs from scratch with openmagnet's own modules (SEANet + RVQ, SPEC §6).
+
+The trained `EncodecModel` has the released state-dict layout (weight-normed convs with `weight_g` /
+`weight_v`, `quantizer.vq.layers.{i}._codebook.{inited, cluster_size, embed, embed_avg}`), so the
+`compression_state_dict.bin` written by `export_codec` loads in `checkpoint.codec_from_package` and in
+audiocraft 1.3.0's `CompressionModel` loader. Mirrors audiocraft `solvers/compression.py` and
+`quantization/core_vq.py` (training side), with these deliberate differences:
+
+- dead codes are replaced *after* the EMA update, together with their `embed_avg` / `cluster_size`
+  (audiocraft replaces them before the update, which then overwrites the replacement);
+- k-means initialisation stores a consistent EMA state (embed_avg = centroid * count);
+- fixed loss weights instead of audiocraft's gradient balancer (see `CodecTrainConfig`);
+- no quantizer dropout: every step uses all `n_q` codebooks, as MAGNeT's codec does.
+
+Determinism: the data of step s are the dataset items of step s (`data.make_loader`), and the k-means /
+dead-code sampling of step s use a generator seeded by (seed, s), so `--resume` continues exactly.
+
+Run folder: run.json, checkpoints/step_XXXXXXXX.pt (the last `keep_last`), metrics.jsonl.
+Shapes: B batch, C audio channels, L samples, D latent dimension, K codebooks, T frames, N vectors.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import CodecConfig
+from .encodec import EncodecModel
+from .rvq import EuclideanCodebook, ResidualVectorQuantizer
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
+RATIOS = {32000: (8, 5, 4, 4), 16000: (8, 5, 4, 2)}  # 50 Hz frames, as the released music / sound codecs
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecTrainConfig:
+    """How a codec is trained. Loss = w_l1 * L1(wav) + w_mel * multi-scale mel + w_commit * commitment
+    [+ w_adv * hinge adversarial + w_feat * feature matching]. The weights keep DAC's mel : adv : feat
+    ratio (15 : 1 : 2) with mel at 1; the waveform L1 is a small anchor as in audiocraft (0.1)."""
+
+    steps: int = 10_000
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    lr: float = 3e-4
+    betas: tp.Tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    max_norm: float = 1.0  # gradient clipping of the codec (0: off)
+    seed: int = 0
+    adversarial: bool = False
+    kmeans_iters: int = 50
+    kmeans_pool: float = 4.0  # fresh runs k-means on latents of this many x bins vectors (0: the first batch)
+    dead_code_threshold: float = 2.0  # uses per EMA window (100 steps) below which a code is re-drawn
+    n_mels: int = 64
+    disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
+    w_l1: float = 0.1
+    w_mel: float = 1.0
+    w_commit: float = 1.0
+    w_adv: float = 1 / 15
+    w_feat: float = 2 / 15
+    save_every: int = 500
+    log_every: int = 10
+    keep_last: int = 2
+    valid_clips: int = 8
+    num_workers: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.steps < 0 or self.batch_size < 1 or self.segment_seconds <= 0 or self.lr <= 0:
+            raise ValueError(f"steps must be >= 0, batch_size >= 1, segment_seconds > 0 and lr > 0; got "
+                             f"{self.steps}, {self.batch_size}, {self.segment_seconds}, {self.lr}")
+        if self.save_every < 1 or self.log_every < 1 or self.keep_last < 1:
+            raise ValueError("save_every, log_every and keep_last must be >= 1")
+
+
+def codec_config(sample_rate: int = 32000, n_filters: int = 32, dimension: int = 128, lstm: int = 2,
+                 n_q: int = 4, bins: int = 2048) -> CodecConfig:
+    """A released-style codec config at 50 Hz frames: ratios 8,5,4,4 at 32 kHz, 8,5,4,2 at 16 kHz."""
+    if sample_rate not in RATIOS:
+        raise ValueError(f"sample_rate must be one of {sorted(RATIOS)} (50 Hz frames); got {sample_rate}")
+    return CodecConfig(sample_rate=sample_rate, n_filters=n_filters, dimension=dimension, lstm=lstm,
+                       ratios=RATIOS[sample_rate], n_q=n_q, bins=bins)
+
+
+def step_seed(*parts: tp.Any) -> int:
+    """A 63-bit seed from any parts, the same on every machine and Python run."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+# ------------------------------------------------------------------------------------------------
+# Residual VQ in training: k-means init, EMA codebooks, dead-code replacement, straight-through
+# ------------------------------------------------------------------------------------------------
+def _sample_rows(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n rows of x [N, D] drawn without replacement when N >= n, else with replacement -> [n, D]."""
+    if x.shape[0] >= n:
+        return x[torch.randperm(x.shape[0], generator=generator)[:n]]
+    return x[torch.randint(0, x.shape[0], (n,), generator=generator)]
+
+
+def _nearest(x: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """x [N, D], means [k, D] -> index [N] of the nearest mean (squared L2)."""
+    dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ means.t() + means.pow(2).sum(1)[None]
+    return dist.argmin(-1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on x [N, D] from k random rows -> (means [k, D], counts [k] of the last assignment).
+    An empty cluster keeps its previous mean."""
+    means = _sample_rows(x, k, generator)
+    counts = torch.zeros(k, dtype=x.dtype)
+    for _ in range(iters):
+        buckets = _nearest(x, means)  # [N]
+        counts = torch.bincount(buckets, minlength=k).to(x.dtype)
+        new = torch.zeros_like(means).index_add_(0, buckets, x) / counts.clamp_min(1)[:, None]
+        means = torch.where(counts[:, None] > 0, new, means)
+    return means, counts
+
+
+@torch.no_grad()
+def init_codebook(cb: EuclideanCodebook, x: torch.Tensor, iters: int, generator: torch.Generator) -> None:
+    """k-means the vectors x [N, D] into the codebook: embed = centroids, cluster_size = counts,
+    embed_avg = centroids * counts (so embed_avg / cluster_size = embed), inited = 1."""
+    means, counts = kmeans(x.float(), cb.bins, iters, generator)
+    cb.embed.copy_(means)
+    cb.cluster_size.copy_(counts)
+    cb.embed_avg.copy_(means * counts[:, None])
+    cb.inited.fill_(1)
+
+
+@torch.no_grad()
+def init_quantizer(quantizer: ResidualVectorQuantizer, z: torch.Tensor, iters: int, generator: torch.Generator,
+                   vectors_per_step: int) -> None:
+    """k-means every codebook in turn on a pool of latents z [N, D], each on what the earlier ones leave.
+    Counts are rescaled to uses per step (x vectors_per_step / N), the unit of the EMA cluster sizes.
+    With a pool of a few times `bins` vectors, this avoids what one small first batch does: codebook 0
+    memorising it (N < bins) and leaving zero residuals to the others."""
+    residual = z.float()
+    for layer in quantizer.vq.layers:
+        cb = layer._codebook
+        init_codebook(cb, residual, iters, generator)
+        scale = vectors_per_step / residual.shape[0]
+        cb.cluster_size.mul_(scale)
+        cb.embed_avg.mul_(scale)
+        residual = residual - cb.decode(cb.encode(residual))
+
+
+@torch.no_grad()
+def ema_update(cb: EuclideanCodebook, x: torch.Tensor, indices: torch.Tensor) -> None:
+    """One EMA step with decay d = cb.decay on vectors x [N, D] assigned to codes indices [N]:
+    cluster_size <- d cluster_size + (1 - d) counts; embed_avg <- d embed_avg + (1 - d) sums;
+    embed <- embed_avg / smoothed sizes, smoothed = (size + eps) / (n + bins eps) * n (Laplace), n = sum sizes."""
+    onehot = F.one_hot(indices, cb.bins).to(x.dtype)  # [N, bins]
+    d = cb.decay
+    cb.cluster_size.mul_(d).add_(onehot.sum(0), alpha=1 - d)
+    cb.embed_avg.mul_(d).add_(onehot.t() @ x, alpha=1 - d)
+    n = cb.cluster_size.sum()
+    smoothed = (cb.cluster_size + cb.epsilon) / (n + cb.bins * cb.epsilon) * n
+    cb.embed.copy_(cb.embed_avg / smoothed[:, None])
+
+
+@torch.no_grad()
+def replace_dead_codes(cb: EuclideanCodebook, x: torch.Tensor, threshold: float,
+                       generator: torch.Generator) -> int:
+    """Re-draw the codes used fewer than `threshold` times over the EMA window of 1 / (1 - decay) steps,
+    i.e. with cluster_size < tau = threshold * (1 - decay), from random vectors of x [N, D]. A new code gets
+    cluster_size 2 tau and embed_avg = 2 tau vector: unused, it is re-drawn again after ~70 steps. Returns the count.
+
+    (audiocraft compares cluster_size, a per-step count, with threshold directly; at batch 8 x 1 s,
+    400 vectors for 2048 codes, that marks nearly every code dead at every step.)"""
+    if threshold <= 0:
+        return 0
+    dead = cb.cluster_size < threshold * (1 - cb.decay)  # [bins]
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return 0
+    picks = _sample_rows(x, n_dead, generator)
+    size = 2 * threshold * (1 - cb.decay)
+    cb.embed[dead] = picks
+    cb.cluster_size[dead] = size
+    cb.embed_avg[dead] = picks * size
+    return n_dead
+
+
+def train_quantize(quantizer: ResidualVectorQuantizer, z: torch.Tensor, generator: torch.Generator,
+                   kmeans_iters: int = 50, dead_code_threshold: float = 2.0
+                   ) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Residual VQ of z [B, D, T] with codebook training -> (quantized [B, D, T], codes [B, K, T],
+    commitment loss, codes replaced).
+
+    Each stage codes what the earlier ones left; its commitment loss is MSE(residual, code.detach()),
+    the mean over stages is returned. The output is z + (sum of codes - z).detach(): the decoder's
+    gradient reaches the encoder unchanged (straight-through)."""
+    B, D, T = z.shape
+    residual = z
+    total = torch.zeros_like(z)
+    codes, losses, replaced = [], [], 0
+    for layer in quantizer.vq.layers:
+        cb = layer._codebook
+        flat = residual.detach().transpose(1, 2).reshape(B * T, D).float()  # [N, D]
+        if not bool(cb.inited.item()):
+            init_codebook(cb, flat, kmeans_iters, generator)
+        indices = cb.encode(flat)  # [N]
+        q = cb.decode(indices).view(B, T, D).transpose(1, 2)  # [B, D, T], before this step's update
+        losses.append(F.mse_loss(residual, q.detach()))
+        ema_update(cb, flat, indices)
+        replaced += replace_dead_codes(cb, flat, dead_code_threshold, generator)
+        residual = residual - q.detach()
+        total = total + q.detach()
+        codes.append(indices.view(B, T))
+    return z + (total - z).detach(), torch.stack(codes, 1), torch.stack(losses).mean(), replaced
+
+
+def batch_usage(codes: torch.Tensor, bins: int) -> float:
+    """codes [B, K, T] -> mean over codebooks of (distinct codes used) / min(B * T, bins)."""
+    B, K, T = codes.shape
+    return sum(len(codes[:, k].unique()) for k in range(K)) / (K * min(B * T, bins))
+
+
+@dataclasses.dataclass
+class CodecOutput:
+    wav: torch.Tensor      # [B, C, L] reconstruction, cut to the input length
+    codes: torch.Tensor    # [B, K, T]
+    commit: torch.Tensor   # scalar commitment loss (0 in eval mode)
+    replaced: int = 0      # dead codes replaced during this forward
+
+
+class TrainableEncodec(nn.Module):
+    """`EncodecModel(cfg)` with a training forward. `self.model.state_dict()` is the released layout.
+    A fresh model has `inited = 0` in every codebook: the first training batch k-means them."""
+
+    def __init__(self, cfg: CodecConfig, kmeans_iters: int = 50, dead_code_threshold: float = 2.0):
+        super().__init__()
+        self.model = EncodecModel(cfg)
+        self.kmeans_iters, self.dead_code_threshold = kmeans_iters, dead_code_threshold
+        for layer in self.model.quantizer.vq.layers:
+            layer._codebook.inited.zero_()
+
+    def forward(self, wav: torch.Tensor, generator: tp.Optional[torch.Generator] = None) -> CodecOutput:
+        """wav [B, C, L] -> CodecOutput. Training mode trains the codebooks (k-means / EMA / dead codes,
+        random draws from `generator`); eval mode is the inference encode + decode."""
+        L = wav.shape[-1]
+        z = self.model.encoder(wav)  # [B, D, T]
+        if self.training:
+            q, codes, commit, replaced = train_quantize(self.model.quantizer, z, generator or torch.Generator(),
+                                                        self.kmeans_iters, self.dead_code_threshold)
+        else:
+            codes = self.model.quantizer.encode(z)
+            q, commit, replaced = self.model.quantizer.decode(codes), z.new_zeros(()), 0
+        return CodecOutput(self.model.decoder(q)[..., :L], codes, commit, replaced)
+
+
+# ------------------------------------------------------------------------------------------------
+# Export: compression_state_dict.bin in audiocraft's layout
+# ------------------------------------------------------------------------------------------------
+def codec_xp_cfg(cfg: CodecConfig, dead_code_threshold: float = 2.0, kmeans_iters: int = 50) -> dict:
+    """audiocraft's compression xp.cfg sections for cfg (what `builders.get_compression_model` reads)."""
+    return {
+        "device": "cpu", "dtype": "float32", "sample_rate": cfg.sample_rate, "channels": cfg.channels,
+        "compression_model": "encodec",
+        "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": cfg.sample_rate,
+                    "channels": cfg.channels, "causal": False, "renormalize": False},
+        "seanet": {
+            "dimension": cfg.dimension, "channels": cfg.channels, "causal": False, "n_filters": cfg.n_filters,
+            "n_residual_layers": cfg.n_residual_layers, "ratios": list(cfg.ratios), "activation": "ELU",
+            "activation_params": {"alpha": cfg.activation_alpha}, "norm": "weight_norm", "norm_params": {},
+            "kernel_size": cfg.kernel_size, "residual_kernel_size": cfg.residual_kernel_size,
+            "last_kernel_size": cfg.last_kernel_size, "dilation_base": cfg.dilation_base, "pad_mode": cfg.pad_mode,
+            "true_skip": cfg.true_skip, "compress": cfg.compress, "lstm": cfg.lstm, "disable_norm_outer_blocks": 0,
+            "decoder": {"trim_right_ratio": 1.0, "final_activation": None, "final_activation_params": None},
+            "encoder": {},
+        },
+        "rvq": {"n_q": cfg.n_q, "q_dropout": False, "bins": cfg.bins, "decay": 0.99, "kmeans_init": True,
+                "kmeans_iters": kmeans_iters, "threshold_ema_dead_code": dead_code_threshold,
+                "orthogonal_reg_weight": 0.0, "orthogonal_reg_active_codes_only": False},
+    }
+
+
+def read_run(run_dir: tp.Union[str, Path]) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a codec training run (no {RUN_FILE}); start one with "
+                         f"`openmagnet codec train --data MANIFEST_DIR --out {run_dir}`")
+    return json.loads(path.read_text())
+
+
+def latest_checkpoint(run_dir: tp.Union[str, Path]) -> tp.Optional[Path]:
+    files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
+    return files[-1] if files else None
+
+
+def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) -> Path:
+    """Write the latest checkpoint of a run (or a given checkpoints/step_*.pt) as a
+    `compression_state_dict.bin` = {'best_state', 'xp.cfg' (YAML), 'version', 'exported': True};
+    out_file may be a folder (the file is then named compression_state_dict.bin). Returns its path."""
+    import yaml
+
+    from ..checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
+    from ..files import atomic_save
+
+    run = Path(run_dir)
+    ckpt = run if run.is_file() else latest_checkpoint(run)
+    run = run.parent.parent if run.is_file() else run
+    info = read_run(run)
+    if ckpt is None:
+        raise ValueError(f"{run} has no checkpoint yet: train at least `save_every` steps first")
+    cfg = _codec_cfg(info)
+    tcfg = CodecTrainConfig(**info["train"])
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+    xp = codec_xp_cfg(cfg, tcfg.dead_code_threshold, tcfg.kmeans_iters)
+    xp["openmagnet"] = {"run": str(run.resolve()), "step": int(ckpt.stem.split("_")[-1]), "train": info["train"]}
+    out = Path(out_file)
+    if out.is_dir() or not out.suffix:
+        out = out / CODEC_FILE
+    pkg = {"best_state": {k: v.detach().float().clone().contiguous() for k, v in state.items()},
+           "xp.cfg": yaml.safe_dump(xp, sort_keys=False), "version": AUDIOCRAFT_FORMAT_VERSION, "exported": True}
+    atomic_save(pkg, out)
+    return out
+
+
+def _codec_cfg(info: dict) -> CodecConfig:
+    data = dict(info["codec_config"])
+    data["ratios"] = tuple(data["ratios"])
+    return CodecConfig(**data)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Union[str, Path], *,
+                cfg: tp.Optional[CodecConfig] = None, steps: int = 10_000, batch_size: int = 8,
+                segment_seconds: float = 1.0, lr: float = 3e-4, seed: int = 0, adversarial: bool = False,
+                valid_manifest: tp.Optional[tp.Union[str, Path]] = None, resume: bool = False,
+                progress: bool = True, device: tp.Optional[str] = None, **options: tp.Any) -> dict:
+    """Train a codec on a manifest folder into run folder out_dir; returns the last logged metrics.
+
+    options: any other `CodecTrainConfig` field (save_every, log_every, dead_code_threshold, w_mel, ...).
+    resume=True continues the run in out_dir exactly from its last checkpoint: its codec and training
+    settings are kept (the arguments are ignored), only `steps` and RESUME_CHANGEABLE options may change."""
+    if resume:
+        info = read_run(out_dir)
+        fixed = sorted(set(options) - set(RESUME_CHANGEABLE))
+        if fixed:
+            raise ValueError(f"resume continues the run as it was configured; {', '.join(fixed)} cannot change "
+                             f"(only steps, {', '.join(RESUME_CHANGEABLE)} can)")
+        tcfg = CodecTrainConfig(**{**info["train"], "steps": steps, **options})
+        trainer = CodecTrainer(_codec_cfg(info), tcfg, info["data"], out_dir, valid=info.get("valid"),
+                               resume=True, device=device, progress=progress)
+    else:
+        if manifest_dir is None:
+            raise ValueError("manifest_dir is required: the folder written by `openmagnet data index`")
+        tcfg = CodecTrainConfig(steps=steps, batch_size=batch_size, segment_seconds=segment_seconds, lr=lr,
+                                seed=seed, adversarial=adversarial, **options)
+        trainer = CodecTrainer(cfg or codec_config(), tcfg, str(manifest_dir), out_dir,
+                               valid=str(valid_manifest) if valid_manifest else None, device=device,
+                               progress=progress)
+    return trainer.run()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class CodecTrainer:
+    """One codec training run: model, optional discriminator, optimisers, data, checkpoints."""
+
+    def __init__(self, cfg: CodecConfig, tcfg: CodecTrainConfig, data: str, out: tp.Union[str, Path], *,
+                 valid: tp.Optional[str] = None, resume: bool = False, device: tp.Optional[str] = None,
+                 progress: bool = True):
+        from ..data.dataset import SegmentDataset
+        from ..data.manifest import read_manifest
+        from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator
+
+        self.cfg, self.tcfg, self.data, self.valid = cfg, tcfg, data, valid
+        self.out, self.progress = Path(out), progress
+        self.device = torch.device(device or "cpu")
+        if not resume and latest_checkpoint(self.out) is not None:
+            raise ValueError(f"{self.out} already holds a codec run: add --resume to continue it, or choose "
+                             f"another --out (nothing there is overwritten)")
+        self.dataset = SegmentDataset(read_manifest(data), kind="music", segment_duration=tcfg.segment_seconds,
+                                      sample_rate=cfg.sample_rate, channels=cfg.channels, seed=tcfg.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tcfg.seed)
+            self.model = TrainableEncodec(cfg, tcfg.kmeans_iters, tcfg.dead_code_threshold).to(self.device)
+            self.disc = (MultiScaleSTFTDiscriminator(cfg.channels, tcfg.disc_filters).to(self.device)
+                         if tcfg.adversarial else None)
+        self.mel = MultiScaleMelLoss(cfg.sample_rate, tcfg.n_mels).to(self.device)
+        adamw = dict(lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), **adamw)
+        self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc else None
+        self.step = 0
+        if resume:
+            self.load_checkpoint()
+        else:
+            self._write_run_info()
+            if tcfg.kmeans_pool > 0:
+                self.kmeans_init()
+
+    @torch.no_grad()
+    def kmeans_init(self) -> None:
+        """k-means the codebooks of a fresh model on encoder latents of about kmeans_pool x bins vectors,
+        drawn from the training data with their own seed (so step 1 still sees the data of step 1)."""
+        from ..data.dataset import make_loader
+
+        t, cfg = self.tcfg, self.cfg
+        per_batch = t.batch_size * -(-self.dataset.segment_length // cfg.hop_length)
+        n_batches = max(1, -(-int(t.kmeans_pool * cfg.bins) // per_batch))
+        pool = copy.copy(self.dataset)
+        pool.seed = step_seed(t.seed, "kmeans")
+        latents = []
+        for _, batch in zip(range(n_batches), make_loader(pool, t.batch_size, 0), strict=False):
+            z = self.model.model.encoder(batch["wav"].to(self.device))  # [B, D, T]
+            latents.append(z.transpose(1, 2).reshape(-1, cfg.dimension))
+        init_quantizer(self.model.model.quantizer, torch.cat(latents), t.kmeans_iters,
+                       torch.Generator().manual_seed(step_seed(t.seed, "kmeans")), per_batch)
+
+    # ---------------------------------------------------------------------------- bookkeeping
+    def _write_run_info(self) -> None:
+        from .. import __version__
+        from ..files import atomic_write_text
+
+        info = {"openmagnet_version": __version__, "created": _now(), "codec_config": dataclasses.asdict(self.cfg),
+                "train": dataclasses.asdict(self.tcfg), "data": self.data, "valid": self.valid}
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(info, indent=2) + "\n", self.out / RUN_FILE)
+        (self.out / METRICS_FILE).unlink(missing_ok=True)
+
+    def _log(self, row: dict) -> None:
+        with open(self.out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save_checkpoint(self) -> Path:
+        from ..files import atomic_save
+
+        state = {"step": self.step, "model": self.model.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "disc": self.disc.state_dict() if self.disc else None,
+                 "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
+                 "train": json.dumps(dataclasses.asdict(self.tcfg))}
+        path = self.out / CHECKPOINT_DIR / f"step_{self.step:08d}.pt"
+        atomic_save(state, path)
+        for old in sorted((self.out / CHECKPOINT_DIR).glob("step_*.pt"))[:-self.tcfg.keep_last]:
+            old.unlink()
+        return path
+
+    def load_checkpoint(self) -> None:
+        path = latest_checkpoint(self.out)
+        if path is None:
+            raise ValueError(f"--resume: {self.out} has no checkpoint yet; start the run again without --resume")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.step = int(state["step"])
+        metrics = self.out / METRICS_FILE
+        if metrics.is_file():  # drop rows logged after the checkpoint: they are logged again
+            from ..files import atomic_write_text
+
+            rows = [r for r in metrics.read_text().splitlines() if r.strip()]
+            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.step]
+            atomic_write_text("".join(r + "\n" for r in kept), metrics)
+
+    # ---------------------------------------------------------------------------- one step
+    def train_step(self, wav: torch.Tensor) -> dict:
+        """One optimiser step on wav [B, C, L] (and one discriminator step first, when adversarial)."""
+        from .losses import discriminator_loss, generator_losses
+
+        t = self.tcfg
+        step = self.step + 1
+        generator = torch.Generator().manual_seed(step_seed(t.seed, step))
+        self.model.train()
+        out = self.model(wav, generator)
+        losses = {"l1": F.l1_loss(out.wav, wav), "mel": self.mel(out.wav, wav), "commit": out.commit}
+        row: dict = {}
+        if self.disc is not None:
+            self.disc.requires_grad_(True)
+            d_loss = discriminator_loss(self.disc(wav), self.disc(out.wav.detach()))
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.disc_optimizer.step()
+            self.disc.requires_grad_(False)  # the generator's backward skips the discriminator's weights
+            with torch.no_grad():
+                real = self.disc(wav)
+            losses["adv"], losses["feat"] = generator_losses(real, self.disc(out.wav))
+            row["d_loss"] = float(d_loss.detach())
+        total = sum(getattr(t, f"w_{name}") * value for name, value in losses.items())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.max_norm if t.max_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.step = step
+        row.update({"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+                    "grad_norm": float(norm), "replaced": out.replaced,
+                    "batch_usage": batch_usage(out.codes, self.cfg.bins)})
+        return row
+
+    # ---------------------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        """Train to tcfg.steps; returns the last logged row."""
+        from tqdm import tqdm
+
+        from ..data.dataset import SkipCounter, make_loader
+
+        t = self.tcfg
+        loader = make_loader(self.dataset, t.batch_size, self.step, num_workers=t.num_workers)
+        skips, window, last = SkipCounter(), [], {}
+        t0 = time.perf_counter()
+        bar = tqdm(total=t.steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True,
+                   desc="codec")
+        try:
+            for batch in loader:
+                if self.step >= t.steps:
+                    break
+                row = self.train_step(batch["wav"].to(self.device))
+                skips.update(batch)
+                window.append(row)
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    last = {"step": self.step, **{k: sum(r[k] for r in window) / len(window) for k in window[0]},
+                            "steps_per_s": len(window) / max(time.perf_counter() - t0, 1e-9),
+                            "skipped_audio": skips.count}
+                    self._log(last)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", mel=f"{last['mel']:.3f}")
+                    window, t0 = [], time.perf_counter()
+                if self.step % t.save_every == 0 or self.step == t.steps:
+                    self.save_checkpoint()
+                    if self.valid:
+                        last = {**last, **self.validate()}
+                        bar.write(f"step {self.step}: valid mel {last['valid_mel_distance']:.3f} "
+                                  f"si-sdr {last['valid_si_sdr']:.2f} dB")
+        finally:
+            bar.close()
+        return last
+
+    def validate(self) -> dict:
+        from .evaluate import evaluate_codec
+
+        self.model.eval()
+        metrics = evaluate_codec(self.model.model, self.valid, n_clips=self.tcfg.valid_clips,
+                                 seconds=self.tcfg.segment_seconds)
+        self.model.train()
+        row = {"step": self.step, **{f"valid_{k}": v for k, v in metrics.items()}}
+        self._log(row)
+        return row
