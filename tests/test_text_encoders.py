@@ -33,7 +33,8 @@ def test_train_export_and_load_with_minilm(tmp_path):
     from openmagnet.checkpoint import load_package
     from openmagnet.data.manifest import index_audio_dir
     from openmagnet.train.presets import preset_config
-    from openmagnet.train.solver import Solver, export_run
+    from openmagnet.train.runs import export_run
+    from openmagnet.train.solver import Solver
 
     index_audio_dir(write_audio_set(tmp_path / "audio"), tmp_path / "manifest")
     cfg = preset_config("magnet_32khz", model_scale="tiny", dim=32, num_heads=2, num_layers=1,

@@ -193,7 +193,7 @@ def test_export_round_trip_and_fine_tune(manifest, tmp_path):
 def test_fine_tune_released_layout_with_lora(manifest, tmp_path):
     pytest.importorskip("peft")
     from openmagnet import MAGNeT
-    from openmagnet.train.solver import export_run
+    from openmagnet.train.runs import export_run
 
     run = tmp_path / "lora"
     solver = _solver(manifest, run, continue_from=str(FIXTURES / "music10"), max_steps=3, save_every=3,

@@ -86,7 +86,7 @@ def export_command(args: argparse.Namespace) -> int:
 
         path = bundle_model(args.run, args.out)
     else:
-        from .solver import export_run
+        from .runs import export_run
 
         path = export_run(args.run, args.out)
     print(f"exported {args.run} -> {path}")

@@ -8,21 +8,13 @@ and positions, the dropouts) comes from generators seeded by (seed, s, r), and t
 is the step number. A run stopped after the checkpoint of step s and resumed therefore computes
 exactly what the uninterrupted run computes from step s + 1 on.
 
-Run folder layout:
-    run.json                    what the run is (config, architecture, data, codec, base checkpoint)
-    compression_state_dict.bin  the frozen codec, as it will be exported
-    checkpoints/step_XXXXXXXX.pt  the last `keep_last` full training states
-    best.pt                     EMA weights with the lowest validation cross-entropy
-    metrics.jsonl               one JSON object per logged step / validation
-    samples/step_XXXXXXXX/      audio generated during training
-    adapters.safetensors        LoRA adapters alone (LoRA runs)
+The run folder and the model a run starts from are in runs.py.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -39,52 +31,11 @@ from ..config import LMConfig, TextConfig
 from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
 from . import distributed as dist_utils
+from .runs import (BEST_FILE, CHECKPOINT_DIR, CODEC_COPY, METRICS_FILE, RUN_FILE, Setup, load_codec, empty_lm,
+                   build_setup, latest_checkpoint, read_run, step_seed)
 from .masking import cosine_mask_rate, masked_inputs, span_mask
 from .optim import EMA, make_optimizer, make_scheduler
 from .presets import TrainConfig
-
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-BEST_FILE = "best.pt"
-CHECKPOINT_DIR = "checkpoints"
-CODEC_COPY = "compression_state_dict.bin"
-
-
-# ------------------------------------------------------------------------------------------------
-# Small helpers
-# ------------------------------------------------------------------------------------------------
-def step_seed(*parts: tp.Any) -> int:
-    """A 63-bit seed from any parts, the same on every machine and Python run."""
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
-
-
-def init_weights(lm: MagnetLM, generator: torch.Generator) -> None:
-    """From-scratch initialisation of the reference (SPEC §4.2): truncated normals (+-3 std); the
-    Linear layers of layer i get std 1 / sqrt(in_features) / sqrt(2 (i + 1)), embeddings and
-    heads 1 / sqrt(dim); the packed in-projections keep PyTorch's default uniform init; norms 1 / 0."""
-    def normal(weight: torch.Tensor, std: float) -> None:
-        nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std, generator=generator)
-
-    dim = lm.cfg.dim
-    with torch.no_grad():
-        for i, layer in enumerate(lm.transformer.layers):
-            for attn in (layer.self_attn, layer.cross_attention):
-                nn.init.kaiming_uniform_(attn.in_proj_weight, a=math.sqrt(5), generator=generator)
-            for linear in (layer.self_attn.out_proj, layer.cross_attention.out_proj, layer.linear1, layer.linear2):
-                normal(linear.weight, 1 / math.sqrt(linear.in_features) / math.sqrt(2 * (i + 1)))
-            for norm in (layer.norm1, layer.norm_cross, layer.norm2):
-                nn.init.ones_(norm.weight)
-                nn.init.zeros_(norm.bias)
-        for emb in lm.emb:
-            normal(emb.weight, 1 / math.sqrt(dim))
-        for head in lm.linears:
-            normal(head.weight, 1 / math.sqrt(dim))
-        nn.init.ones_(lm.out_norm.weight)
-        nn.init.zeros_(lm.out_norm.bias)
-        proj = lm.condition_provider.output_proj
-        bound = 1 / math.sqrt(proj.in_features)
-        nn.init.kaiming_uniform_(proj.weight, a=math.sqrt(5), generator=generator)
-        nn.init.uniform_(proj.bias, -bound, bound, generator=generator)
 
 
 class TrainingForward(nn.Module):
@@ -108,123 +59,6 @@ class TrainingForward(nn.Module):
         if self.touch_all_heads:
             logits = logits + 0.0 * sum(head.weight.sum() for k, head in enumerate(lm.linears) if k != stage)
         return logits
-
-
-@dataclasses.dataclass
-class Batch:
-    codes: torch.Tensor         # [B, K, T] ground-truth tokens
-    descriptions: tp.List[tp.Optional[str]]
-    skipped: tp.List[str]
-
-
-# ------------------------------------------------------------------------------------------------
-# Building what a run needs
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Setup:
-    """The model and its companions for a run: fresh, fine-tuned (--continue-from) or resumed."""
-
-    lm: MagnetLM
-    lm_cfg: LMConfig
-    text_cfg: TextConfig
-    codec: nn.Module
-    codec_package: dict
-    base_xp: tp.Optional[dict]   # xp.cfg of the checkpoint fine-tuned from
-    source: str                  # 'scratch' or what --continue-from named
-
-
-def _codec(spec: str, device: torch.device):
-    from ..checkpoint import resolve_codec
-
-    return resolve_codec(spec, device=device)
-
-
-def build_setup(cfg: TrainConfig, device: torch.device, continue_from: tp.Optional[str] = None) -> Setup:
-    """A fresh model of the configured scale on the configured codec, or the model (with its
-    codec, text encoder and architecture) that `continue_from` names."""
-    if continue_from:
-        return _continue_setup(continue_from, device)
-    codec, package = _codec(cfg.codec, device)
-    from ..conditioners import text_kind, text_width
-
-    text_dim = text_width(cfg.text_encoder)
-    if int(round(codec.sample_rate)) != cfg.sample_rate:
-        raise ValueError(f"the codec {cfg.codec!r} works at {codec.sample_rate} Hz but the run is set to "
-                         f"{cfg.sample_rate} Hz: pass a matching --codec or --set sample_rate={codec.sample_rate}")
-    arch = cfg.architecture()
-    lm_cfg = LMConfig(**arch, n_q=codec.num_codebooks, card=codec.cardinality, text_dim=text_dim,
-                      subcodes_context=cfg.subcodes_context, span_len=cfg.span_len,
-                      frame_rate=int(round(codec.frame_rate)), segment_duration=cfg.segment_duration)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        lm = MagnetLM(lm_cfg)
-    init_weights(lm, torch.Generator().manual_seed(step_seed(cfg.seed, "init")))
-    text_cfg = TextConfig(name=cfg.text_encoder, dim=text_dim, kind=text_kind(cfg.text_encoder))
-    return Setup(lm.to(device), lm_cfg, text_cfg, codec, package, None, "scratch")
-
-
-def _continue_setup(spec: str, device: torch.device) -> Setup:
-    """--continue-from: a run folder or run checkpoint (its EMA weights), or an exported model
-    (hub id, directory or state_dict.bin) with its codec and text encoder."""
-    from ..checkpoint import CODEC_FILE, LM_FILE, CheckpointError, lm_from_package, load_package, resolve_file
-
-    path = Path(spec).expanduser()
-    run_dir = path if (path / RUN_FILE).is_file() else None
-    if path.is_file() and path.suffix == ".pt" and (path.parent.parent / RUN_FILE).is_file():
-        run_dir = path.parent.parent
-    if run_dir is not None:
-        info = read_run(run_dir)
-        lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
-        state = path_weights(path if path.is_file() else run_dir)
-        with torch.device("meta"):
-            lm = MagnetLM(lm_cfg)
-        lm.load_state_dict(state, strict=True, assign=True)
-        codec, package = _codec(str(run_dir / CODEC_COPY), device)
-        return Setup(lm.to(device).float(), lm_cfg, text_cfg, codec, package, info.get("base_xp"), str(spec))
-    try:
-        lm_file = resolve_file(spec, LM_FILE)
-        pkg = load_package(lm_file)
-        lm, lm_cfg, text_cfg = lm_from_package(pkg, str(lm_file), device, torch.float32)
-        codec_file = lm_file.parent / CODEC_FILE if path.is_file() else resolve_file(spec, CODEC_FILE)
-    except CheckpointError as exc:
-        raise ValueError(f"--continue-from {spec}: {exc}") from None
-    codec, package = _codec(str(codec_file), device)
-    from ..checkpoint import parse_xp_cfg
-
-    base_xp = parse_xp_cfg(pkg["xp.cfg"], str(lm_file))
-    return Setup(lm, lm_cfg, text_cfg, codec, package, base_xp, str(spec))
-
-
-def read_run(run_dir: Path) -> dict:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a training run folder (no {RUN_FILE}); "
-                         f"start one with `openmagnet train --out {run_dir} ...`")
-    return json.loads(path.read_text())
-
-
-def latest_checkpoint(run_dir: Path) -> tp.Optional[Path]:
-    files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
-    return files[-1] if files else None
-
-
-def path_weights(path: Path) -> tp.Dict[str, torch.Tensor]:
-    """The weights to export or fine-tune from: a run's best EMA state (best.pt), else the EMA of
-    its latest checkpoint; or the EMA of the given run checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / BEST_FILE).is_file():
-            return torch.load(path / BEST_FILE, map_location="cpu", weights_only=True)["best_state"]
-        last = latest_checkpoint(path)
-        if last is None:
-            raise ValueError(f"{path} has no checkpoint yet: train at least `save_every` steps first")
-        path = last
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("ema"):
-        return state["ema"]["state"]
-    if "best_state" in state:
-        return state["best_state"]
-    raise ValueError(f"{path} holds no EMA or best weights: it is not an openmagnet run checkpoint")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -345,7 +179,7 @@ class Solver:
         with torch.device("meta"):
             lm = MagnetLM(lm_cfg)
         lm = lm.to_empty(device=self.device).float()  # weights come from the checkpoint
-        codec, package = _codec(str(self.out / CODEC_COPY), self.device)
+        codec, package = load_codec(str(self.out / CODEC_COPY), self.device)
         return Setup(lm, lm_cfg, text_cfg, codec, package, info.get("base_xp"), info.get("source", "scratch"))
 
     def _make_conditioner(self) -> None:
@@ -577,7 +411,7 @@ class Solver:
     def validate(self) -> dict:
         """Cross-entropy and perplexity per codebook with the EMA weights on the fixed batches
         (masks drawn from a fixed seed), on the main process."""
-        ema_lm = _plain_copy(self.setup.lm_cfg, self.device)
+        ema_lm = empty_lm(self.setup.lm_cfg, self.device)
         ema_lm.load_state_dict(self.ema.state, strict=True)
         ema_lm.eval()
         model = TrainingForward(ema_lm)
@@ -678,13 +512,6 @@ class Solver:
         return last
 
 
-def _plain_copy(lm_cfg: LMConfig, device: torch.device) -> MagnetLM:
-    """An uninitialised MagnetLM, for weights loaded right after."""
-    with torch.device("meta"):
-        lm = MagnetLM(lm_cfg)
-    return lm.to_empty(device=device)
-
-
 def _tuples(value: tp.Any) -> tp.Any:
     """JSON turned random.getstate()'s tuples into lists; turn them back."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
@@ -701,23 +528,3 @@ def _resume_overrides(overrides: dict) -> dict:
         raise ValueError(f"--resume continues the run as it was configured; {', '.join(fixed)} cannot change "
                          f"(only {', '.join(RESUME_CHANGEABLE)} can)")
     return overrides
-
-
-def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path]) -> Path:
-    """Export a run folder (its best EMA weights) or one run checkpoint (its EMA weights) as a
-    model folder in the released layout (see export.py)."""
-    from .export import build_xp_cfg, export_model
-
-    run = Path(run)
-    run_dir = run.parent.parent if run.is_file() else run
-    info = read_run(run_dir)
-    cfg = TrainConfig(**info["config"])
-    lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
-    state = path_weights(run)
-    codec_package = torch.load(run_dir / CODEC_COPY, map_location="cpu", weights_only=True)
-    codec_name = str(codec_package.get("pretrained", cfg.codec))
-    xp = build_xp_cfg(lm_cfg, text_cfg, task=cfg.task, sample_rate=cfg.sample_rate, codec_checkpoint=codec_name,
-                      cfg_dropout=cfg.cfg_dropout, word_dropout=cfg.word_dropout, base=info.get("base_xp"),
-                      extra={"openmagnet": {"version": __version__, "run": str(run_dir.resolve()),
-                                            "source": info.get("source", "scratch"), "config": cfg.to_dict()}})
-    return export_model(out, state, xp, codec_package)
