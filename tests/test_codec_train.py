@@ -302,3 +302,17 @@ def test_pooled_kmeans_init_fills_every_codebook():
         cb = layer._codebook
         assert cb.inited.item() == 1 and len(cb.embed.unique(dim=0)) > 32  # no codebook left on zero residuals
         assert abs(float(cb.cluster_size.sum()) - 64) < 1e-3  # counts in uses per step
+
+
+def test_quantizer_bypass_feeds_the_latent_to_the_decoder():
+    model = TrainableEncodec(tiny_cfg(lstm=0), bypass_p=1.0).train()
+    wav = clip().expand(2, -1, -1).contiguous()
+    out = model(wav, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = model.model.decoder(model.model.encoder(wav))[..., :wav.shape[-1]]
+    assert torch.allclose(out.wav, direct, atol=1e-6)  # every example bypassed: no quantization error
+    assert out.codes.shape[1] == 4 and bool(model.model.quantizer.vq.layers[0]._codebook.inited)  # codebooks train
+    half = TrainableEncodec(tiny_cfg(lstm=0), bypass_p=0.5).train()
+    half.load_state_dict(model.state_dict())
+    mixed = half(wav, torch.Generator().manual_seed(1)).wav
+    assert mixed.shape == wav.shape and torch.isfinite(mixed).all()

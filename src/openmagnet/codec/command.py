@@ -45,6 +45,10 @@ def _add_train(codec_sub: tp.Any) -> None:
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--adversarial", action="store_true", help="add the multi-scale STFT discriminator")
+    t.add_argument("--bypass-p", type=float, default=None,
+                   help="probability per example that the decoder sees the unquantized latent (default 0; 0.5 "
+                        "keeps the encoder's latents from collapsing onto few codes early in training)")
+    t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--num-workers", type=int, default=0, help="data loading processes")
@@ -64,10 +68,11 @@ def train_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
+    extra = {k: v for k, v in (("bypass_p", args.bypass_p), ("w_commit", args.commit_weight)) if v is not None}
     last = train_codec(args.data, args.out, cfg=cfg, steps=args.steps, batch_size=args.batch_size,
                        segment_seconds=args.segment_seconds, lr=args.lr, seed=args.seed, adversarial=args.adversarial,
                        valid_manifest=args.valid, resume=args.resume, progress=not args.quiet, device=args.device,
-                       save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers)
+                       save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers, **extra)
     loss = last.get("loss")
     print(f"trained to step {last.get('step')}; last loss {loss if loss is None else round(loss, 4)}; run folder "
           f"{args.out} (export it with `openmagnet codec export {args.out} --out MODEL_DIR`)")

@@ -61,6 +61,7 @@ class CodecTrainConfig:
     kmeans_iters: int = 50
     kmeans_pool: float = 4.0  # fresh runs k-means on latents of this many x bins vectors (0: the first batch)
     dead_code_threshold: float = 2.0  # uses per EMA window (100 steps) below which a code is re-drawn
+    bypass_p: float = 0.0  # per example, the probability that the decoder sees the unquantized latent
     n_mels: int = 64
     disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
     w_l1: float = 0.1
@@ -238,10 +239,15 @@ class TrainableEncodec(nn.Module):
     """`EncodecModel(cfg)` with a training forward. `self.model.state_dict()` is the released layout.
     A fresh model has `inited = 0` in every codebook: the first training batch k-means them."""
 
-    def __init__(self, cfg: CodecConfig, kmeans_iters: int = 50, dead_code_threshold: float = 2.0):
+    def __init__(self, cfg: CodecConfig, kmeans_iters: int = 50, dead_code_threshold: float = 2.0,
+                 bypass_p: float = 0.0):
         super().__init__()
         self.model = EncodecModel(cfg)
         self.kmeans_iters, self.dead_code_threshold = kmeans_iters, dead_code_threshold
+        # Quantizer bypass (as Mimi trains its RVQ): for a random half of the examples the decoder sees
+        # the latent itself, so the encoder keeps a direct reconstruction signal and its latents cannot
+        # collapse onto a few codes while the codebooks are still poor. Inference is unchanged.
+        self.bypass_p = bypass_p
         for layer in self.model.quantizer.vq.layers:
             layer._codebook.inited.zero_()
 
@@ -251,8 +257,12 @@ class TrainableEncodec(nn.Module):
         L = wav.shape[-1]
         z = self.model.encoder(wav)  # [B, D, T]
         if self.training:
-            q, codes, commit, replaced = train_quantize(self.model.quantizer, z, generator or torch.Generator(),
+            generator = generator or torch.Generator()
+            q, codes, commit, replaced = train_quantize(self.model.quantizer, z, generator,
                                                         self.kmeans_iters, self.dead_code_threshold)
+            if self.bypass_p > 0:
+                keep = torch.rand(z.shape[0], 1, 1, generator=generator) < self.bypass_p
+                q = torch.where(keep.to(z.device), z, q)
         else:
             codes = self.model.quantizer.encode(z)
             q, commit, replaced = self.model.quantizer.decode(codes), z.new_zeros(()), 0
@@ -390,7 +400,8 @@ class CodecTrainer:
                                       sample_rate=cfg.sample_rate, channels=cfg.channels, seed=tcfg.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tcfg.seed)
-            self.model = TrainableEncodec(cfg, tcfg.kmeans_iters, tcfg.dead_code_threshold).to(self.device)
+            self.model = TrainableEncodec(cfg, tcfg.kmeans_iters, tcfg.dead_code_threshold,
+                                          tcfg.bypass_p).to(self.device)
             self.disc = (MultiScaleSTFTDiscriminator(cfg.channels, tcfg.disc_filters).to(self.device)
                          if tcfg.adversarial else None)
         self.mel = MultiScaleMelLoss(cfg.sample_rate, tcfg.n_mels).to(self.device)
