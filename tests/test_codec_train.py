@@ -316,3 +316,15 @@ def test_quantizer_bypass_feeds_the_latent_to_the_decoder():
     half.load_state_dict(model.state_dict())
     mixed = half(wav, torch.Generator().manual_seed(1)).wav
     assert mixed.shape == wav.shape and torch.isfinite(mixed).all()
+
+
+def test_autoencoder_warm_up_then_kmeans(manifest, tmp_path):
+    run = tmp_path / "warm"
+    args = {**RUN, "adversarial": False, "kmeans_pool": 1.0, "kmeans_iters": 2}
+    train_codec(manifest, run, steps=2, save_every=2, quantize_after=2, **args)
+    state = torch.load(run / "checkpoints" / "step_00000002.pt", weights_only=True)["model"]
+    assert all(state[f"quantizer.vq.layers.{k}._codebook.inited"].item() == 0 for k in range(4))  # not yet
+    assert all(r.get("commit", 0) == 0 for r in _rows(run) if "loss" in r)
+    train_codec(None, run, steps=3, resume=True, progress=False)  # step 3 k-means, then quantizes
+    state = torch.load(run / "checkpoints" / "step_00000003.pt", weights_only=True)["model"]
+    assert all(state[f"quantizer.vq.layers.{k}._codebook.inited"].item() == 1 for k in range(4))

@@ -49,6 +49,9 @@ def _add_train(codec_sub: tp.Any) -> None:
                    help="probability per example that the decoder sees the unquantized latent (default 0; 0.5 "
                         "keeps the encoder's latents from collapsing onto few codes early in training)")
     t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
+    t.add_argument("--quantize-after", type=int, default=None,
+                   help="autoencoder warm-up steps without the quantizer; the codebooks are then k-means "
+                        "initialised on the warmed-up latents (default 0)")
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--num-workers", type=int, default=0, help="data loading processes")
@@ -68,7 +71,8 @@ def train_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
-    extra = {k: v for k, v in (("bypass_p", args.bypass_p), ("w_commit", args.commit_weight)) if v is not None}
+    extra = {k: v for k, v in (("bypass_p", args.bypass_p), ("w_commit", args.commit_weight),
+                                              ("quantize_after", args.quantize_after)) if v is not None}
     last = train_codec(args.data, args.out, cfg=cfg, steps=args.steps, batch_size=args.batch_size,
                        segment_seconds=args.segment_seconds, lr=args.lr, seed=args.seed, adversarial=args.adversarial,
                        valid_manifest=args.valid, resume=args.resume, progress=not args.quiet, device=args.device,

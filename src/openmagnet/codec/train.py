@@ -62,6 +62,7 @@ class CodecTrainConfig:
     kmeans_pool: float = 4.0  # fresh runs k-means on latents of this many x bins vectors (0: the first batch)
     dead_code_threshold: float = 2.0  # uses per EMA window (100 steps) below which a code is re-drawn
     bypass_p: float = 0.0  # per example, the probability that the decoder sees the unquantized latent
+    quantize_after: int = 0  # autoencoder warm-up: the first steps skip the quantizer, then k-means on its latents
     n_mels: int = 64
     disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
     w_l1: float = 0.1
@@ -251,11 +252,16 @@ class TrainableEncodec(nn.Module):
         for layer in self.model.quantizer.vq.layers:
             layer._codebook.inited.zero_()
 
-    def forward(self, wav: torch.Tensor, generator: tp.Optional[torch.Generator] = None) -> CodecOutput:
+    def forward(self, wav: torch.Tensor, generator: tp.Optional[torch.Generator] = None,
+                quantize: bool = True) -> CodecOutput:
         """wav [B, C, L] -> CodecOutput. Training mode trains the codebooks (k-means / EMA / dead codes,
-        random draws from `generator`); eval mode is the inference encode + decode."""
+        random draws from `generator`); eval mode is the inference encode + decode. quantize=False
+        (training warm-up) decodes the latent itself and leaves the codebooks alone (codes are all 0)."""
         L = wav.shape[-1]
         z = self.model.encoder(wav)  # [B, D, T]
+        if not quantize:
+            codes = torch.zeros(z.shape[0], self.model.quantizer.n_q, z.shape[-1], dtype=torch.long, device=z.device)
+            return CodecOutput(self.model.decoder(z)[..., :L], codes, z.new_zeros(()), 0)
         if self.training:
             generator = generator or torch.Generator()
             q, codes, commit, replaced = train_quantize(self.model.quantizer, z, generator,
@@ -413,7 +419,7 @@ class CodecTrainer:
             self.load_checkpoint()
         else:
             self._write_run_info()
-            if tcfg.kmeans_pool > 0:
+            if tcfg.kmeans_pool > 0 and tcfg.quantize_after == 0:
                 self.kmeans_init()
 
     @torch.no_grad()
@@ -490,7 +496,9 @@ class CodecTrainer:
         step = self.step + 1
         generator = torch.Generator().manual_seed(step_seed(t.seed, step))
         self.model.train()
-        out = self.model(wav, generator)
+        if step == t.quantize_after + 1 and t.quantize_after > 0 and t.kmeans_pool > 0:
+            self.kmeans_init()  # the codebooks start from the warmed-up encoder's latents
+        out = self.model(wav, generator, quantize=step > t.quantize_after)
         losses = {"l1": F.l1_loss(out.wav, wav), "mel": self.mel(out.wav, wav), "commit": out.commit}
         row: dict = {}
         if self.disc is not None:
