@@ -13,11 +13,11 @@ mkdir -p "$WORK"
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64
 
 # 2. codec: SEANet + RVQ, 4 x 2048 codes at 50 Hz, 32 kHz, 24 filters (8.4 M parameters)
-CODEC_STEPS="${CODEC_STEPS:-4000}"
+CODEC_STEPS="${CODEC_STEPS:-6000}"
 if [ -d "$WORK/codec/checkpoints" ]; then RESUME=--resume; else RESUME=; fi
 $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/codec" --sample-rate 32000 \
-    --n-filters 24 --dimension 128 --lstm 2 --steps "$CODEC_STEPS" --batch-size 8 --segment-seconds 1 --lr 1e-3 \
-    --save-every 200 --log-every 10 --threads 2 --num-workers 1 $RESUME
+    --n-filters 24 --dimension 128 --lstm 2 --steps "$CODEC_STEPS" --batch-size 8 --segment-seconds 1 --lr 5e-4 \
+    --save-every 200 --log-every 20 --threads 2 --num-workers 1 --bypass-p 0.5 --quantize-after 1000 $RESUME
 $OM codec export "$WORK/codec" --out "$WORK/codec_model"
 $OM codec eval "$WORK/codec_model" --data "$WORK/synth/holdout"
 
