@@ -13,8 +13,8 @@ import pytest
 
 from openmagnet.cli import main
 from openmagnet.data import check_metadata, load_music_info, read_manifest
-from openmagnet.data.synth import (FAMILIES, STYLES, TONICS, _TEMPO_WORDS, compose, find_renderer, find_soundfont,
-                                   render, sample_spec, synthesize_dataset)
+from openmagnet.data.compose import FAMILIES, STYLES, TONICS, _TEMPO_WORDS, compose, sample_spec
+from openmagnet.data.synth import find_renderer, find_soundfont, render, synthesize_dataset
 
 
 def _synth_missing() -> str:

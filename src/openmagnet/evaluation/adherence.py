@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.synth import FAMILIES, TONICS
+from ..data.compose import FAMILIES, TONICS
 from ..files import atomic_file
 
 PathLike = tp.Union[str, os.PathLike]
