@@ -257,3 +257,12 @@ def test_bundled_form_loads_and_missing_bundle_is_clear(tmp_path):
     if bundled_model_dir("openmagnet/demo") is None:
         with pytest.raises(CheckpointError, match="the bundled model openmagnet/demo is not in this copy"):
             MAGNeT.get_pretrained("openmagnet/demo", device="cpu")
+
+
+def test_exported_files_are_readable_by_others(tmp_path):
+    from openmagnet.files import FILE_MODE
+    from openmagnet.train.export import bundle_model
+
+    out = bundle_model(FIXTURES / "music10", tmp_path / "bundle")
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == FILE_MODE, f  # not the private 0600 safetensors writes

@@ -13,6 +13,16 @@ from pathlib import Path
 PathLike = tp.Union[str, os.PathLike]
 
 
+def _default_mode() -> int:
+    """The mode a plain `open(path, 'w')` gives a new file (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_mode()  # some writers (safetensors) create private 0600 files
+
+
 def temp_beside(path: PathLike) -> Path:
     """A fresh, not yet existing temporary path `.NAME.XXXXXXXXXXXX.tmp` in path's folder (the writer
     creates it, so exclusive-create writers work and the file gets the usual permissions)."""
@@ -38,6 +48,7 @@ def atomic_file(path: PathLike) -> tp.Iterator[Path]:
     try:
         yield tmp
         fsync(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ import torch
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, LM_FILE, LM_SAFETENSORS_FILE, TEXT_PROJ_KEY,
                           check_state_dict)
 from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
-from ..files import fsync, temp_beside
+from ..files import FILE_MODE, fsync, temp_beside
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}
@@ -323,6 +323,7 @@ def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
     try:
         write(temp)
         fsync(temp)
+        os.chmod(temp, FILE_MODE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
