@@ -30,9 +30,17 @@ else
         --model-scale tiny --set dim=256 --set num_heads=4 --set num_layers=6 --codec "$WORK/codec_model" \
         --text-encoder all-MiniLM-L6-v2 --segment-duration 10 --batch-size 8 --max-steps "$LM_STEPS" --lr 1e-3 \
         --precision fp32 --num-workers 1 --set token_cache=true --set warmup=300 --set save_every=250 \
-        --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2
+        --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=1000
 fi
 
 # 4. export, bundle (safetensors only, fp16) into the package, evaluate adherence
 $OM export "$WORK/lm" --out "$WORK/model"
 $OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo
+
+# 5. does it follow the text? generated audio for the held-out prompts against the rendered clips (ceiling)
+#    and shuffled prompts (floor): tempo, key and mode, instrument family
+[ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth" --out "$WORK/family_classifier.npz"
+.venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/synth/holdout" \
+    --out "$WORK/generated"
+$OM eval adherence --labels "$WORK/synth/holdout" --audio "$WORK/generated" \
+    --classifier "$WORK/family_classifier.npz" --json "$WORK/adherence.json"
