@@ -14,8 +14,8 @@ import torch
 
 from openmagnet.codec.losses import MultiScaleMelLoss, lowpass, mel_filterbank, mu_law, si_sdr
 from openmagnet.codec.rvq import EuclideanCodebook
-from openmagnet.codec.train import (TrainableEncodec, codec_config, ema_update, export_codec, init_codebook,
-                                    read_run, replace_dead_codes, train_codec)
+from openmagnet.codec.quantizer_train import TrainableEncodec, ema_update, init_codebook, replace_dead_codes
+from openmagnet.codec.train import codec_config, export_codec, read_run, train_codec
 
 SR = 16000
 
@@ -293,7 +293,7 @@ def test_codec_package_import_does_not_load_training():
 
 
 def test_pooled_kmeans_init_fills_every_codebook():
-    from openmagnet.codec.train import init_quantizer
+    from openmagnet.codec.quantizer_train import init_quantizer
 
     model = TrainableEncodec(tiny_cfg(lstm=0))
     z = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
