@@ -51,7 +51,8 @@ def _add_train(codec_sub: tp.Any) -> None:
     t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
     t.add_argument("--quantize-after", type=int, default=None,
                    help="autoencoder warm-up steps without the quantizer; the codebooks are then k-means "
-                        "initialised on the warmed-up latents (default 0)")
+                        "initialised on the warmed-up latents (default 0). Recommended from scratch: 1000 (with "
+                        "--bypass-p 0.5); without it the first codebook collapses onto a few codes")
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--num-workers", type=int, default=0, help="data loading processes")
