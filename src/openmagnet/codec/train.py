@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import time
 import typing as tp
@@ -33,11 +32,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import CodecConfig
+from ..train.runs import latest_checkpoint, step_seed, truncate_metrics
+from ..train.runs import save_checkpoint as save_rotating
 from .quantizer_train import TrainableEncodec, batch_usage, init_quantizer
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
 RATIOS = {32000: (8, 5, 4, 4), 16000: (8, 5, 4, 2)}  # 50 Hz frames, as the released music / sound codecs
 
@@ -93,11 +93,6 @@ def codec_config(sample_rate: int = 32000, n_filters: int = 32, dimension: int =
                        ratios=RATIOS[sample_rate], n_q=n_q, bins=bins)
 
 
-def step_seed(*parts: tp.Any) -> int:
-    """A 63-bit seed from any parts, the same on every machine and Python run."""
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
-
-
 # ------------------------------------------------------------------------------------------------
 # Export: compression_state_dict.bin in audiocraft's layout
 # ------------------------------------------------------------------------------------------------
@@ -130,11 +125,6 @@ def read_run(run_dir: tp.Union[str, Path]) -> dict:
         raise ValueError(f"{run_dir} is not a codec training run (no {RUN_FILE}); start one with "
                          f"`openmagnet codec train --data MANIFEST_DIR --out {run_dir}`")
     return json.loads(path.read_text())
-
-
-def latest_checkpoint(run_dir: tp.Union[str, Path]) -> tp.Optional[Path]:
-    files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
-    return files[-1] if files else None
 
 
 def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) -> Path:
@@ -279,17 +269,11 @@ class CodecTrainer:
             f.write(json.dumps(row) + "\n")
 
     def save_checkpoint(self) -> Path:
-        from ..files import atomic_save
-
         state = {"step": self.step, "model": self.model.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "disc": self.disc.state_dict() if self.disc else None,
                  "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
                  "train": json.dumps(dataclasses.asdict(self.tcfg))}
-        path = self.out / CHECKPOINT_DIR / f"step_{self.step:08d}.pt"
-        atomic_save(state, path)
-        for old in sorted((self.out / CHECKPOINT_DIR).glob("step_*.pt"))[:-self.tcfg.keep_last]:
-            old.unlink()
-        return path
+        return save_rotating(state, self.out, self.step, self.tcfg.keep_last)
 
     def load_checkpoint(self) -> None:
         path = latest_checkpoint(self.out)
@@ -302,13 +286,7 @@ class CodecTrainer:
             self.disc.load_state_dict(state["disc"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.step = int(state["step"])
-        metrics = self.out / METRICS_FILE
-        if metrics.is_file():  # drop rows logged after the checkpoint: they are logged again
-            from ..files import atomic_write_text
-
-            rows = [r for r in metrics.read_text().splitlines() if r.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.step]
-            atomic_write_text("".join(r + "\n" for r in kept), metrics)
+        truncate_metrics(self.out / METRICS_FILE, self.step)
 
     # ---------------------------------------------------------------------------- one step
     def train_step(self, wav: torch.Tensor) -> dict:

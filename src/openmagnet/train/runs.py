@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .. import __version__
 from ..config import LMConfig, TextConfig
+from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
 from .presets import TrainConfig
 
@@ -152,9 +153,31 @@ def read_run(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
 def latest_checkpoint(run_dir: Path) -> tp.Optional[Path]:
     files = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.pt"))
     return files[-1] if files else None
+
+
+def save_checkpoint(state: dict, run_dir: Path, step: int, keep_last: int) -> Path:
+    """Write checkpoints/step_XXXXXXXX.pt atomically, then delete all but the last `keep_last`
+    (shared by the LM solver and the codec trainer)."""
+    path = checkpoint_path(run_dir, step)
+    atomic_save(state, path)
+    for old in sorted(path.parent.glob("step_*.pt"))[:-keep_last]:
+        old.unlink()
+    return path
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows of a metrics.jsonl logged after `step` (a resumed run logs them again)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if json.loads(r).get("step", 0) <= step]
+        atomic_write_text("".join(r + "\n" for r in kept), path)
 
 
 def path_weights(path: Path) -> tp.Dict[str, torch.Tensor]:

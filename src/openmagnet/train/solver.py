@@ -31,8 +31,10 @@ from ..config import LMConfig, TextConfig
 from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
 from . import distributed as dist_utils
-from .runs import (BEST_FILE, CHECKPOINT_DIR, CODEC_COPY, METRICS_FILE, RUN_FILE, Setup, load_codec, empty_lm,
-                   build_setup, latest_checkpoint, read_run, step_seed)
+from .runs import save_checkpoint as save_rotating
+from .runs import (BEST_FILE, CODEC_COPY, METRICS_FILE, RUN_FILE, Setup, load_codec, empty_lm,
+                   build_setup, checkpoint_path, latest_checkpoint, read_run, step_seed,
+                   truncate_metrics)
 from .masking import cosine_mask_rate, masked_inputs, span_mask
 from .optim import EMA, make_optimizer, make_scheduler
 from .presets import TrainConfig
@@ -277,11 +279,9 @@ class Solver:
 
     def save_checkpoint(self) -> Path:
         state = self.checkpoint_state()
-        path = self.out / CHECKPOINT_DIR / f"step_{self.step:08d}.pt"
+        path = checkpoint_path(self.out, self.step)
         if self.main:
-            atomic_save(state, path)
-            for old in sorted((self.out / CHECKPOINT_DIR).glob("step_*.pt"))[:-self.cfg.keep_last]:
-                old.unlink()
+            save_rotating(state, self.out, self.step, self.cfg.keep_last)
             if self.lora is not None:
                 from .lora import save_adapters
 
@@ -315,15 +315,8 @@ class Solver:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(_tuples(json.loads(state["python_rng"])))
         if self.main:
-            self._truncate_metrics()
+            truncate_metrics(self.out / METRICS_FILE, self.step)
 
-    def _truncate_metrics(self) -> None:
-        """Drop the metric rows logged after the checkpoint: they are logged again."""
-        path = self.out / METRICS_FILE
-        if path.is_file():
-            rows = [line for line in path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.step]
-            atomic_write_text("".join(r + "\n" for r in kept), path)
 
     # ---------------------------------------------------------------------------- one step
     def autocast(self):
