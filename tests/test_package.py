@@ -11,7 +11,7 @@ from openmagnet.cli import main
 
 # (tqdm is not listed: torch itself imports it, through torch.hub)
 HEAVY = ("transformers", "huggingface_hub", "soundfile", "pyloudnorm", "julius", "gradio", "xformers",
-         "yaml", "scipy", "librosa", "sentencepiece")
+         "yaml", "scipy", "librosa", "sentencepiece", "matplotlib", "playwright")
 
 
 def test_import_loads_only_torch():

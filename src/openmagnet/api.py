@@ -57,6 +57,28 @@ def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
     return logits_fn
 
 
+def demo_params(model: "MAGNeT", greedy: bool = False, top_k: tp.Optional[int] = None,
+                top_p: tp.Optional[float] = None, temperature: tp.Optional[float] = None,
+                max_cfg: tp.Optional[float] = None, min_cfg: tp.Optional[float] = None,
+                steps: tp.Optional[tp.Sequence[int]] = None, span_arrangement: tp.Optional[str] = None) -> dict:
+    """set_generation_params() keywords: the values given, else what the audiocraft demos recommend
+    for this model (they differ from the API defaults): span arrangement 'stride1', 20 first-codebook
+    steps per 10 s of audio, and for the 16 kHz sound models temperature 3.5, top-p 0.8, max CFG 20."""
+    sound = model.sample_rate == 16000
+    first_steps = int(20 * model.max_duration // 10)
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return dict(
+        use_sampling=not greedy,
+        top_k=pick(top_k, 0),
+        top_p=pick(top_p, 0.8 if sound else 0.9),
+        temperature=pick(temperature, 3.5 if sound else 3.0),
+        max_cfg_coef=pick(max_cfg, 20.0 if sound else 10.0),
+        min_cfg_coef=pick(min_cfg, 1.0),
+        decoding_steps=list(pick(steps, [first_steps, 10, 10, 10])),
+        span_arrangement=pick(span_arrangement, "stride1"),
+    )
+
+
 def _print_progress(step: int, total: int) -> None:
     print(f"{step: 6d} / {total: 6d}", end="\r", flush=True)
 

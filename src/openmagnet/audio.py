@@ -348,3 +348,41 @@ def audio_read(path: PathLike, seek_time: float = 0.0, duration: float = -1.0,
     if pad and duration > 0:
         wav = torch.nn.functional.pad(wav, (0, max(0, int(duration * sample_rate) - wav.shape[-1])))
     return wav, sample_rate
+
+
+def save_spectrogram(wav: torch.Tensor, sample_rate: int, path: PathLike, title: tp.Optional[str] = None,
+                     max_hz: tp.Optional[float] = None, top_db: float = 80.0) -> Path:
+    """Write a log-magnitude spectrogram of `wav` ([C, T] or [T], channels averaged) as a PNG image
+    (time left to right, frequency upwards, `top_db` of range below the peak), atomically.
+    Needs matplotlib (the `app` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_file
+
+    wav = wav.detach().float().cpu()
+    mono = wav.reshape(-1, wav.shape[-1]).mean(0) if wav.dim() > 1 else wav
+    n_fft, hop = 1024, 256
+    spec = torch.stft(mono, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    db = 20 * torch.log10(spec.clamp_min(1e-6))
+    db = db.clamp_min(db.max() - top_db)
+    nyquist = sample_rate / 2
+    max_hz = min(max_hz or nyquist, nyquist)
+    db = db[: int(db.shape[0] * max_hz / nyquist) + 1]
+    seconds = mono.shape[-1] / sample_rate
+    fig, ax = plt.subplots(figsize=(8, 2.6), dpi=100)
+    try:
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, max_hz / 1000))
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("kHz")
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path

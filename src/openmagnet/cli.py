@@ -25,19 +25,11 @@ DEFAULT_MODEL = "openmagnet/demo" if BUNDLED_DEMO.is_file() else RELEASED_DEFAUL
 
 def recommended_params(model, args: argparse.Namespace) -> dict:
     """Generation settings: the flags given, else the demos' recommendation for this model."""
-    sound = model.sample_rate == 16000
-    first_steps = int(20 * model.max_duration // 10)
-    pick = lambda value, default: default if value is None else value  # noqa: E731
-    return dict(
-        use_sampling=not args.greedy,
-        top_k=pick(args.top_k, 0),
-        top_p=pick(args.top_p, 0.8 if sound else 0.9),
-        temperature=pick(args.temperature, 3.5 if sound else 3.0),
-        max_cfg_coef=pick(args.max_cfg, 20.0 if sound else 10.0),
-        min_cfg_coef=pick(args.min_cfg, 1.0),
-        decoding_steps=pick(args.steps, [first_steps, 10, 10, 10]),
-        span_arrangement=pick(args.span_arrangement, "stride1"),
-    )
+    from .api import demo_params
+
+    return demo_params(model, greedy=args.greedy, top_k=args.top_k, top_p=args.top_p,
+                       temperature=args.temperature, max_cfg=args.max_cfg, min_cfg=args.min_cfg,
+                       steps=args.steps, span_arrangement=args.span_arrangement)
 
 
 def slug(text: tp.Optional[str], index: int) -> str:
@@ -82,6 +74,13 @@ def _generate(args: argparse.Namespace) -> int:
         path = audio_write(out / slug(text, i), wav.cpu(), model.sample_rate, format=args.format,
                            strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
         print(path)
+    return 0
+
+
+def _app(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    serve(host=args.host, port=args.port, share=args.share, model=args.model, out_dir=args.out, threads=args.threads)
     return 0
 
 
@@ -189,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+    a = sub.add_parser("app", help="serve the web page (gradio)",
+                       description="Serve a local web page for text-to-music, text-to-sound and continuation "
+                                   "(needs the `app` extra).")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
+    a.add_argument("--model", default=DEFAULT_MODEL, help=f"model selected when the page opens (default {DEFAULT_MODEL})")
+    a.add_argument("--out", default=None, help="folder for the generated files (default: a new temporary folder)")
+    a.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    a.set_defaults(func=_app)
     add_data_parser(sub)
     from .train.command import add_export_parser, add_train_parser  # argparse only
 

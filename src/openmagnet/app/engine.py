@@ -1,0 +1,337 @@
+"""What the web app does, without the web: request checking, the model cache, generation with
+progress and a working Interrupt, prompt-audio preparation and the files it hands back.
+
+Everything here raises `AppError` with one readable sentence for anything the user can fix; the
+page (ui.py) shows that sentence and the server stays up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
+
+RELEASED_MODELS = (
+    "facebook/magnet-small-10secs",
+    "facebook/magnet-medium-10secs",
+    "facebook/magnet-small-30secs",
+    "facebook/magnet-medium-30secs",
+    "facebook/audio-magnet-small",
+    "facebook/audio-magnet-medium",
+)
+MAX_CLIPS = 8  # result slots on the page: prompts x variations
+SPANS = ("stride1", "nonoverlap")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class AppError(ValueError):
+    """A problem the user can fix, told in one sentence."""
+
+
+class Interrupted(Exception):
+    """Raised inside the decoding loop when Interrupt is pressed."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"interrupted at decoding step {step} of {total}")
+        self.step, self.total = step, total
+
+
+def model_choices() -> tp.List[str]:
+    """The bundled demo model (when this copy has it) followed by the six released checkpoints."""
+    bundled = [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
+    return bundled + list(RELEASED_MODELS)
+
+
+def defaults_for(name: str) -> dict:
+    """The demos' recommended settings for a model, guessed from its name before it is loaded (the
+    16 kHz sound models sample hotter with stronger guidance; 30-s models take 60 first-codebook steps)."""
+    sound = "audio-magnet" in name
+    first = 60 if "30secs" in name else 20
+    return dict(steps=(first, 10, 10, 10), temperature=3.5 if sound else 3.0, top_p=0.8 if sound else 0.9,
+                max_cfg=20.0 if sound else 10.0, min_cfg=1.0)
+
+
+@dataclasses.dataclass
+class Request:
+    """One press of Generate, as typed on the page."""
+    model: str
+    prompts: str  # one prompt per line
+    span_arrangement: str = "stride1"
+    steps: tp.Sequence[float] = (20, 10, 10, 10)
+    temperature: float = 3.0
+    top_p: float = 0.9
+    max_cfg: float = 10.0
+    min_cfg: float = 1.0
+    seed: float = -1  # < 0: a random seed, reported back
+    variations: float = 1
+    prompt_audio: tp.Optional[str] = None  # a file path (the upload)
+    prompt_seconds: float = 3.0
+    device: str = "auto"
+
+
+@dataclasses.dataclass
+class Clip:
+    audio: Path
+    image: Path
+    caption: str
+
+
+@dataclasses.dataclass
+class Outcome:
+    clips: tp.List[Clip]
+    message: str  # what happened, for the status line
+    model_info: str  # model, device and dtype in use
+
+
+def parse_prompts(text: tp.Optional[str]) -> tp.List[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def _number(value: tp.Any, what: str, low: float, high: float, integer: bool = False) -> float:
+    if value is None or value == "":
+        raise AppError(f"{what} is empty: enter a number from {low:g} to {high:g}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AppError(f"{what} must be a number from {low:g} to {high:g}, got {value!r}.") from None
+    if number != number or not low <= number <= high:
+        raise AppError(f"{what} must be from {low:g} to {high:g}, got {number:g}.")
+    if integer and number != int(number):
+        raise AppError(f"{what} must be a whole number, got {number:g}.")
+    return int(number) if integer else number
+
+
+@dataclasses.dataclass
+class Checked:
+    prompts: tp.List[tp.Optional[str]]
+    params: dict  # set_generation_params keywords
+    seed: int
+    variations: int
+    prompt_seconds: float
+
+
+def check_request(req: Request) -> Checked:
+    """Validate everything that does not need the model; raises AppError naming the field."""
+    prompts: tp.List[tp.Optional[str]] = list(parse_prompts(req.prompts))
+    if not prompts:
+        if not req.prompt_audio:
+            raise AppError("The prompt is empty: describe the audio you want, e.g. \"upbeat funk groove with "
+                           "slap bass and drums\" (one prompt per line), or upload audio to continue.")
+        prompts = [None]  # continuation without text
+    if not str(req.model or "").strip():
+        raise AppError("No model chosen: pick one from the list or type a local model directory.")
+    if req.span_arrangement not in SPANS:
+        raise AppError(f"Span arrangement must be one of {', '.join(SPANS)}, got {req.span_arrangement!r}.")
+    if req.device not in DEVICES:
+        raise AppError(f"Device must be one of {', '.join(DEVICES)}, got {req.device!r}.")
+    if len(req.steps) != 4:
+        raise AppError(f"Give decoding steps for the 4 codebooks, got {len(req.steps)} values.")
+    steps = [_number(s, f"Decoding steps for codebook {k + 1}", 1, 500, integer=True) for k, s in enumerate(req.steps)]
+    temperature = _number(req.temperature, "Temperature", 0.01, 20)
+    top_p = _number(req.top_p, "Top-p", 0, 1)
+    max_cfg = _number(req.max_cfg, "Max CFG", 0, 100)
+    min_cfg = _number(req.min_cfg, "Min CFG", 0, 100)
+    if min_cfg > max_cfg:
+        raise AppError(f"Min CFG ({min_cfg:g}) is above max CFG ({max_cfg:g}): the guidance decays from max to min; "
+                       f"lower min CFG or raise max CFG.")
+    seed = _number(req.seed, "Seed", -1, 2**31 - 1, integer=True)
+    if seed < 0:
+        seed = random.randrange(2**31 - 1)
+    variations = _number(req.variations, "Variations", 1, MAX_CLIPS, integer=True)
+    if len(prompts) * variations > MAX_CLIPS:
+        raise AppError(f"{len(prompts)} prompts x {variations} variations make {len(prompts) * variations} clips; "
+                       f"the page shows at most {MAX_CLIPS}: use fewer prompts or variations.")
+    prompt_seconds = _number(req.prompt_seconds, "Prompt length", 0.1, 60)
+    params = dict(use_sampling=True, top_k=0, top_p=top_p, temperature=temperature, max_cfg_coef=max_cfg,
+                  min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement)
+    return Checked([p for p in prompts for _ in range(variations)], params, seed, variations, prompt_seconds)
+
+
+def resolve_device(choice: str) -> torch.device:
+    from ..api import default_device
+
+    if choice == "auto":
+        return default_device()
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise AppError("CUDA is not available on this server (no NVIDIA GPU or a CPU-only torch): choose cpu or auto.")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise AppError("MPS (Apple GPU) is not available on this server: choose cpu or auto.")
+    return torch.device(choice)
+
+
+def device_summary() -> str:
+    """What accelerators this server has, for the page."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
+    mps = "yes" if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else "no"
+    return f"torch {torch.__version__} · CUDA: {cuda} · MPS: {mps} · CPU threads: {torch.get_num_threads()}"
+
+
+def load_prompt_audio(path: str, sample_rate: int, channels: int, seconds: float,
+                      limit: float) -> tp.Tuple[torch.Tensor, int, str]:
+    """Read an upload for continuation and keep its first `seconds` (at most `limit`, the model's
+    length less one frame). Returns (wav [C, T] at its own rate, that rate, a note of what was done;
+    the model resamples and down-mixes it)."""
+    from ..audio import audio_read
+
+    try:
+        wav, sr = audio_read(path)
+    except (ValueError, FileNotFoundError):
+        raise AppError(f"The uploaded file ({Path(path).name}) is not audio that can be read: "
+                       f"upload a wav, flac, ogg or mp3 file.") from None
+    if wav.shape[-1] == 0:
+        raise AppError(f"The uploaded file ({Path(path).name}) holds no audio: upload a longer recording.")
+    length = wav.shape[-1] / sr
+    if seconds > limit:
+        raise AppError(f"Prompt length {seconds:g} s is too long: this model generates {limit + 0.02:g} s, "
+                       f"so keep at most {limit:g} s of prompt.")
+    keep = min(seconds, length)
+    wav = wav[:, : int(round(keep * sr))]
+    done = []
+    if keep < length:
+        done.append(f"kept the first {keep:g} s of {length:.1f} s")
+    if sr != sample_rate:
+        done.append(f"resampled {sr / 1000:g} kHz -> {sample_rate / 1000:g} kHz")
+    if wav.shape[0] != channels:
+        done.append(f"{'mixed down' if wav.shape[0] > channels else 'spread'} {wav.shape[0]} -> {channels} channel(s)")
+    note = f"Prompt audio: {', '.join(done) if done else 'used as is'}; the clip continues it."
+    return wav, sr, note
+
+
+def error_message(exc: BaseException) -> str:
+    """One sentence for the page from any exception."""
+    if isinstance(exc, AppError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, (ValueError, TypeError, OSError, LookupError)):
+        return first[:1].upper() + first[1:] if first else type(exc).__name__
+    return f"Generation failed ({type(exc).__name__}: {first}); the server log has the details."
+
+
+def _slug(text: tp.Optional[str]) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", (text or "continuation").lower()).strip("_")[:40] or "clip"
+
+
+class Engine:
+    """Shared by every visitor of one app: one cached model, one generation at a time (the page's
+    queue orders the rest), and an interrupt flag that belongs to the visitor whose job is running."""
+
+    def __init__(self, out_dir: tp.Union[str, Path], threads: tp.Optional[int] = None):
+        self.out_dir = Path(out_dir)
+        self.threads = threads
+        self._model = None
+        self._model_key: tp.Optional[tuple] = None
+        self._lock = threading.Lock()  # one generation at a time
+        self._stop = threading.Event()
+        self._running_session: tp.Optional[str] = None
+
+    # ------------------------------------------------------------------ model cache
+    def model(self, name: str, device: str):
+        """The model `name` on `device` (auto, cpu, cuda, mps), loaded once and kept until another is asked for."""
+        from ..api import MAGNeT
+
+        name = name.strip()
+        dev = resolve_device(device)
+        key = (name, str(dev))
+        if self._model_key != key:
+            self._model = self._model_key = None  # free the old one first
+            try:
+                self._model = MAGNeT.get_pretrained(name, device=dev)
+            except Exception as exc:  # noqa: BLE001 - told to the user as a sentence
+                raise AppError(f"Could not load model {name!r}: {error_message(exc)}") from exc
+            self._model_key = key
+        return self._model
+
+    def model_info(self) -> str:
+        if self._model is None:
+            return f"No model loaded yet. {device_summary()}"
+        m = self._model
+        dtype = str(next(m.lm.parameters()).dtype).replace("torch.", "")
+        return (f"Model **{self._model_key[0]}** on **{m.device}** ({dtype}) · {m.sample_rate // 1000} kHz, "
+                f"{m.max_duration:g} s clips · {device_summary()}")
+
+    # ------------------------------------------------------------------ interrupt
+    def interrupt(self, session: tp.Optional[str] = None) -> bool:
+        """Stop the running generation if it is this session's (any session's when None)."""
+        if self._running_session is None or (session is not None and session != self._running_session):
+            return False
+        self._stop.set()
+        return True
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, req: Request, session: str = "local",
+                 progress: tp.Optional[tp.Callable[[int, int], None]] = None) -> Outcome:
+        """Run one request; raises AppError (readable) or Interrupted (after the step in progress)."""
+        checked = check_request(req)
+        with self._lock:
+            self._stop.clear()
+            self._running_session = session
+            try:
+                return self._generate(req, checked, progress)
+            finally:
+                self._running_session = None
+                self._stop.clear()
+
+    def _generate(self, req: Request, checked: Checked, progress) -> Outcome:
+        from ..audio import audio_write, save_spectrogram
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        model = self.model(req.model, req.device)
+        try:
+            model.set_generation_params(**checked.params)
+        except ValueError as exc:
+            raise AppError(error_message(exc)) from None
+        notes = []
+        prompt = None
+        if req.prompt_audio:
+            limit = (int(model.duration * model.frame_rate) - 1) / model.frame_rate
+            wav, sr, note = load_prompt_audio(req.prompt_audio, model.sample_rate, model.audio_channels,
+                                              checked.prompt_seconds, limit)
+            prompt = (wav, sr)
+            notes.append(note)
+
+        def on_step(step: int, total: int) -> None:
+            if self._stop.is_set():
+                raise Interrupted(step, total)
+            if progress is not None:
+                progress(step, total)
+
+        model.set_custom_progress_callback(on_step)
+        generator = torch.Generator(device=model.device).manual_seed(checked.seed)
+        try:
+            if prompt is not None:
+                wav, sr = prompt
+                batch = wav[None].expand(len(checked.prompts), -1, -1)
+                wavs = model.generate_continuation(batch, sr, checked.prompts, progress=True, generator=generator)
+            else:
+                wavs = model.generate(checked.prompts, progress=True, generator=generator)
+        except Interrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a sentence on the page, the server stays up
+            raise AppError(error_message(exc)) from exc
+        finally:
+            model.set_custom_progress_callback(None)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        clips = []
+        for i, (text, wav) in enumerate(zip(checked.prompts, wavs)):
+            variation = i % checked.variations + 1
+            stem = self.out_dir / f"{stamp}_{i:02d}_{_slug(text)}"
+            audio = audio_write(stem, wav.cpu(), model.sample_rate, strategy="loudness", loudness_compressor=True)
+            label = text or "continuation"
+            if checked.variations > 1:
+                label += f" (variation {variation})"
+            image = save_spectrogram(wav.cpu(), model.sample_rate, stem.with_suffix(".png"), title=label)
+            clips.append(Clip(audio, image, label))
+        seconds = time.perf_counter() - started
+        notes.insert(0, f"Generated {len(clips)} clip(s) of {model.duration:g} s in {seconds:.1f} s "
+                        f"(seed {checked.seed}).")
+        return Outcome(clips, " ".join(notes), self.model_info())

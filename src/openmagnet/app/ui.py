@@ -1,0 +1,124 @@
+"""The gradio page of `openmagnet app`: every control maps onto engine.Request; the page only lays
+them out, shows progress, and turns errors into a sentence in the status line."""
+from __future__ import annotations
+
+import logging
+import typing as tp
+
+import gradio as gr
+
+from .engine import DEVICES, MAX_CLIPS, SPANS, AppError, Engine, Interrupted, Request, defaults_for, \
+    error_message, model_choices
+
+log = logging.getLogger(__name__)
+
+INTRO = """# openmagnet
+Text-to-music and text-to-sound with MAGNeT (masked, non-autoregressive). One prompt per line; each prompt
+gives *variations* clips. Upload audio to continue it instead of starting from silence."""
+
+
+def _status(kind: str, text: str) -> str:
+    return f"**{kind}:** {text}"
+
+
+def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Blocks:
+    choices = model_choices()
+    if default_model and default_model not in choices:
+        choices = [default_model] + choices
+    default_model = default_model or choices[0]
+    d = defaults_for(default_model)
+
+    with gr.Blocks(title="openmagnet") as demo:
+        gr.Markdown(INTRO)
+        model_info = gr.Markdown(engine.model_info(), elem_id="model-info")
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompts = gr.Textbox(label="Prompts (one per line)", lines=3, elem_id="prompts",
+                                     placeholder="a slow, sad piano ballad in A minor at 70 bpm")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Interrupt", variant="stop", elem_id="interrupt")
+                status = gr.Markdown("", elem_id="status")
+            with gr.Column(scale=2):
+                model = gr.Dropdown(choices, value=default_model, allow_custom_value=True, label="Model",
+                                    info="a listed model, or type a local model directory", elem_id="model")
+                device = gr.Radio(list(DEVICES), value="auto", label="Device",
+                                  info="auto: CUDA, then MPS, then CPU")
+        with gr.Accordion("Sampling", open=False):
+            with gr.Row():
+                span = gr.Radio(list(SPANS), value="stride1", label="Span arrangement")
+                variations = gr.Number(1, label="Variations per prompt", precision=0, minimum=1, maximum=MAX_CLIPS)
+                seed = gr.Number(-1, label="Seed (-1: random)", precision=0)
+            with gr.Row():
+                steps = [gr.Number(d["steps"][k], label=f"Steps, codebook {k + 1}", precision=0, minimum=1)
+                         for k in range(4)]
+            with gr.Row():
+                temperature = gr.Number(d["temperature"], label="Temperature")
+                top_p = gr.Number(d["top_p"], label="Top-p")
+                max_cfg = gr.Number(d["max_cfg"], label="Max CFG")
+                min_cfg = gr.Number(d["min_cfg"], label="Min CFG")
+        with gr.Accordion("Continuation (optional)", open=False):
+            prompt_audio = gr.Audio(sources=["upload"], type="filepath", label="Audio to continue")
+            prompt_seconds = gr.Number(3.0, label="Seconds of it to keep (from the start)")
+        slots: tp.List[tp.Tuple[gr.Audio, gr.Image]] = []
+        for i in range(MAX_CLIPS):
+            with gr.Row(visible=False) as row:
+                audio = gr.Audio(type="filepath", label=f"Clip {i + 1}", interactive=False,
+                                 buttons=["download"], elem_id=f"clip-{i}",
+                                 waveform_options=gr.WaveformOptions(show_recording_waveform=False))
+                image = gr.Image(type="filepath", label="Spectrogram", interactive=False, elem_id=f"spec-{i}")
+            slots.append((row, audio, image))
+
+        outputs = [status, model_info] + [c for slot in slots for c in slot]
+        empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
+
+        def run(model_name, text, span_value, device_value, variations_value, seed_value, s1, s2, s3, s4,
+                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
+                request: gr.Request, progress=gr.Progress()):
+            req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
+                          steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
+                          max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
+                          variations=variations_value, prompt_audio=audio_path, prompt_seconds=seconds,
+                          device=device_value)
+            session = getattr(request, "session_hash", None) or "local"
+            try:
+                outcome = engine.generate(req, session,
+                                          lambda step, total: progress((step, total), desc="decoding step"))
+            except Interrupted as exc:
+                return [_status("Interrupted", f"stopped at decoding step {exc.step} of {exc.total}; "
+                                               "nothing was kept."), engine.model_info()] + empty
+            except AppError as exc:
+                return [_status("Error", str(exc)), engine.model_info()] + empty
+            except Exception as exc:  # noqa: BLE001 - the page gets a sentence, the log the traceback
+                log.exception("generation failed")
+                return [_status("Error", error_message(exc)), engine.model_info()] + empty
+            values = []
+            for i in range(MAX_CLIPS):
+                if i < len(outcome.clips):
+                    clip = outcome.clips[i]
+                    values += [gr.update(visible=True), gr.update(value=str(clip.audio), label=clip.caption),
+                               gr.update(value=str(clip.image))]
+                else:
+                    values += [gr.update(visible=False), gr.update(value=None), gr.update(value=None)]
+            return [_status("Done", outcome.message), outcome.model_info] + values
+
+        def interrupt(request: gr.Request):
+            session = getattr(request, "session_hash", None)
+            if engine.interrupt(session):
+                return _status("Interrupting", "stopping after the current decoding step…")
+            return _status("Nothing to interrupt", "no generation of yours is running.")
+
+        def model_defaults(name):
+            v = defaults_for(name or "")
+            return [gr.update(value=x) for x in v["steps"]] + [
+                gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg"]),
+                gr.update(value=v["min_cfg"])]
+
+        inputs = [model, prompts, span, device, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
+                  prompt_audio, prompt_seconds]
+        generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
+        prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
+        stop.click(interrupt, None, status, queue=False)
+        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg], queue=False)
+    demo.queue(max_size=32)
+    return demo

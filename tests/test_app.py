@@ -1,0 +1,177 @@
+"""The web app: its engine (request checks, prompt audio, interrupt, files) and, end to end, the page
+served on localhost and driven by headless Chromium (Debian's /usr/bin/chromium through Playwright)."""
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import FIXTURES
+
+from openmagnet.app.engine import MAX_CLIPS, AppError, Engine, Interrupted, Request, check_request, \
+    load_prompt_audio
+
+MODEL = str(FIXTURES / "music10")  # tiny random-weight model in the released layout
+FAST = (2, 1, 1, 1)
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+EMPTY_PROMPT = ("The prompt is empty: describe the audio you want, e.g. \"upbeat funk groove with slap bass and "
+                "drums\" (one prompt per line), or upload audio to continue.")
+
+
+def request(**kw) -> Request:
+    return Request(**{"model": MODEL, "prompts": "happy rock", "steps": FAST, "seed": 3, "device": "cpu", **kw})
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def test_request_checks_name_the_field():
+    with pytest.raises(AppError) as e:
+        check_request(request(prompts="  \n \n"))
+    assert str(e.value) == EMPTY_PROMPT
+    with pytest.raises(AppError, match=r"^Temperature must be a number from 0.01 to 20, got 'hot'\.$"):
+        check_request(request(temperature="hot"))
+    with pytest.raises(AppError, match=r"^Decoding steps for codebook 3 must be a whole number, got 2\.5\.$"):
+        check_request(request(steps=(2, 1, 2.5, 1)))
+    with pytest.raises(AppError, match=r"^Min CFG \(5\) is above max CFG \(3\)"):
+        check_request(request(min_cfg=5, max_cfg=3))
+    with pytest.raises(AppError, match=rf"^3 prompts x 3 variations make 9 clips; the page shows at most {MAX_CLIPS}"):
+        check_request(request(prompts="a\nb\nc", variations=3))
+    checked = check_request(request(prompts="a\n\n b \n", variations=2, seed=-1))
+    assert checked.prompts == ["a", "a", "b", "b"]
+    assert 0 <= checked.seed < 2**31 - 1  # a random seed is drawn and reported
+    assert check_request(request(prompts="", prompt_audio="x.wav")).prompts == [None]  # continuation only
+
+
+def test_prompt_audio_is_trimmed_with_a_note(tmp_path):
+    path = tmp_path / "in.wav"
+    soundfile.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, (44100 * 5, 2)).astype("float32"), 44100)
+    wav, sr, note = load_prompt_audio(str(path), 32000, 1, 2.0, 9.98)
+    assert sr == 44100 and wav.shape == (2, 88200)
+    assert note == ("Prompt audio: kept the first 2 s of 5.0 s, resampled 44.1 kHz -> 32 kHz, "
+                    "mixed down 2 -> 1 channel(s); the clip continues it.")
+    with pytest.raises(AppError, match=r"^Prompt length 12 s is too long"):
+        load_prompt_audio(str(path), 32000, 1, 12.0, 9.98)
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    with pytest.raises(AppError) as e:
+        load_prompt_audio(str(text), 32000, 1, 2.0, 9.98)
+    assert str(e.value) == "The uploaded file (notes.txt) is not audio that can be read: upload a wav, flac, ogg or mp3 file."
+
+
+def test_engine_generates_files_and_reuses_the_model(tmp_path):
+    engine = Engine(tmp_path)
+    steps = []
+    out = engine.generate(request(variations=2), progress=lambda s, t: steps.append((s, t)))
+    assert [c.caption for c in out.clips] == ["happy rock (variation 1)", "happy rock (variation 2)"]
+    for clip in out.clips:
+        wav, sr = soundfile.read(clip.audio)
+        assert sr == 32000 and len(wav) == 320000 and np.abs(wav).max() > 0
+        assert clip.image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert steps[-1] == (5, 5) and len(steps) == 5
+    assert "seed 3" in out.message and "on **cpu** (float32)" in out.model_info
+    first = engine.model(MODEL, "cpu")
+    engine.generate(request())
+    assert engine.model(MODEL, "cpu") is first  # cached between requests
+
+
+def test_interrupt_stops_the_decoding_loop(tmp_path):
+    engine = Engine(tmp_path)
+    seen = []
+
+    def progress(step, total):
+        seen.append(step)
+        if step == 2:
+            assert engine.interrupt("someone else") is False  # only the owner's session can stop it
+            assert engine.interrupt("me") is True
+
+    with pytest.raises(Interrupted) as e:
+        engine.generate(request(steps=(50, 10, 10, 10)), session="me", progress=progress)
+    assert (e.value.step, e.value.total) == (3, 80) and seen == [1, 2]
+    assert not list(tmp_path.iterdir())  # nothing written
+    assert engine.interrupt() is False  # nothing running any more
+    assert len(engine.generate(request(), session="me").clips) == 1  # the flag does not stick
+
+
+def test_model_errors_are_sentences(tmp_path):
+    engine = Engine(tmp_path)
+    with pytest.raises(AppError, match=r"^Could not load model 'facebook/magnet-nope': .*offline"):
+        engine.generate(request(model="facebook/magnet-nope"))
+    with pytest.raises(AppError, match=r"^Could not load model '/no/such/dir': /no/such/dir: no such file"):
+        engine.generate(request(model="/no/such/dir"))
+    if not torch.cuda.is_available():
+        with pytest.raises(AppError, match=r"^CUDA is not available on this server"):
+            engine.generate(request(device="cuda"))
+
+
+# ---------------------------------------------------------------------------------------------- browser
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'openmagnet[app]'")
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    from openmagnet.app import serve
+
+    port = _free_port()
+    demo = serve(port=port, model=MODEL, out_dir=tmp_path_factory.mktemp("app"), block=False)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#prompts textarea").wait_for()
+            yield page
+            browser.close()
+    finally:
+        demo.close()
+
+
+def _set_steps(page, steps):
+    if not page.get_by_label("Steps, codebook 1").is_visible():
+        page.get_by_text("Sampling").click()  # open the accordion
+    for k, value in enumerate(steps):
+        box = page.get_by_label(f"Steps, codebook {k + 1}")
+        box.fill(str(value))
+        box.press("Tab")
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def test_browser_generate_then_empty_prompt(page, tmp_path):
+    _set_steps(page, FAST)
+    page.locator("#prompts textarea").fill("upbeat funk groove with slap bass and drums")
+    page.locator("#generate").click()
+    page.wait_for_function("[...document.querySelectorAll('#clip-0 audio')].some(a => a.src && a.src.length > 0)",
+                           timeout=120_000)
+    page.wait_for_function("[...document.querySelectorAll('#spec-0 img')].some(i => i.src && i.naturalWidth > 0)",
+                           timeout=30_000)
+    assert _status(page).startswith("Done: Generated 1 clip(s) of 10 s")
+    assert "on cpu (float32)" in page.locator("#model-info").inner_text()
+    page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+    page.locator("#prompts textarea").fill("")
+    page.locator("#generate").click()
+    page.wait_for_function("document.querySelector('#status').innerText.startsWith('Error')", timeout=30_000)
+    assert _status(page) == "Error: " + EMPTY_PROMPT
+    assert not page.locator("#clip-0").is_visible()
+
+
+def test_browser_interrupt(page):
+    _set_steps(page, (400, 10, 10, 10))
+    page.locator("#prompts textarea").fill("a long one")
+    page.locator("#generate").click()
+    page.get_by_text("decoding step").first.wait_for(timeout=60_000)  # the live progress is showing
+    page.locator("#interrupt").click()
+    page.wait_for_function("document.querySelector('#status').innerText.startsWith('Interrupted')", timeout=60_000)
+    assert "stopped at decoding step" in _status(page) and "of 430" in _status(page)
