@@ -13,7 +13,7 @@ mkdir -p "$WORK"
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64
 
 # 2. codec: SEANet + RVQ, 4 x 2048 codes at 50 Hz, 32 kHz, 24 filters (8.4 M parameters)
-CODEC_STEPS="${CODEC_STEPS:-6000}"
+CODEC_STEPS="${CODEC_STEPS:-3800}"
 if [ -d "$WORK/codec/checkpoints" ]; then RESUME=--resume; else RESUME=; fi
 $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/codec" --sample-rate 32000 \
     --n-filters 24 --dimension 128 --lstm 2 --steps "$CODEC_STEPS" --batch-size 8 --segment-seconds 1 --lr 5e-4 \
@@ -21,16 +21,17 @@ $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/
 $OM codec export "$WORK/codec" --out "$WORK/codec_model"
 $OM codec eval "$WORK/codec_model" --data "$WORK/synth/holdout"
 
-# 3. MAGNeT: 256 wide, 6 layers, all-MiniLM-L6-v2 text states, 10-s segments from the token cache
-LM_STEPS="${LM_STEPS:-6000}"
+# 3. MAGNeT: 256 wide, 6 layers, all-MiniLM-L6-v2 text states, 10-s segments from the token cache,
+#    bf16 autocast (0.97 steps/s against 0.67 in fp32 on the 2-core VM)
+LM_STEPS="${LM_STEPS:-4400}"
 if [ -d "$WORK/lm/checkpoints" ]; then
     $OM train --out "$WORK/lm" --resume --max-steps "$LM_STEPS"
 else
     $OM train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/lm" --preset magnet_32khz \
         --model-scale tiny --set dim=256 --set num_heads=4 --set num_layers=6 --codec "$WORK/codec_model" \
         --text-encoder all-MiniLM-L6-v2 --segment-duration 10 --batch-size 8 --max-steps "$LM_STEPS" --lr 1e-3 \
-        --precision fp32 --num-workers 1 --set token_cache=true --set warmup=300 --set save_every=250 \
-        --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=1000
+        --precision bf16 --num-workers 1 --set token_cache=true --set warmup=300 --set save_every=250 \
+        --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=0
 fi
 
 # 4. export, bundle (safetensors only, fp16) into the package, evaluate adherence
@@ -44,3 +45,6 @@ $OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo
     --out "$WORK/generated"
 $OM eval adherence --labels "$WORK/synth/holdout" --audio "$WORK/generated" \
     --classifier "$WORK/family_classifier.npz" --json "$WORK/adherence.json"
+
+# 6. the README's media: example clips + spectrograms, and a screenshot of the web app (needs Chromium)
+.venv/bin/python recipes/demo/make_media.py --out docs/demo --screenshot docs/app.png
