@@ -12,7 +12,7 @@ mkdir -p "$WORK"
 # 1. data: 3 h of 10-12 s General MIDI clips rendered with FluidSynth + 64 held-out clips (about 5 min)
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64
 
-# 2. codec: SEANet + RVQ, 4 x 2048 codes at 50 Hz, 32 kHz, 24 filters (8.4 M parameters)
+# 2. codec: SEANet + RVQ, 4 x 2048 codes at 50 Hz, 32 kHz, 24 filters (10.5 M parameters with the codebooks)
 CODEC_STEPS="${CODEC_STEPS:-3800}"
 if [ -d "$WORK/codec/checkpoints" ]; then RESUME=--resume; else RESUME=; fi
 $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/codec" --sample-rate 32000 \
