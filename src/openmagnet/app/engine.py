@@ -49,12 +49,13 @@ def model_choices() -> tp.List[str]:
 
 
 def defaults_for(name: str) -> dict:
-    """The demos' recommended settings for a model, guessed from its name before it is loaded (the
-    16 kHz sound models sample hotter with stronger guidance; 30-s models take 60 first-codebook steps)."""
-    sound = "audio-magnet" in name
-    first = 60 if "30secs" in name else 20
-    return dict(steps=(first, 10, 10, 10), temperature=3.5 if sound else 3.0, top_p=0.8 if sound else 0.9,
-                max_cfg=20.0 if sound else 10.0, min_cfg=1.0)
+    """The demos' recommended settings (api.demo_defaults) for a model, guessed from its name before it
+    is loaded: the audio-magnet models are the 16 kHz sound ones, the *30secs models make 30 s."""
+    from ..api import demo_defaults
+
+    d = demo_defaults(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
+    return dict(steps=tuple(d["decoding_steps"]), temperature=d["temperature"], top_p=d["top_p"],
+                max_cfg=d["max_cfg_coef"], min_cfg=d["min_cfg_coef"])
 
 
 @dataclasses.dataclass
@@ -213,12 +214,6 @@ def error_message(exc: BaseException) -> str:
     return f"Generation failed ({type(exc).__name__}: {first}); the server log has the details."
 
 
-def _slug(text: tp.Optional[str]) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9]+", "_", (text or "continuation").lower()).strip("_")[:40] or "clip"
-
-
 class Engine:
     """Shared by every visitor of one app: one cached model, one generation at a time (the page's
     queue orders the rest), and an interrupt flag that belongs to the visitor whose job is running."""
@@ -281,6 +276,7 @@ class Engine:
 
     def _generate(self, req: Request, checked: Checked, progress) -> Outcome:
         from ..audio import audio_write, save_spectrogram
+        from ..cli import slug
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -322,9 +318,9 @@ class Engine:
             model.set_custom_progress_callback(None)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         clips = []
-        for i, (text, wav) in enumerate(zip(checked.prompts, wavs)):
+        for i, (text, wav) in enumerate(zip(checked.prompts, wavs, strict=True)):
             variation = i % checked.variations + 1
-            stem = self.out_dir / f"{stamp}_{i:02d}_{_slug(text)}"
+            stem = self.out_dir / f"{stamp}_{slug(text, i)}"
             audio = audio_write(stem, wav.cpu(), model.sample_rate, strategy="loudness", loudness_compressor=True)
             label = text or "continuation"
             if checked.variations > 1:

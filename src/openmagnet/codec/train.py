@@ -32,12 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import CodecConfig
-from ..train.runs import latest_checkpoint, step_seed, truncate_metrics
+from ..train import runs
+from ..train.runs import METRICS_FILE, RUN_FILE, latest_checkpoint, step_seed, truncate_metrics
 from ..train.runs import save_checkpoint as save_rotating
 from .quantizer_train import TrainableEncodec, batch_usage, init_quantizer
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
 RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
 RATIOS = {32000: (8, 5, 4, 4), 16000: (8, 5, 4, 2)}  # 50 Hz frames, as the released music / sound codecs
 
@@ -120,11 +119,8 @@ def codec_xp_cfg(cfg: CodecConfig, dead_code_threshold: float = 2.0, kmeans_iter
 
 
 def read_run(run_dir: tp.Union[str, Path]) -> dict:
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a codec training run (no {RUN_FILE}); start one with "
-                         f"`openmagnet codec train --data MANIFEST_DIR --out {run_dir}`")
-    return json.loads(path.read_text())
+    return runs.read_run(Path(run_dir), "a codec training run",
+                         f"openmagnet codec train --data MANIFEST_DIR --out {run_dir}")
 
 
 def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) -> Path:

@@ -145,11 +145,13 @@ def _continue_setup(spec: str, device: torch.device) -> Setup:
     return Setup(lm, lm_cfg, text_cfg, codec, package, base_xp, str(spec))
 
 
-def read_run(run_dir: Path) -> dict:
+def read_run(run_dir: Path, what: str = "a training run folder", start: tp.Optional[str] = None) -> dict:
+    """The RUN_FILE of a run folder (LM or codec); a missing one is an error naming the command
+    (`start`, default `openmagnet train --out RUN_DIR ...`) that makes such a folder."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
-        raise ValueError(f"{run_dir} is not a training run folder (no {RUN_FILE}); "
-                         f"start one with `openmagnet train --out {run_dir} ...`")
+        start = start or f"openmagnet train --out {run_dir} ..."
+        raise ValueError(f"{run_dir} is not {what} (no {RUN_FILE}); start one with `{start}`")
     return json.loads(path.read_text())
 
 
