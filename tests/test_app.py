@@ -57,7 +57,8 @@ def test_prompt_audio_is_trimmed_with_a_note(tmp_path):
     text.write_text("not audio")
     with pytest.raises(AppError) as e:
         load_prompt_audio(str(text), 32000, 1, 2.0, 9.98)
-    assert str(e.value) == "The uploaded file (notes.txt) is not audio that can be read: upload a wav, flac, ogg or mp3 file."
+    assert str(e.value) == ("The uploaded file (notes.txt) is not audio that can be read: "
+                            "upload a wav, flac, ogg or mp3 file.")
 
 
 def test_engine_generates_files_and_reuses_the_model(tmp_path):

@@ -24,7 +24,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=3.0, help="sampling temperature (default 3.0, the demos')")
-    p.add_argument("--max-cfg", type=float, default=10.0, help="CFG coefficient at the start of each stage (default 10)")
+    p.add_argument("--max-cfg", type=float, default=10.0,
+                   help="CFG coefficient at the start of each stage (default 10)")
     a = p.parse_args()
     model = MAGNeT.get_pretrained(a.model)
     model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10],

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     a.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
-    a.add_argument("--model", default=DEFAULT_MODEL, help=f"model selected when the page opens (default {DEFAULT_MODEL})")
+    a.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model selected when the page opens (default {DEFAULT_MODEL})")
     a.add_argument("--out", default=None, help="folder for the generated files (default: a new temporary folder)")
     a.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a.set_defaults(func=_app)

@@ -74,7 +74,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
 
         def run(model_name, text, span_value, device_value, variations_value, seed_value, s1, s2, s3, s4,
                 temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
-                request: gr.Request, progress=gr.Progress()):
+                request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
