@@ -102,8 +102,19 @@ def test_model_errors_are_sentences(tmp_path):
     with pytest.raises(AppError, match=r"^Could not load model '/no/such/dir': /no/such/dir: no such file"):
         engine.generate(request(model="/no/such/dir"))
     if not torch.cuda.is_available():
-        with pytest.raises(AppError, match=r"^CUDA is not available on this server"):
+        with pytest.raises(AppError, match=r"^CUDA is not available on this machine \(.*\): choose cpu or auto\.$"):
             engine.generate(request(device="cuda"))
+
+
+@pytest.mark.parametrize("kw,shown", [(dict(dtype=torch.bfloat16), "bfloat16"),  # the CUDA default
+                                      (dict(quantize="int8"), "int8 feed-forward, bfloat16 attention"),
+                                      (dict(quantize="int8-all"), "int8-all")])
+def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
+    from openmagnet import MAGNeT
+
+    engine = Engine(tmp_path)
+    engine._model, engine._model_key = MAGNeT.get_pretrained(MODEL, device="cpu", **kw), (MODEL, "cpu")
+    assert f"on **cpu** ({shown}) · 32 kHz" in engine.model_info()  # not the float32 text projection
 
 
 # ---------------------------------------------------------------------------------------------- browser

@@ -317,3 +317,28 @@ def test_convert_audio_resample_length():
     ref = tone(seconds=1.0, sr=32000, noise=0.0, channels=2).mean(dim=0, keepdim=True)
     assert (out - ref)[:, 200:-200].abs().max().item() < 1e-3
     assert audio.convert_audio(wav, 44100.0, 16000.0, 2).shape == (2, 16000)
+
+
+class MPSLike(torch.Tensor):
+    """Stands in for an MPS tensor, which has no float64: any op on it that gives float64 raises;
+    `.cpu()` gives a plain CPU tensor."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cpu:
+            return args[0].as_subclass(torch.Tensor).clone()
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        if isinstance(out, torch.Tensor) and out.dtype == torch.float64:
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return out
+
+
+def test_write_moves_to_cpu_before_any_dtype_change(tmp_path):
+    wav = tone().as_subclass(MPSLike)
+    with pytest.raises(TypeError, match='float64'):
+        wav.double()  # the stand-in refuses what MPS refuses
+    path = audio.audio_write(tmp_path / 'x', wav, SR, strategy='loudness', loudness_compressor=True)
+    back, sr = audio.audio_read(path)
+    assert sr == SR and back.shape == (1, 3 * SR) and type(back) is torch.Tensor
+    ref = audio.audio_write(tmp_path / 'ref', tone(), SR, strategy='loudness', loudness_compressor=True)
+    assert path.read_bytes() == ref.read_bytes()  # the same file as from a plain CPU tensor

@@ -205,3 +205,25 @@ def test_bfloat16_generation_is_finite_and_close_to_float32():
         fast = model.lm.stage_logits(ref["input_stage1"].long(), cond, 1).float()
         slow = exact.lm.stage_logits(ref["input_stage1"].long(), cond, 1)
     assert (fast - slow).abs().max().item() < 0.1 * slow.abs().max().item()
+
+
+def test_codec_lstms_are_flattened_after_loading(monkeypatch):
+    """Weights assigned from a checkpoint are separate tensors: each LSTM is packed for cuDNN once,
+    after the assignment (flatten_parameters is a no-op on CPU, so the calls are recorded)."""
+    from openmagnet.checkpoint import CODEC_FILE, codec_from_package, load_package
+
+    calls = []
+    flatten = torch.nn.LSTM.flatten_parameters
+
+    def record(self):
+        calls.append((self, self.weight_ih_l0.device.type))
+        flatten(self)
+
+    monkeypatch.setattr(torch.nn.LSTM, "flatten_parameters", record)
+    path = FIXTURES / "music10" / CODEC_FILE
+    codec = codec_from_package(load_package(path), str(path), torch.device("cpu"))
+    lstms = [m for m in codec.modules() if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == 2  # encoder and decoder
+    for lstm in lstms:
+        assert (lstm, "cpu") in calls  # after the weights left the meta device
+        assert all(w is p for w, p in zip(lstm._flat_weights, lstm.parameters(), strict=True))

@@ -62,6 +62,22 @@ def test_cli_errors_are_one_line(args, message, capsys):
     assert code == 2 and err == message
 
 
+@pytest.mark.parametrize("device,message", [
+    ("cuda", "CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build)"),
+    ("mps", "MPS (the Apple GPU) is not available on this machine"),
+    ("gpu", "unknown device 'gpu'"),
+])
+def test_cli_missing_device_is_one_line(tmp_path, capsys, monkeypatch, device, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--device", device, "--quiet",
+                            "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert err == f"openmagnet: error: {message}: use --device cpu, or leave --device out for the best available\n"
+
+
 def test_cli_bad_top_p(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--top-p", "3", "--quiet",
                             "--out", str(tmp_path)], capsys)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
+import re
 import typing as tp
 
 import torch
@@ -19,6 +21,7 @@ from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package
 from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
+from .hardware import cuda_bf16_native
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
@@ -35,10 +38,87 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """float32 on CPU and MPS; on CUDA bfloat16 where supported (fp16 otherwise)."""
+    """float32 on CPU and MPS; on CUDA bfloat16 where the GPU runs it natively (compute capability
+    8.0 on), float16 otherwise (T4, V100: `torch.cuda.is_bf16_supported()` counts their emulated,
+    slow bf16)."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
     return torch.float32
+
+
+def check_device(device: tp.Union[str, torch.device, None],
+                 fix: str = "use device='cpu', or device=None for the best available") -> torch.device:
+    """The device to run on (None: `default_device()`), or a one-line ValueError ending in `fix` when
+    it is not a device name or this machine lacks it (the CLI and the app pass their own `fix`)."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: {fix}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build): {fix}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"there is no GPU {device} on this machine ({torch.cuda.device_count()} found): {fix}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"MPS (the Apple GPU) is not available on this machine: {fix}")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported: {fix}")
+    return device
+
+
+def codec_device(device: tp.Union[str, torch.device], mac_version: tp.Optional[str] = None,
+                 torch_version: tp.Optional[str] = None) -> torch.device:
+    """Where the codec runs for a model on `device`: the same device, except on MPS before macOS 15.1
+    or torch 2.6, which refuse (or, before torch 2.5, miscompute) a convolution with an output
+    dimension over 65536 (pytorch#129207, #140726), and a 10 s clip is 320,000 samples: there the
+    codec runs on the CPU. mac_version / torch_version ('14.6.1', '2.5.1+cpu'): default this machine's."""
+    device = torch.device(device)
+    if device.type != "mps":
+        return device
+    mac = _release(platform.mac_ver()[0] if mac_version is None else mac_version)
+    torch_release = _release(torch.__version__ if torch_version is None else torch_version)
+    return device if mac >= (15, 1) and torch_release >= (2, 6) else torch.device("cpu")
+
+
+def _release(version: str) -> tp.Tuple[int, ...]:
+    """(15, 1) from '15.1', (2, 6, 0) from '2.6.0+cpu'; () when unreadable (sorts before any release)."""
+    found = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(part) for part in found.group(0).split(".")) if found else ()
+
+
+def check_generator(generator: tp.Optional[torch.Generator], device: torch.device) -> None:
+    """Sampling draws its random numbers on `device`: a generator must live there too (torch
+    otherwise fails mid-generation with "Expected a 'cuda' device type for generator")."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator_device(generator.device, device)
+
+
+def check_generator_device(generator_device: torch.device, model_device: torch.device) -> None:
+    if generator_device.type != model_device.type or (
+            None not in (generator_device.index, model_device.index) and generator_device.index != model_device.index):
+        raise ValueError(f"the generator is on {generator_device} but the model samples on {model_device}: "
+                         f"create it there, e.g. torch.Generator(device=model.device).manual_seed(0)")
+
+
+def deterministic(enabled: bool = True) -> None:
+    """Repeatable CUDA runs (CPU runs already are): deterministic kernels only (a kernel without one
+    raises), no cuDNN autotuning, no TF32 in matrix products and convolutions, and
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset (cuBLAS reads it once: call this before the first CUDA
+    work). Slower. Runs then repeat on the same GPU, driver and torch, but still differ from CPU runs
+    (other kernels, other summation order), and bf16 (the CUDA default) from float32.
+    enabled=False restores torch's defaults."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.allow_tf32 = not enabled
+    torch.set_float32_matmul_precision("highest")
 
 
 def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
@@ -214,7 +294,9 @@ class MAGNeT:
     # ------------------------------------------------------------------------------ generation
     def generate(self, descriptions: tp.List[tp.Optional[str]], progress: bool = False,
                  return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None):
-        """Audio [B, 1, samples] for B text descriptions (and the tokens [B, K, T] if asked)."""
+        """Audio [B, 1, samples] for B text descriptions (and the tokens [B, K, T] if asked).
+        generator: for reproducible sampling, on the model's device:
+        `torch.Generator(device=model.device).manual_seed(0)`."""
         descriptions = check_descriptions(descriptions)
         tokens = self._generate_tokens(descriptions, None, progress, generator)
         return self._finish(tokens, return_tokens)
@@ -232,6 +314,7 @@ class MAGNeT:
                               generator: tp.Optional[torch.Generator] = None):
         """Continue prompt audio [C, T] or [B, C, T] (resampled and down-mixed to the model's
         format, as the reference does), optionally guided by descriptions."""
+        check_generator(generator, self.device)  # before the codec's work on the prompt
         prompt = self._prepare_prompt(prompt, prompt_sample_rate)
         if descriptions is None:
             descriptions = [None] * prompt.shape[0]
@@ -240,16 +323,23 @@ class MAGNeT:
             raise ValueError(f"got {len(descriptions)} descriptions for {prompt.shape[0]} prompts: "
                              f"pass one description (or None) per prompt")
         with torch.inference_mode():
-            prompt_tokens = self.compression_model.encode(prompt)
+            prompt_tokens = self.compression_model.encode(prompt.to(self._codec_device))
         if isinstance(prompt_tokens, tuple):
             prompt_tokens = prompt_tokens[0]
-        tokens = self._generate_tokens(descriptions, prompt_tokens, progress, generator)
+        tokens = self._generate_tokens(descriptions, prompt_tokens.to(self.device), progress, generator)
         return self._finish(tokens, return_tokens)
 
     def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Decode tokens [B, K, T] into audio [B, C, T * hop]."""
+        """Decode tokens [B, K, T] into audio [B, C, T * hop], on the tokens' device (the codec may run
+        elsewhere, see `codec_device`)."""
         with torch.inference_mode():
-            return self.compression_model.decode(tokens).float()
+            return self.compression_model.decode(tokens.to(self._codec_device)).float().to(tokens.device)
+
+    @property
+    def _codec_device(self) -> torch.device:
+        """Where the codec's weights are (the CPU for a model on MPS before macOS 15.1, see `codec_device`)."""
+        weight = next(self.compression_model.parameters(), None)
+        return self.device if weight is None else weight.device
 
     # -------------------------------------------------------------------------------- internals
     def _prepare_prompt(self, prompt: tp.Any, prompt_sample_rate: tp.Any) -> torch.Tensor:
@@ -276,6 +366,7 @@ class MAGNeT:
 
     def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
                          progress: bool, generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+        check_generator(generator, self.device)
         if not 0 < self.duration <= self.max_duration:
             raise ValueError(f"duration is {self.duration} s but this model generates at most {self.max_duration:g} s "
                              f"(MAGNeT has a fixed length): set model.duration to at most {self.max_duration:g}")

@@ -64,7 +64,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     if mask is not None and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
+    q, k, v = _sdpa_inputs(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+
+
+def _sdpa_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 device_type: tp.Optional[str] = None) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v as SDPA should get them on `device_type` (default: q's): contiguous on MPS, whose SDPA
+    has returned silently wrong results for strided inputs (head_dim 64) in several torch releases;
+    as they are elsewhere (the CPU and CUDA kernels take strides, and exact mode stays bit-identical)."""
+    if (device_type or q.device.type) != "mps":
+        return q, k, v
+    return q.contiguous(), k.contiguous(), v.contiguous()
 
 
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, context: int,
@@ -89,6 +100,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, context:
     v = F.pad(v, (0, 0, context, padded - T + context)).unfold(2, width, block).transpose(-1, -2)
     k = k.reshape(B * H, blocks, width, d)
     v = v.reshape(B * H, blocks, width, d)
+    q, k, v = _sdpa_inputs(q, k, v)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(T, context, block, q.device, q.dtype),
                                          dropout_p=0.0, is_causal=False)
     return out.reshape(B, H, padded, d)[:, :, :T]

@@ -128,7 +128,7 @@ def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float:
         raise ValueError(f"loudness needs at least 0.4 s of audio, got {wav.shape[-1]} samples at "
                          f"{sample_rate} Hz; use strategy='peak' for short clips.")
     meter = pyloudnorm.Meter(sample_rate)
-    data = wav.detach().to('cpu', torch.float64).numpy().T  # [T, C]
+    data = wav.detach().cpu().double().numpy().T  # [T, C]; to the CPU first: MPS has no float64
     return float(meter.integrated_loudness(data))
 
 
@@ -300,7 +300,7 @@ def audio_write(stem_name: PathLike, wav: torch.Tensor, sample_rate: int, format
     The file appears atomically: it is encoded under a temporary name in the same directory and
     renamed, so an interrupted write leaves nothing behind.
     """
-    wav = _check_wav(wav)
+    wav = _check_wav(wav).detach().cpu()  # before any dtype change: MPS refuses float64
     if format not in FORMATS:
         raise ValueError(f"unsupported audio format {format!r}; use one of 'wav', 'flac', "
                          "'mp3' or 'ogg'.")

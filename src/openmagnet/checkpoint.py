@@ -208,6 +208,9 @@ def load_strict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source:
         target = wanted if (wanted is not None and v.is_floating_point()) else v.dtype
         converted[k] = v.to(device=device, dtype=target)
     module.load_state_dict(converted, strict=True, assign=True)
+    for sub in module.modules():  # assigned LSTM weights are separate tensors: pack them for cuDNN once,
+        if isinstance(sub, nn.RNNBase):  # not on every call (a no-op off CUDA)
+            sub.flatten_parameters()
     return module
 
 

@@ -41,7 +41,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import MAGNeT
+    from .api import MAGNeT, check_device
     from .audio import audio_read, audio_write
 
     if args.threads:
@@ -51,7 +51,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
-    model = MAGNeT.get_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
+    model = MAGNeT.get_pretrained(args.model, device=device, dtype=args.dtype, quantize=args.quantize)
     model.set_generation_params(**recommended_params(model, args))
     generator = None
     if args.seed is not None:

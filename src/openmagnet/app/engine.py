@@ -155,15 +155,20 @@ def check_request(req: Request) -> Checked:
 
 
 def resolve_device(choice: str) -> torch.device:
-    from ..api import default_device
+    from ..api import check_device
 
-    if choice == "auto":
-        return default_device()
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise AppError("CUDA is not available on this server (no NVIDIA GPU or a CPU-only torch): choose cpu or auto.")
-    if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise AppError("MPS (Apple GPU) is not available on this server: choose cpu or auto.")
-    return torch.device(choice)
+    try:
+        return check_device(None if choice == "auto" else choice, fix="choose cpu or auto.")
+    except ValueError as exc:
+        raise AppError(str(exc)[:1].upper() + str(exc)[1:]) from None
+
+
+def precision(lm) -> str:
+    """How the LM's matrices compute: their dtype ('bfloat16'), or the int8 mode."""
+    dtype = str(lm.dtype).replace("torch.", "")
+    if lm.quantized == "int8":
+        return f"int8 feed-forward, {dtype} attention"
+    return lm.quantized or dtype
 
 
 def device_summary() -> str:
@@ -248,9 +253,8 @@ class Engine:
         if self._model is None:
             return f"No model loaded yet. {device_summary()}"
         m = self._model
-        dtype = str(next(m.lm.parameters()).dtype).replace("torch.", "")
-        return (f"Model **{self._model_key[0]}** on **{m.device}** ({dtype}) · {m.sample_rate // 1000} kHz, "
-                f"{m.max_duration:g} s clips · {device_summary()}")
+        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}) · "
+                f"{m.sample_rate // 1000} kHz, {m.max_duration:g} s clips · {device_summary()}")
 
     # ------------------------------------------------------------------ interrupt
     def interrupt(self, session: tp.Optional[str] = None) -> bool:
