@@ -1,5 +1,6 @@
 """Run under torchrun by test_train.py: a few training steps on 2 CPU processes (gloo), then each
-rank saves its model weights so that the test can check they stayed identical."""
+rank saves its model weights so that the test can check they stayed identical, and the main one the
+EMA weights, before and after the run is resumed from its checkpoint."""
 import json
 import sys
 
@@ -18,6 +19,9 @@ state = solver.full_state()
 if settings.get("fsdp"):
     # FSDP: the full state is gathered on rank 0; also save each rank's own shard sizes
     state = state if distributed.is_main() else {}
-torch.save({"initial": initial, "final": state, "rank": distributed.rank(), "world": distributed.world_size()},
-           f"{out}/rank{distributed.rank()}.pt")
+ema = solver.ema_state()  # collective under FSDP
+resumed = Solver(None, manifest, out, resume=True, progress=False)
+resumed_ema = resumed.ema_state()
+torch.save({"initial": initial, "final": state, "rank": distributed.rank(), "world": distributed.world_size(),
+            "ema": ema, "resumed_ema": resumed_ema}, f"{out}/rank{distributed.rank()}.pt")
 distributed.shutdown()

@@ -88,6 +88,155 @@ def test_ema_is_unbiased():
     assert torch.allclose(ema.state["w"], torch.full((2,), 3.0))
 
 
+def test_ema_stays_on_the_weights_device_and_updates_in_place():
+    w = torch.randn(3, 4).half()
+    ema = EMA({"w": w, "steps": torch.tensor(3)}, decay=0.9)
+    assert set(ema.state) == {"w"} and ema.state["w"].dtype == torch.float32
+    average = ema.state["w"]
+    ema.update({"w": w, "steps": torch.tensor(4)})
+    assert ema.state["w"] is average and torch.equal(average, w.float())  # in place; the first update copies
+    on_meta = EMA({"w": torch.empty(5, device="meta")}, decay=0.9)  # a non-CPU device: never copied to the host
+    on_meta.update({"w": torch.empty(5, device="meta")})
+    assert on_meta.state["w"].device.type == "meta"
+
+
+# ------------------------------------------------------------------- precision, device, processes
+def _fake_cpu(native: bool):
+    from openmagnet.hardware import CPUInfo
+
+    if native:
+        return CPUInfo("x86_64", "AVX512", bf16_native=True, int8=True, vnni=True, how="cpuinfo")
+    return CPUInfo("x86_64", "AVX2", bf16_native=False, int8=True, vnni=False, how="cpuinfo")
+
+
+NO_BF16 = ("this CPU has no native bf16 (x86_64 AVX2, no native bf16, int8 without VNNI): bfloat16 matrix "
+           "products run 10-100x slower than float32 here")
+
+
+def test_precision_resolution(monkeypatch):
+    from openmagnet import hardware
+    from openmagnet.train.solver import resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    for native, auto in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(hardware, "cpu_info", lambda native=native: _fake_cpu(native))
+        assert resolve_precision("auto", cpu) == auto
+        assert resolve_precision("fp32", cpu) == "fp32"
+        assert resolve_precision("auto", cuda) == "fp16"  # as released, whatever the CPU
+        assert resolve_precision("bf16", cuda) == "bf16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(True))
+    assert resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(False))
+    with pytest.raises(ValueError) as err:
+        resolve_precision("bf16", cpu)
+    assert str(err.value) == f"--precision bf16 refused: {NO_BF16}: use --precision auto or fp32"
+    with pytest.raises(ValueError) as err:
+        resolve_precision("bf16", cpu, resume=True)
+    assert str(err.value) == (f"--precision bf16 refused: {NO_BF16}: resume this run where its precision is "
+                              f"fast (a CPU with native bf16, or CUDA)")
+    with pytest.raises(ValueError, match=r"^--precision fp16 refused: float16 matrix products run at about 1 "
+                                         r"GFLOP/s on CPU \(.*\): use --precision auto or fp32 \(fp16 is for CUDA\)$"):
+        resolve_precision("fp16", cpu)
+
+
+def test_auto_precision_trains_in_bf16_on_a_native_cpu_and_bf16_is_refused_elsewhere(manifest, tmp_path,
+                                                                                     monkeypatch):
+    from openmagnet import hardware
+
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(False))
+    with pytest.raises(ValueError) as err:
+        _solver(manifest, tmp_path / "refused", precision="bf16")
+    assert str(err.value) == f"--precision bf16 refused: {NO_BF16}: use --precision auto or fp32"
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
+    assert _solver(manifest, tmp_path / "fp32", max_steps=1).cfg.precision == "fp32"
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(True))
+    run = tmp_path / "bf16"
+    solver = _solver(manifest, run, max_steps=1, save_every=1, valid_every=1)
+    assert solver.cfg.precision == "bf16" and solver.autocast().fast_dtype == torch.bfloat16
+    assert json.loads((run / "run.json").read_text())["config"]["precision"] == "bf16"  # resolved once, kept
+    assert math.isfinite(solver.run()["ce"])
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(False))  # the run moved to a slower CPU
+    with pytest.raises(ValueError, match="^--precision bf16 refused: .*: resume this run where its precision"):
+        _solver(manifest, run, resume=True)
+
+
+def test_device_resolution(monkeypatch):
+    from openmagnet.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # the index asked for, not the current GPU
+    assert resolve_device("cuda") == resolve_device(None) == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^--device cuda:2: only 2 GPU\(s\) visible: use cuda:0 to cuda:1$"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="^--device gpu: not a device name: use cpu, cuda, cuda:N or mps$"):
+        resolve_device("gpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: the GPU of LOCAL_RANK
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"^--device cuda:0: under torchrun each process trains on the GPU of "
+                                         r"its LOCAL_RANK: pass --device cuda \(choose the GPUs with "):
+        resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="^--device cuda: this PyTorch sees no CUDA GPU: use --device cpu$"):
+        resolve_device("cuda")
+
+
+def test_process_group_gets_the_device_and_a_long_timeout(manifest, tmp_path, monkeypatch):
+    import datetime
+
+    import torch.distributed as dist
+
+    from openmagnet.train import distributed
+    from openmagnet.train import solver as solver_module
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.init(torch.device("cuda", 1), 30.0) == (0, 1)
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("init", dict(backend="nccl", timeout=datetime.timedelta(minutes=30)))]
+    calls.clear()
+    distributed.init(torch.device("cpu"))
+    assert calls == [("init", dict(backend="gloo", timeout=datetime.timedelta(hours=2)))]  # not NCCL's 10 min
+    # the solver passes its configured timeout
+    monkeypatch.delenv("WORLD_SIZE")
+    seen = []
+    monkeypatch.setattr(solver_module.dist_utils, "init", lambda device, minutes: seen.append((device, minutes))
+                        or (0, 1))
+    _solver(manifest, tmp_path / "run", max_steps=1, dist_timeout_minutes=300)
+    assert seen == [(torch.device("cpu"), 300)]
+
+
+def test_fsdp_imports_fall_back_for_older_torch(monkeypatch):
+    import torch.distributed.fsdp
+    import torch.distributed.tensor
+    from torch.distributed._composable.fsdp import fully_shard as composable_fully_shard
+
+    from openmagnet.train.distributed import dtensor_api, fully_shard_fn
+
+    monkeypatch.delattr(torch.distributed.fsdp, "fully_shard")  # torch 2.4-2.5: only under _composable
+    assert fully_shard_fn() is composable_fully_shard
+    import torch.distributed._tensor as old_dtensor
+
+    monkeypatch.delattr(torch.distributed.tensor, "DTensor")  # torch 2.4: only under _tensor
+    assert dtensor_api() == (old_dtensor.DTensor, old_dtensor.distribute_tensor)
+
+
+def test_fsdp_with_lora_is_refused():
+    with pytest.raises(ValueError) as err:
+        preset_config("magnet_32khz", fsdp=True, lora_rank=8)
+    assert str(err.value) == ("fsdp and lora_rank cannot be combined (LoRA under FSDP is not supported): train "
+                              "the adapters with DDP (drop --fsdp)")
+
+
 def test_overrides():
     assert parse_override("lr=0.5") == ("lr", 0.5)
     assert parse_override("betas=0.9,0.99") == ("betas", (0.9, 0.99))
@@ -271,7 +420,11 @@ def test_two_processes_stay_in_sync(manifest, tmp_path, fsdp):
     import subprocess
     import sys
 
-    settings = {**SMALL, "max_steps": 3, "save_every": 3, "valid_every": 3, "cfg_dropout": 0.5, "fsdp": fsdp}
+    # ema_decay 0: the EMA must equal the final weights (under FSDP: the gathered per-rank shard averages);
+    # DDP tokenises the cache in two shares; FSDP generates samples at step 2, before the first validation
+    settings = {**SMALL, "max_steps": 3, "save_every": 3, "valid_every": 3, "cfg_dropout": 0.5, "fsdp": fsdp,
+                "ema_every": 1, "ema_decay": 0.0, "token_cache": not fsdp, "generate_every": 2 if fsdp else 0,
+                "sample_steps": (1, 1, 1, 1)}
     worker = FIXTURES.parent / "ddp_worker.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
            str(manifest), str(tmp_path), json.dumps(settings)]
@@ -287,6 +440,14 @@ def test_two_processes_stay_in_sync(manifest, tmp_path, fsdp):
     rows = _metrics(tmp_path)
     assert [r["step"] for r in rows if "ce" in r] == [1, 2, 3]  # logged once, by rank 0
     assert (tmp_path / "checkpoints" / "step_00000003.pt").is_file()
+    assert r1["ema"] is None and r0["ema"].keys() == r0["final"].keys()
+    for k, v in r0["final"].items():
+        assert torch.equal(r0["ema"][k], v), k
+        assert torch.equal(r0["resumed_ema"][k], v), k  # the sharded EMA survives a resume exactly
+    if fsdp:
+        assert len(list((tmp_path / "samples" / "step_00000002").glob("*.wav"))) == 2
+    else:
+        assert len(list((tmp_path / "tokens").glob("*.pt"))) == 5  # 4 files + silence, from both shares
 
 
 def test_token_cache(manifest, tmp_path):

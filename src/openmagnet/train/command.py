@@ -27,12 +27,15 @@ def add_train_parser(sub: tp.Any) -> None:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--segment-duration", type=float, default=None, help="seconds per example (new models)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                   help="autocast dtype (auto: fp16 on CUDA, fp32 on CPU)")
+                   help="autocast dtype (auto: fp16 on CUDA as released; on CPU bf16 where the CPU has native "
+                        "bf16, else fp32; bf16 is refused on a CPU without it, fp16 on any CPU)")
     t.add_argument("--lora-rank", type=int, default=None, help="fine-tune LoRA adapters of this rank only")
     t.add_argument("--fsdp", action="store_true", help="shard the model with FSDP (under torchrun)")
     t.add_argument("--num-workers", type=int, default=None, help="data loading processes")
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available; under torchrun each process takes "
+                        "the GPU of its LOCAL_RANK)")
     t.add_argument("--external-metadata", default=None, help="folder of sound side-car JSON files")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any training setting, e.g. --set warmup=100 --set valid_every=500 (repeatable)")

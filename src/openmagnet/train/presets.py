@@ -12,7 +12,8 @@ import typing as tp
 
 from ..config import LM_PRESETS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp16 on CUDA (as released), fp32 elsewhere
+# auto: fp16 on CUDA (as released); bf16 on a CPU with native bf16, else fp32 (solver.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TASKS = ("music", "sound")
 
 # Model scales: the released ones, plus `tiny` for tests and CPU experiments.
@@ -49,7 +50,7 @@ class TrainConfig:
     max_steps: int = 1_000_000          # 500 epochs x 2000 updates in the released runs
     ema_decay: float = 0.99
     ema_every: int = 10
-    precision: str = "auto"             # autocast: fp16 (CUDA, with a gradient scaler), bf16, fp32; auto
+    precision: str = "auto"             # autocast: fp16 (CUDA, with a gradient scaler), bf16, fp32, auto
     # conditioning
     cfg_dropout: float = 0.3            # one coin per batch: the whole batch becomes unconditional
     word_dropout: float = 0.3
@@ -71,6 +72,7 @@ class TrainConfig:
     num_workers: int = 2
     token_cache: bool = False           # encode every file once (RUN_DIR/tokens), then train on token segments
     fsdp: bool = False
+    dist_timeout_minutes: float = 120.0  # how long processes wait for rank 0 (token cache, validation, samples)
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
@@ -87,6 +89,11 @@ class TrainConfig:
         if not 0 < self.segment_duration or not float(self.segment_duration).is_integer():
             raise ValueError(f"segment_duration must be a whole number of seconds (audiocraft cannot load other "
                              f"lengths); got {self.segment_duration}")
+        if self.fsdp and self.lora_rank > 0:
+            raise ValueError("fsdp and lora_rank cannot be combined (LoRA under FSDP is not supported): train "
+                             "the adapters with DDP (drop --fsdp)")
+        if not self.dist_timeout_minutes > 0:
+            raise ValueError(f"dist_timeout_minutes must be > 0; got {self.dist_timeout_minutes}")
         for name in ("cfg_dropout", "word_dropout", "merge_text_p", "drop_desc_p", "drop_other_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)}")

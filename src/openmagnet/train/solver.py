@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import __version__
+from .. import __version__, hardware
 from ..config import LMConfig, TextConfig
 from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
@@ -63,6 +63,24 @@ class TrainingForward(nn.Module):
         return logits
 
 
+def resolve_precision(precision: str, device: torch.device, resume: bool = False) -> str:
+    """The autocast precision a run uses on `device`: `auto` is fp16 on CUDA (with a gradient scaler,
+    as the released runs), bf16 on a CPU with native bf16 matrix products, fp32 elsewhere. Reduced
+    precision that would be slower than fp32 on this CPU (fp16 always, bf16 without native support)
+    is refused."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and hardware.cpu_info().bf16_native else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    reason = hardware.slow_dtype_reason(device, dtype) if dtype is not None else None
+    if reason is None:
+        return precision
+    fix = ("resume this run where its precision is fast (a CPU with native bf16, or CUDA)" if resume else
+           "use --precision auto or fp32" + (" (fp16 is for CUDA)" if precision == "fp16" else ""))
+    raise ValueError(f"--precision {precision} refused: {reason}: {fix}")
+
+
 # ------------------------------------------------------------------------------------------------
 # The solver
 # ------------------------------------------------------------------------------------------------
@@ -75,12 +93,7 @@ class Solver:
                  device: tp.Optional[str] = None, progress: bool = True,
                  external_metadata: tp.Optional[str] = None):
         self.out = Path(out)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.rank, self.world = dist_utils.init(self.device)
-        if self.device.type == "cuda":
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        self.main = self.rank == 0
-        self.progress = progress and self.main
+        self.device = dist_utils.resolve_device(device)
         if resume:
             info = read_run(self.out)
             cfg = TrainConfig(**{**info["config"], **_resume_overrides(resume_overrides or {})})
@@ -91,8 +104,11 @@ class Solver:
             raise ValueError(f"{self.out} already holds a training run: add --resume to continue it, "
                              f"or choose another --out (nothing there is overwritten)")
         self.cfg = cfg
-        self._check_precision()
+        self._check_precision(resume)
         cfg = self.cfg
+        self.rank, self.world = dist_utils.init(self.device, cfg.dist_timeout_minutes)
+        self.main = self.rank == 0
+        self.progress = progress and self.main
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split over {self.world} processes: "
                              f"use a multiple of {self.world}")
@@ -117,13 +133,13 @@ class Solver:
             from .lora import apply_lora
 
             self.lora = apply_lora(self.lm, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
-        fsdp = cfg.fsdp and self.world > 1
-        self.model = self._wrap(TrainingForward(self.lm, touch_all_heads=fsdp))
+        self.sharded = cfg.fsdp and self.world > 1
+        self.model = self._wrap(TrainingForward(self.lm, touch_all_heads=self.sharded))
         self.optimizer = make_optimizer(self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.warmup, cfg.max_steps, cfg.lr_min_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
-        state = self.full_state()  # collective under FSDP: every rank takes part
-        self.ema = EMA(state, cfg.ema_decay) if self.main else None
+        # the EMA: on the main process's device; under FSDP every rank averages its own shards
+        self.ema = EMA(self._ema_source(), cfg.ema_decay) if self.main or self.sharded else None
         self.step = 0
         self.best_valid = math.inf
         if resume:
@@ -133,12 +149,9 @@ class Solver:
         dist_utils.barrier()
 
     # ---------------------------------------------------------------------------- construction
-    def _check_precision(self) -> None:
-        if self.cfg.precision == "auto":
-            self.cfg = dataclasses.replace(self.cfg, precision="fp16" if self.device.type == "cuda" else "fp32")
-        if self.cfg.precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 autocast is about 100x slower than fp32 on CPU: use --precision bf16 or fp32 "
-                             "(fp16 is for CUDA)")
+    def _check_precision(self, resume: bool = False) -> None:
+        self.cfg = dataclasses.replace(self.cfg, precision=resolve_precision(self.cfg.precision, self.device,
+                                                                             resume))
 
     def _load_data(self) -> None:
         from ..data.dataset import SegmentDataset
@@ -161,15 +174,14 @@ class Solver:
         self.valid_set = SegmentDataset(self.valid_metas, **self._valid_args)
 
     def _use_token_cache(self) -> None:
-        """Tokenise every file once (main process; kept in RUN_DIR/tokens across resumes), then draw
-        token segments instead of audio segments."""
+        """Tokenise every file once (each process a share of the files; kept in RUN_DIR/tokens across
+        resumes), then draw token segments instead of audio segments."""
         from ..data.tokens import TokenSegmentDataset, build_token_cache
 
         cache = self.out / "tokens"
-        if self.main:
-            metas = {m.path: m for m in [*self.train_metas, *self.valid_metas]}.values()
-            build_token_cache(list(metas), self.setup.codec, cache, sample_rate=self.cfg.sample_rate,
-                              channels=self.cfg.channels, device=self.device, progress=self.progress)
+        metas = list({m.path: m for m in [*self.train_metas, *self.valid_metas]}.values())
+        build_token_cache(metas[self.rank::self.world], self.setup.codec, cache, sample_rate=self.cfg.sample_rate,
+                          channels=self.cfg.channels, device=self.device, progress=self.progress)
         dist_utils.barrier()
         rate = self.setup.lm_cfg.frame_rate
         self.train_set = TokenSegmentDataset(self.train_metas, cache, rate, **self._train_args)
@@ -195,8 +207,7 @@ class Solver:
         if self.world == 1:
             return module
         if self.cfg.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
+            fully_shard = dist_utils.fully_shard_fn()
             for layer in self.lm.transformer.layers:
                 fully_shard(layer)
             return fully_shard(module)
@@ -208,7 +219,7 @@ class Solver:
     def full_state(self) -> tp.Dict[str, torch.Tensor]:
         """The LM's full state dict (LoRA merged in, FSDP shards gathered), on every rank's call;
         complete on the main process."""
-        if self.cfg.fsdp and self.world > 1:
+        if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True,
@@ -221,6 +232,52 @@ class Solver:
 
             state = merge_lora(copy.deepcopy(self.lora)).state_dict()
         return state
+
+    def _ema_source(self) -> tp.Dict[str, torch.Tensor]:
+        """What the EMA averages: the full LM state (on the main process), or this rank's shards under
+        FSDP (no gathering)."""
+        if not self.sharded:
+            return self.full_state()
+        DTensor, _ = dist_utils.dtensor_api()
+        return {k.removeprefix("lm."): v.to_local() if isinstance(v, DTensor) else v
+                for k, v in self.model.state_dict().items()}
+
+    def ema_state(self) -> tp.Optional[tp.Dict[str, torch.Tensor]]:
+        """The full EMA weights on the main process's device (None on the other ranks); collective
+        under FSDP, where each rank holds the averages of its own shards."""
+        if not self.sharded:
+            return self.ema.state if self.ema is not None else None
+        DTensor, _ = dist_utils.dtensor_api()
+        layout = {k.removeprefix("lm."): v for k, v in self.model.state_dict().items()}
+        full = {}
+        for k, local in self.ema.state.items():
+            ref = layout[k]
+            if isinstance(ref, DTensor):
+                local = DTensor.from_local(local, ref.device_mesh, ref.placements, shape=ref.shape,
+                                           stride=ref.stride()).full_tensor()
+            if self.main:
+                full[k] = local
+        return full if self.main else None
+
+    def _ema_checkpoint(self) -> tp.Optional[dict]:
+        state = self.ema_state()  # collective under FSDP
+        if state is None:
+            return None
+        return {**self.ema.state_dict(), "state": {k: v.detach().cpu() for k, v in state.items()}}
+
+    def _load_ema(self, saved: dict) -> None:
+        """The checkpoint's full EMA into this rank's averages (its shards under FSDP)."""
+        if self.sharded:
+            DTensor, distribute_tensor = dist_utils.dtensor_api()
+            layout = {k.removeprefix("lm."): v for k, v in self.model.state_dict().items()}
+            shards = {}
+            for k, v in saved["state"].items():
+                ref = layout.get(k)
+                if isinstance(ref, DTensor):
+                    v = distribute_tensor(v.to(ref.device), ref.device_mesh, ref.placements).to_local()
+                shards[k] = v
+            saved = {**saved, "state": shards}
+        self.ema.load_state_dict(saved)
 
     # ---------------------------------------------------------------------------- bookkeeping
     def _write_run_info(self, continue_from: tp.Optional[str]) -> None:
@@ -260,7 +317,7 @@ class Solver:
 
     def checkpoint_state(self) -> dict:
         """Everything needed to continue exactly (called on every rank; used on the main one)."""
-        if self.cfg.fsdp and self.world > 1:
+        if self.sharded:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                                  get_optimizer_state_dict)
 
@@ -272,7 +329,7 @@ class Solver:
         model = {k.removeprefix("module.").removeprefix("lm."): v for k, v in model.items()}
         return {
             "step": self.step, "model": model, "optimizer": optim, "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict(), "ema": self._ema_checkpoint(),
             "best_valid": self.best_valid, "config": json.dumps(self.cfg.to_dict()),
             "torch_rng": torch.get_rng_state(), "python_rng": json.dumps(random.getstate()),
         }
@@ -295,7 +352,7 @@ class Solver:
             raise ValueError(f"--resume: {self.out} has no checkpoint yet; start the run again without --resume")
         state = torch.load(path, map_location="cpu", weights_only=True)
         model_state = state["model"]
-        if self.cfg.fsdp and self.world > 1:
+        if self.sharded:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
 
@@ -309,7 +366,7 @@ class Solver:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+            self._load_ema(state["ema"])
         self.step = int(state["step"])
         self.best_valid = float(state["best_valid"])
         torch.set_rng_state(state["torch_rng"])
@@ -379,10 +436,8 @@ class Solver:
         self.scaler.update()
         self.scheduler.step()
         self.step = step
-        if step % cfg.ema_every == 0:
-            state = self.full_state()
-            if self.ema is not None:
-                self.ema.update(state)
+        if step % cfg.ema_every == 0 and self.ema is not None:
+            self.ema.update(self._ema_source())
         return {"ce": float(loss.detach()), "stage": stage, "grad_norm": float(grad_norm),
                 "lr": self.scheduler.get_last_lr()[0], "skipped": batch["skipped"]}
 
@@ -400,13 +455,19 @@ class Solver:
             self._valid_cache = cache
         return self._valid_cache
 
-    @torch.no_grad()
-    def validate(self) -> dict:
-        """Cross-entropy and perplexity per codebook with the EMA weights on the fixed batches
-        (masks drawn from a fixed seed), on the main process."""
+    def _ema_lm(self, ema_state: tp.Optional[tp.Dict[str, torch.Tensor]] = None) -> MagnetLM:
+        """A plain MagnetLM holding the EMA weights (`ema_state`, from `ema_state()`, or this process's
+        own averages when not sharded), in eval mode."""
         ema_lm = empty_lm(self.setup.lm_cfg, self.device)
-        ema_lm.load_state_dict(self.ema.state, strict=True)
-        ema_lm.eval()
+        ema_lm.load_state_dict(self.ema.state if ema_state is None else ema_state, strict=True)
+        return ema_lm.eval()
+
+    @torch.no_grad()
+    def validate(self, ema_state: tp.Optional[tp.Dict[str, torch.Tensor]] = None) -> dict:
+        """Cross-entropy and perplexity per codebook with the EMA weights on the fixed batches
+        (masks drawn from a fixed seed), on the main process (under FSDP pass `ema_state()`, which
+        every rank calls)."""
+        ema_lm = self._ema_lm(ema_state)
         model = TrainingForward(ema_lm)
         row: dict = {"step": self.step}
         totals = []
@@ -426,17 +487,17 @@ class Solver:
             atomic_save({"best_state": {k: v.detach().cpu() for k, v in ema_lm.state_dict().items()},
                          "step": self.step, "valid_ce": row["valid_ce"]}, self.out / BEST_FILE)
             row["best"] = True
-        self._last_ema_lm = ema_lm
         return row
 
     @torch.no_grad()
-    def generate_samples(self) -> tp.List[Path]:
-        """Generate audio for a few validation descriptions with the EMA weights, under samples/."""
+    def generate_samples(self, ema_state: tp.Optional[tp.Dict[str, torch.Tensor]] = None) -> tp.List[Path]:
+        """Generate audio for a few validation descriptions with the current EMA weights, under
+        samples/, on the main process (under FSDP pass `ema_state()`, which every rank calls)."""
         from ..api import MAGNeT
         from ..audio import audio_write
 
-        lm = getattr(self, "_last_ema_lm", None) or copy.deepcopy(self.lm)
-        model = MAGNeT(f"{self.out.name}@{self.step}", lm.eval(), self.setup.text_cfg, self.setup.codec)
+        lm = self._ema_lm(ema_state)
+        model = MAGNeT(f"{self.out.name}@{self.step}", lm, self.setup.text_cfg, self.setup.codec)
         conditioner = copy.copy(self.conditioner)
         conditioner.projection = lm.condition_provider.output_proj
         model._conditioner = conditioner
@@ -489,14 +550,18 @@ class Solver:
                     window, t0 = [], time.perf_counter()
                 if self.step % cfg.save_every == 0 or self.step == end:
                     self.save_checkpoint()
-                if self.main and (self.step % cfg.valid_every == 0 or self.step == end):
-                    row = self.validate()
+                validating = self.step % cfg.valid_every == 0 or self.step == end
+                sampling = bool(cfg.generate_every) and self.step % cfg.generate_every == 0
+                ema_state = self.ema_state() if validating or sampling else None  # every rank: FSDP gathers
+                if self.main and validating:
+                    row = self.validate(ema_state)
                     self._log(row)
                     last = {**last, **row}
                     bar.write(f"step {self.step}: valid ce {row['valid_ce']:.4f} (ppl {row['valid_ppl']:.1f})")
-                if self.main and cfg.generate_every and self.step % cfg.generate_every == 0:
-                    for path in self.generate_samples():
+                if self.main and sampling:
+                    for path in self.generate_samples(ema_state):
                         bar.write(f"step {self.step}: sample {path}")
+                del ema_state
                 dist_utils.barrier()
         finally:
             bar.close()
@@ -511,7 +576,7 @@ def _tuples(value: tp.Any) -> tp.Any:
 
 
 RESUME_CHANGEABLE = ("max_steps", "log_every", "valid_every", "save_every", "keep_last", "generate_every",
-                     "num_workers")
+                     "num_workers", "dist_timeout_minutes")
 
 
 def _resume_overrides(overrides: dict) -> dict:
