@@ -5,7 +5,7 @@ with the transformers-codec pointer, and 10-s text-to-sound (t5-large, 16 kHz co
 import pytest
 import torch
 
-from conftest import FIXTURE_NAMES, cfg_condition, load_fixture_model, meta, reference
+from conftest import FIXTURE_NAMES, assert_same_tokens, cfg_condition, load_fixture_model, meta, reference
 
 ATOL = 1e-4
 
@@ -38,7 +38,7 @@ def test_stage_logits_match(name, stage):
     assert (logits[..., ::stride] - ref[f"logits_stage{stage}_cols"]).abs().max().item() <= ATOL
     lse = torch.logsumexp(logits.double(), dim=-1).float()
     assert (lse - ref[f"logits_stage{stage}_lse"]).abs().max().item() <= ATOL
-    assert torch.equal(logits.argmax(-1), ref[f"logits_stage{stage}_argmax"].long())
+    assert_same_tokens(logits.argmax(-1), ref[f"logits_stage{stage}_argmax"].long(), f"{name} stage {stage} argmax")
 
 
 def test_forward_returns_all_heads():
@@ -68,8 +68,7 @@ def test_greedy_generate_tokens_identical(name, arrangement):
     _greedy(model, name, arrangement)
     audio, tokens = model.generate(meta(name)["gen_descriptions"], return_tokens=True)
     expected = reference(name)[f"gen_{arrangement}"].long()
-    assert tokens.shape == expected.shape
-    assert torch.equal(tokens, expected)
+    assert_same_tokens(tokens, expected, f"{name} generate {arrangement}")
     hop = model.sample_rate // int(model.frame_rate)
     assert audio.shape == (expected.shape[0], 1, expected.shape[-1] * hop)
 
@@ -84,7 +83,7 @@ def test_greedy_continuation_tokens_identical(name, arrangement):
     prompt = ref["cont_prompt_wav"].float()
     _, tokens = model.generate_continuation(prompt, meta(name)["cont_prompt_sample_rate"],
                                             meta(name)["gen_descriptions"], return_tokens=True)
-    assert torch.equal(tokens, ref[f"cont_{arrangement}"].long())
+    assert_same_tokens(tokens, ref[f"cont_{arrangement}"].long(), f"{name} continuation {arrangement}")
 
 
 @pytest.mark.parametrize("name", ["music10", "sound10"])
@@ -92,7 +91,7 @@ def test_greedy_unconditional_tokens_identical(name):
     model = load_fixture_model(name)
     _greedy(model, name, "nonoverlap")
     _, tokens = model.generate_unconditional(2, return_tokens=True)
-    assert torch.equal(tokens, reference(name)["uncond_nonoverlap"].long())
+    assert_same_tokens(tokens, reference(name)["uncond_nonoverlap"].long(), f"{name} unconditional")
 
 
 def test_progress_callback_matches_reference():
