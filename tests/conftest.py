@@ -89,7 +89,7 @@ def load_fixture_model(name: str):
     return MAGNeT.get_pretrained(FIXTURES / name, device="cpu")
 
 
-def pytest_report_header(config):
+def parity_regime_line() -> str:
     if PARITY_REGIME == "exact":
         return (f"parity regime: exact (x86-64, float kernels pinned: "
                 f"{', '.join(f'{k}={os.environ[k]}' for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA'))}"
@@ -112,7 +112,12 @@ def assert_same_tokens(actual: torch.Tensor, expected: torch.Tensor, name: str) 
     assert agreement >= 0.5, f"{name}: greedy-token agreement {agreement:.1%} with audiocraft"
 
 
+def pytest_report_header(config):
+    return parity_regime_line()
+
+
 def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(parity_regime_line())  # also under -q, which hides the header
     if TOKEN_AGREEMENT:
         terminalreporter.write_sep("-", "greedy-token agreement with audiocraft (tolerance regime)")
         for name, value in sorted(TOKEN_AGREEMENT.items()):

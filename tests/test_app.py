@@ -106,15 +106,31 @@ def test_model_errors_are_sentences(tmp_path):
             engine.generate(request(device="cuda"))
 
 
-@pytest.mark.parametrize("kw,shown", [(dict(dtype=torch.bfloat16), "bfloat16"),  # the CUDA default
-                                      (dict(quantize="int8"), "int8 feed-forward, bfloat16 attention"),
-                                      (dict(quantize="int8-all"), "int8-all")])
+@pytest.mark.parametrize("kw,shown", [(dict(cast=torch.bfloat16), "bfloat16"),  # the CUDA default
+                                      (dict(quantize="int8", dtype="float32"), "int8 feed-forward + float32 attention"),
+                                      (dict(quantize="int8-all"), "int8 (every matrix)")])
 def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
     from openmagnet import MAGNeT
+    from openmagnet.quantize import cast_float_matrices
 
     engine = Engine(tmp_path)
-    engine._model, engine._model_key = MAGNeT.get_pretrained(MODEL, device="cpu", **kw), (MODEL, "cpu")
+    cast = kw.pop("cast", None)
+    model = MAGNeT.get_pretrained(MODEL, device="cpu", **kw)
+    if cast is not None:  # bf16 matrices as CUDA loads them (get_pretrained refuses bf16 on a CPU without it)
+        cast_float_matrices(model.lm, cast)
+    engine._model, engine._model_key = model, (MODEL, "cpu", False)
     assert f"on **cpu** ({shown}) · 32 kHz" in engine.model_info()  # not the float32 text projection
+
+
+def test_fast_mode_is_loaded_and_shown(tmp_path):
+    from openmagnet.api import fast_mode
+
+    engine = Engine(tmp_path)
+    model = engine.model(MODEL, "cpu", fast=True)
+    mode = fast_mode("cpu")
+    assert model.lm.quantized == mode.quantize and model.lm.dtype == mode.dtype and model.lm.banded_attention
+    assert ", fast mode) · 32 kHz" in engine.model_info()
+    assert engine.model(MODEL, "cpu") is not model  # exact and fast are different models
 
 
 # ---------------------------------------------------------------------------------------------- browser

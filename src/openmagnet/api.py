@@ -10,6 +10,7 @@ null rows (zero condition), as in the reference, also for unconditional generati
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import re
@@ -21,12 +22,13 @@ from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package
 from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
-from .hardware import cuda_bf16_native
+from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, slow_dtype_reason
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
 
 PathLike = tp.Union[str, os.PathLike]
+logger = logging.getLogger("openmagnet")
 
 
 def default_device() -> torch.device:
@@ -44,6 +46,53 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
     return torch.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class FastMode:
+    """What `get_pretrained(..., fast=True)` loads on a device, and why."""
+    dtype: tp.Optional[torch.dtype]
+    quantize: tp.Optional[str]
+    banded_attention: tp.Optional[bool]
+    why: str
+
+    def __str__(self) -> str:
+        return f"{describe_mode(self.dtype, self.quantize)} ({self.why})"
+
+
+def fast_mode(device: tp.Union[str, torch.device]) -> FastMode:
+    """The fastest mode that keeps at least 95% greedy-token agreement with exact float32 on `device`,
+    as measured on the official small architecture (README, "Speed"; bench/compare_audiocraft.py):
+
+      CPU, native bf16 and int8 (Zen 4, Sapphire Rapids): int8 feed-forward + bf16 attention
+      CPU, int8 only (AVX2 x86: most laptops, desktops, older servers): int8 feed-forward + float32
+          attention, the int8 weights scaled to the kernel's 16-bit pairs where it lacks VNNI
+      CPU, native bf16 but no int8 kernels: bf16 matrices
+      CPU, neither: float32 with banded attention (exact maths)
+      CUDA: bf16 on compute capability >= 8, else fp16; MPS: float32 (nothing faster measured)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        native = cuda_bf16_native(device)
+        return FastMode(torch.bfloat16 if native else torch.float16, None, None,
+                        "CUDA with native bf16" if native else "CUDA without native bf16")
+    if device.type != "cpu":
+        return FastMode(torch.float32, None, None, f"{device.type}: no faster mode measured")
+    cpu = cpu_info()
+    if cpu.int8:
+        return FastMode(torch.bfloat16 if cpu.bf16_native else torch.float32, "int8", True, cpu.describe())
+    if cpu.bf16_native:
+        return FastMode(torch.bfloat16, None, True, cpu.describe())
+    return FastMode(torch.float32, None, True, cpu.describe())
+
+
+def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str]) -> str:
+    """'int8 feed-forward + float32 attention', 'bfloat16', ... (the LM's matrices)."""
+    name = str(dtype or torch.float32).replace("torch.", "")
+    if quantize == "int8":
+        return f"int8 feed-forward + {name} attention"
+    if quantize == "int8-all":
+        return "int8 (every matrix)"
+    return name
 
 
 def check_device(device: tp.Union[str, torch.device, None],
@@ -183,7 +232,7 @@ class MAGNeT:
                        device: tp.Optional[tp.Union[str, torch.device]] = None,
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
                        text_encoder: tp.Optional[PathLike] = None, quantize: tp.Optional[str] = None,
-                       banded_attention: tp.Optional[bool] = None) -> "MAGNeT":
+                       banded_attention: tp.Optional[bool] = None, fast: bool = False) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id).
@@ -194,27 +243,45 @@ class MAGNeT:
         (it is loaded on the first generation).
 
         Speed (see README, "Speed"): the default float32 on CPU is the exact mode, bit-identical to
-        audiocraft. dtype=torch.bfloat16 runs the transformer's matrices in bf16 (residual stream,
-        heads and guidance stay float32). quantize='int8' (CPU only) runs the feed-forward matrices
-        in int8 and the attention projections in dtype (default bfloat16); quantize='int8-all' runs
-        every matrix in int8 (fastest, least accurate; see quantize.py).
+        audiocraft. fast=True picks the fastest mode that stays close to exact on this machine
+        (`fast_mode(device)`; `model.mode` says which). By hand: dtype=torch.bfloat16 runs the
+        transformer's matrices in bf16 (residual stream, heads and guidance stay float32), refused
+        on a CPU without native bf16, where it is 10-100x slower. quantize='int8' (CPU only) runs
+        the feed-forward matrices in int8 and the attention projections in dtype (default bfloat16
+        where native, else float32); quantize='int8-all' runs every matrix in int8 (fastest, least
+        accurate; see quantize.py).
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
         (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
         mode but exact float32)."""
-        device = torch.device(device) if device is not None else default_device()
-        check_quantize_mode(quantize)  # before the (slow) loading
+        check_quantize_mode(quantize)  # everything below is checked before the (slow) loading
+        if device is None and quantize is not None:
+            device = "cpu"  # the int8 kernels are CPU kernels: do not load the LM onto a GPU first
+        device = check_device(device)
+        if quantize is not None and device.type != "cpu":
+            raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use dtype=torch.bfloat16 "
+                             f"or torch.float16 on {device.type}, or device='cpu'")
+        mode = None
+        if fast:
+            if dtype is not None or quantize is not None:
+                raise ValueError("fast=True chooses dtype and quantize for this machine: drop dtype= and quantize=, "
+                                 "or drop fast=True")
+            mode = fast_mode(device)
+            dtype, quantize = mode.dtype, mode.quantize
+            if banded_attention is None:
+                banded_attention = mode.banded_attention
         if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
             raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
                              f"quantize='int8' to keep the attention projections in that dtype")
         if dtype is not None:
             dtype = _parse_dtype(dtype)
-        elif quantize == "int8":
-            dtype = torch.bfloat16
+        elif quantize == "int8":  # the attention projections: bf16 where the CPU runs it natively
+            dtype = torch.bfloat16 if bf16_native(device) else torch.float32
         else:
             dtype = torch.float32 if quantize is not None else default_dtype(device)
-        if dtype == torch.float16 and device.type == "cpu":
-            raise ValueError("float16 matrix products are about 100x slower than float32 on CPU: "
-                             "use dtype=torch.bfloat16 or quantize='int8' for speed on CPU")
+        reason = slow_dtype_reason(device, dtype)
+        if reason is not None:
+            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (here: {fast_mode(device)}) "
+                             f"or the default float32")
         lm_path = resolve_file(name, LM_FILE)
         codec_source = codec if codec is not None else (lm_path.parent if _is_file(name) else name)
         codec_path = resolve_file(codec_source, CODEC_FILE)
@@ -226,13 +293,16 @@ class MAGNeT:
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
             banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
         lm.banded_attention = bool(banded_attention)
-        compression_model = codec_from_package(load_package(codec_path), str(codec_path), device)
+        compression_model = codec_from_package(load_package(codec_path), str(codec_path), codec_device(device))
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
                              f"{lm.cfg.frame_rate} Hz")
         if text_encoder is not None:
             text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
-        return MAGNeT(str(name), lm, text_cfg, compression_model)
+        model = MAGNeT(str(name), lm, text_cfg, compression_model)
+        if mode is not None:
+            logger.info("fast mode: %s", model.mode)
+        return model
 
     @property
     def conditioner(self):
@@ -248,6 +318,19 @@ class MAGNeT:
     @property
     def device(self) -> torch.device:
         return self.lm.device
+
+    @property
+    def mode(self) -> str:
+        """How the LM runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
+        lm = self.lm
+        text = describe_mode(lm.dtype, lm.quantized)
+        if lm.quantized and self.device.type == "cpu" and int8_saturates():
+            text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
+        if lm.banded_attention:
+            text += ", banded attention"
+        elif lm.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
+            text += " (exact)"
+        return text
 
     @property
     def cfg(self) -> LMConfig:

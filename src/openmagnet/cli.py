@@ -52,7 +52,9 @@ def _generate(args: argparse.Namespace) -> int:
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
-    model = MAGNeT.get_pretrained(args.model, device=device, dtype=args.dtype, quantize=args.quantize)
+    model = MAGNeT.get_pretrained(args.model, device=device, dtype=args.dtype, quantize=args.quantize, fast=args.fast)
+    if not args.quiet:
+        print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
     model.set_generation_params(**recommended_params(model, args))
     generator = None
     if args.seed is not None:
@@ -167,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out", help="output directory (default ./out)")
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    g.add_argument("--fast", action="store_true",
+                   help="the fastest mode that stays close to exact on this machine (on CPU: int8 feed-forward, "
+                        "with bf16 attention where the CPU has native bf16); the choice is printed")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA)")
+                   help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
+                        "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")
     g.add_argument("--quantize", default=None, choices=["int8", "int8-all"],
                    help="int8 LM matrices on CPU (int8: feed-forward only; int8-all: every matrix): "
                         "the fastest CPU modes, approximate (see README, Speed)")

@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .hardware import int8_engines, int8_saturates
+
 if tp.TYPE_CHECKING:  # pragma: no cover
     from .lm import MagnetLM
 
@@ -38,13 +40,22 @@ def check_mode(mode: tp.Optional[str]) -> None:
 
 
 def int8_engine() -> str:
-    """The quantized CPU engine to pack for: oneDNN where available (fastest here), else x86/FBGEMM."""
-    engines = torch.backends.quantized.supported_engines
-    for name in ("onednn", "x86", "fbgemm"):
-        if name in engines:
-            return name
-    raise RuntimeError(f"quantize='int8' needs PyTorch's quantized CPU kernels (oneDNN, x86 or FBGEMM), and this "
-                       f"torch build has only {engines}: load the model with dtype=torch.bfloat16 instead")
+    """The quantized CPU engine to pack for (x86/FBGEMM first: fastest on the CPUs we measured)."""
+    engines = int8_engines()
+    missing = [op for op in ("linear_prepack", "linear_dynamic") if not _has_op(op)]
+    if not engines or missing:
+        raise RuntimeError(f"quantize='int8' needs PyTorch's quantized CPU kernels, and torch {torch.__version__} "
+                           f"has {'none' if missing else 'only ' + ', '.join(engines)}: use fast=True, which picks "
+                           f"what this CPU runs fastest without them")
+    return engines[0]
+
+
+def _has_op(name: str) -> bool:
+    try:
+        getattr(torch.ops.quantized, name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -57,14 +68,33 @@ def _engine(name: str):
         torch.backends.quantized.engine = previous
 
 
+def weight_scales(weight: torch.Tensor, saturating: bool) -> torch.Tensor:
+    """One scale per output channel for symmetric int8 weights [N, K].
+
+    Where the kernel adds pairs of u8 x s8 products in 16 bits (x86 without VNNI), a pair
+    (k, k + 1) of weights with the same sign must satisfy |q_k| + |q_k+1| <= 128: with activations
+    up to 255 the pair then stays under 255 * 128 = 32,640 < 32,767 and never saturates. So the
+    scale covers the largest same-sign pair sum as well as the largest weight; rows whose pairs
+    are small keep (nearly) the full 8 bits, which is finer than PyTorch's blanket 7-bit activations
+    (`reduce_range`). Rounding adds at most 1 to a pair, hence 127 below."""
+    absmax = weight.abs().amax(dim=1)
+    if saturating and weight.shape[1] >= 2:
+        even = weight[:, : weight.shape[1] // 2 * 2].view(weight.shape[0], -1, 2)
+        same_sign = (even[..., 0] * even[..., 1]) > 0
+        pair = torch.where(same_sign, even.abs().sum(-1), even.abs().amax(-1)).amax(dim=1)
+        absmax = torch.maximum(absmax, pair)
+    return (absmax / 127.0).clamp_min(1e-12).double()
+
+
 class Int8Linear:
     """x @ weight^T with weight [N, K] quantised per output channel (symmetric int8) and x
-    quantised per call; x [..., K] float32 -> [..., N] float32."""
+    quantised per call; x [..., K] float32 -> [..., N] float32. `saturating`: the kernel adds
+    product pairs in 16 bits (hardware.int8_saturates()); the weights are then scaled to fit."""
 
-    def __init__(self, weight: torch.Tensor, engine: str):
+    def __init__(self, weight: torch.Tensor, engine: str, saturating: bool = False):
         weight = weight.detach().float().contiguous()
         self.out_features, self.in_features = weight.shape
-        scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+        scales = weight_scales(weight, saturating)
         zero_points = torch.zeros(self.out_features, dtype=torch.long)
         with warnings.catch_warnings(), _engine(engine):
             warnings.simplefilter("ignore")  # quantized tensor creation is flagged as deprecated
@@ -91,18 +121,20 @@ def quantize_lm(lm: "MagnetLM", mode: str) -> "MagnetLM":
         raise ValueError(f"quantize={mode!r} runs on CPU only, but the model is on {lm.device}: "
                          f"use dtype=torch.bfloat16 or torch.float16 on {lm.device.type}")
     engine = int8_engine()
+    saturating = int8_saturates()
+
+    def int8(weight: torch.Tensor) -> Int8Linear:
+        return Int8Linear(weight, engine, saturating)
+
     for layer in lm.transformer.layers:
-        layer.kernels.update(linear1=Int8Linear(layer.linear1.weight, engine),
-                             linear2=Int8Linear(layer.linear2.weight, engine))
+        layer.kernels.update(linear1=int8(layer.linear1.weight), linear2=int8(layer.linear2.weight))
         released = [(layer.linear1, "weight"), (layer.linear2, "weight")]
         if mode == "int8-all":
             dim = layer.linear1.weight.shape[1]
             self_attn, cross = layer.self_attn, layer.cross_attention
-            self_attn.kernels.update(qkv=Int8Linear(self_attn.in_proj_weight, engine),
-                                     out=Int8Linear(self_attn.out_proj.weight, engine))
-            cross.kernels.update(q=Int8Linear(cross.in_proj_weight[:dim], engine),
-                                 kv=Int8Linear(cross.in_proj_weight[dim:], engine),
-                                 out=Int8Linear(cross.out_proj.weight, engine))
+            self_attn.kernels.update(qkv=int8(self_attn.in_proj_weight), out=int8(self_attn.out_proj.weight))
+            cross.kernels.update(q=int8(cross.in_proj_weight[:dim]), kv=int8(cross.in_proj_weight[dim:]),
+                                 out=int8(cross.out_proj.weight))
             released = layer.matrices()
         for module, name in released:
             _release(module, name)

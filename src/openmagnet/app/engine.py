@@ -74,6 +74,7 @@ class Request:
     prompt_audio: tp.Optional[str] = None  # a file path (the upload)
     prompt_seconds: float = 3.0
     device: str = "auto"
+    fast: bool = False  # get_pretrained(fast=True)
 
 
 @dataclasses.dataclass
@@ -165,10 +166,9 @@ def resolve_device(choice: str) -> torch.device:
 
 def precision(lm) -> str:
     """How the LM's matrices compute: their dtype ('bfloat16'), or the int8 mode."""
-    dtype = str(lm.dtype).replace("torch.", "")
-    if lm.quantized == "int8":
-        return f"int8 feed-forward, {dtype} attention"
-    return lm.quantized or dtype
+    from ..api import describe_mode
+
+    return describe_mode(lm.dtype, lm.quantized)
 
 
 def device_summary() -> str:
@@ -233,17 +233,18 @@ class Engine:
         self._running_session: tp.Optional[str] = None
 
     # ------------------------------------------------------------------ model cache
-    def model(self, name: str, device: str):
-        """The model `name` on `device` (auto, cpu, cuda, mps), loaded once and kept until another is asked for."""
+    def model(self, name: str, device: str, fast: bool = False):
+        """The model `name` on `device` (auto, cpu, cuda, mps), loaded once and kept until another is
+        asked for; `fast`: get_pretrained(fast=True), the fastest close-to-exact mode of the device."""
         from ..api import MAGNeT
 
         name = name.strip()
         dev = resolve_device(device)
-        key = (name, str(dev))
+        key = (name, str(dev), bool(fast))
         if self._model_key != key:
             self._model = self._model_key = None  # free the old one first
             try:
-                self._model = MAGNeT.get_pretrained(name, device=dev)
+                self._model = MAGNeT.get_pretrained(name, device=dev, fast=bool(fast))
             except Exception as exc:  # noqa: BLE001 - told to the user as a sentence
                 raise AppError(f"Could not load model {name!r}: {error_message(exc)}") from exc
             self._model_key = key
@@ -253,7 +254,7 @@ class Engine:
         if self._model is None:
             return f"No model loaded yet. {device_summary()}"
         m = self._model
-        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}) · "
+        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}{', fast mode' if self._model_key[2:] == (True,) else ''}) · "
                 f"{m.sample_rate // 1000} kHz, {m.max_duration:g} s clips · {device_summary()}")
 
     # ------------------------------------------------------------------ interrupt
@@ -285,7 +286,7 @@ class Engine:
         if self.threads:
             torch.set_num_threads(self.threads)
         started = time.perf_counter()
-        model = self.model(req.model, req.device)
+        model = self.model(req.model, req.device, req.fast)
         try:
             model.set_generation_params(**checked.params)
         except ValueError as exc:

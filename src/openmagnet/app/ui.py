@@ -44,6 +44,8 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                                     info="a listed model, or type a local model directory", elem_id="model")
                 device = gr.Radio(list(DEVICES), value="auto", label="Device",
                                   info="auto: CUDA, then MPS, then CPU")
+                fast = gr.Checkbox(False, label="Fast mode", elem_id="fast",
+                                   info="the fastest close-to-exact mode of this machine (CPU: int8 feed-forward)")
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
                 span = gr.Radio(list(SPANS), value="stride1", label="Span arrangement")
@@ -72,14 +74,14 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         outputs = [status, model_info] + [c for slot in slots for c in slot]
         empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
 
-        def run(model_name, text, span_value, device_value, variations_value, seed_value, s1, s2, s3, s4,
+        def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
                 temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
                 request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
                           variations=variations_value, prompt_audio=audio_path, prompt_seconds=seconds,
-                          device=device_value)
+                          device=device_value, fast=bool(fast_value))
             session = getattr(request, "session_hash", None) or "local"
             try:
                 outcome = engine.generate(req, session,
@@ -114,7 +116,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg"]),
                 gr.update(value=v["min_cfg"])]
 
-        inputs = [model, prompts, span, device, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
+        inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
                   prompt_audio, prompt_seconds]
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")

@@ -193,6 +193,9 @@ class Solver:
         with torch.device("meta"):
             lm = MagnetLM(lm_cfg)
         lm = lm.to_empty(device=self.device).float()  # weights come from the checkpoint
+        with torch.no_grad():  # until then, defined values (LoRA merges for the EMA before the load: no NaN)
+            for tensor in [*lm.parameters(), *lm.buffers()]:
+                tensor.zero_()
         codec, package = load_codec(str(self.out / CODEC_COPY), self.device)
         return Setup(lm, lm_cfg, text_cfg, codec, package, info.get("base_xp"), info.get("source", "scratch"))
 
