@@ -9,7 +9,7 @@ import time
 p = argparse.ArgumentParser()
 p.add_argument("--ref", required=True)
 p.add_argument("--threads", type=int, default=2)
-p.add_argument("--mode", default="float32", choices=["float32", "bfloat16", "int8", "int8-all"])
+p.add_argument("--mode", default="float32", choices=["float32", "bfloat16", "int8", "int8-all", "fast"])
 p.add_argument("--steps", type=int, nargs=4, default=[20, 10, 10, 10])
 p.add_argument("--prompts", nargs="+", required=True)
 p.add_argument("--seed", type=int, default=42)
@@ -23,7 +23,10 @@ import openmagnet  # noqa: E402
 from openmagnet import MAGNeT  # noqa: E402
 
 torch.set_num_threads(a.threads)
-options = dict(quantize=a.mode) if a.mode.startswith("int8") else dict(dtype=a.mode)
+if a.mode == "fast":
+    options = dict(fast=True)
+else:
+    options = dict(quantize=a.mode) if a.mode.startswith("int8") else dict(dtype=a.mode)
 model = MAGNeT.get_pretrained(a.ref, device="cpu", **options)
 model.set_generation_params(decoding_steps=[1, 1, 1, 1])
 model.duration = 1.0
@@ -40,4 +43,5 @@ with torch.inference_mode():
     t2 = time.perf_counter()
 print(json.dumps({"lm_s": t1 - t0, "codec_s": t2 - t1, "total_s": t2 - t0, "samples": audio.shape[-1],
                   "sample_rate": model.sample_rate, "tokens": list(tokens.shape),
-                  "banded_attention": model.lm.banded_attention, "openmagnet": openmagnet.__file__}))
+                  "banded_attention": model.lm.banded_attention, "mode": model.mode,
+                  "openmagnet": openmagnet.__file__}))

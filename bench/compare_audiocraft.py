@@ -37,7 +37,7 @@ CASES = {
     # restricted steps, for a cheaper measurement of the same per-step costs.
     "small30s": ("small", 30, [6, 1, 1, 1]),
 }
-MODES = ("float32", "bfloat16", "int8", "int8-all")
+MODES = ("float32", "bfloat16", "int8", "int8-all", "fast")
 
 
 def run_measured(cmd, env=None):
@@ -89,7 +89,8 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=["float32"], choices=MODES,
-                   help="openmagnet modes to time: float32 (exact), bfloat16, int8 / int8-all (quantize=...)")
+                   help="openmagnet modes to time: float32 (exact), bfloat16, int8 / int8-all (quantize=...), "
+                        "fast (get_pretrained(fast=True): what this CPU runs fastest)")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
     p.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
     a = p.parse_args()
@@ -98,8 +99,10 @@ def main():
         return
     peer = Path(a.peer).resolve()
     results = json.loads(Path(a.results).read_text()) if Path(a.results).exists() else {}
+    from openmagnet.hardware import cpu_info
+
     results["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
-                          "python": platform.python_version()}
+                          "python": platform.python_version(), "capability": cpu_info().describe()}
     for case in a.cases:
         ref = ensure_checkpoint(peer, case)
         steps = CASES[case][2]
@@ -130,22 +133,31 @@ def _cpu_name() -> str:
 
 
 def print_table(results: dict):
-    """Medians over the runs; 'vs audiocraft' is the median of the run-by-run ratios (each pair
-    ran back to back, so it holds when the machine's speed drifts), with their range."""
+    """Medians over the runs; 'vs audiocraft' and 'vs exact' are the medians of the run-by-run ratios
+    (each set ran back to back, so they hold when the machine's speed drifts), with their range."""
+    machine = results.get("machine", {})
+    print(f"\n{machine.get('cpu', '?')} ({machine.get('capability', 'capability not recorded')}), "
+          f"{machine.get('threads', '?')} threads")
     print("\n| case | implementation | LM decode (s) | codec decode (s) | total (s) | vs audiocraft (range) "
-          "| real-time factor | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| vs exact (range) | real-time factor | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         if key == "machine":
             continue
         base = [x["total_s"] for x in r["runs"]["audiocraft"]]
+        exact = [x["total_s"] for x in r["runs"].get("openmagnet_float32", [])]
         for impl, runs in r["runs"].items():
             med = {m: statistics.median(x[m] for x in runs) for m in ("lm_s", "codec_s", "total_s", "rss_mb")}
-            ratios = [b / x["total_s"] for b, x in zip(base, runs, strict=False)]
             audio_s = runs[0]["samples"] / runs[0]["sample_rate"]
-            print(f"| {key} | {impl} | {med['lm_s']:.2f} | {med['codec_s']:.3f} | {med['total_s']:.2f} | "
-                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+            name = impl + (f" ({runs[0]['mode']})" if runs[0].get("mode") and "float32" not in impl else "")
+            print(f"| {key} | {name} | {med['lm_s']:.2f} | {med['codec_s']:.3f} | {med['total_s']:.2f} | "
+                  f"{_ratio(base, runs)} | {_ratio(exact, runs) if exact else '-'} | "
                   f"{med['total_s'] / audio_s:.2f} | {med['rss_mb']:.0f} |")
+
+
+def _ratio(base, runs) -> str:
+    ratios = [b / x["total_s"] for b, x in zip(base, runs, strict=False)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 if __name__ == "__main__":
