@@ -15,13 +15,14 @@ from openmagnet.quantize import cast_float_matrices
 # bf16 is refused on a CPU without native bf16 (a trap there); its numerics are tested everywhere
 # by casting the matrices of a float32 load, which is what get_pretrained(dtype=bf16) does.
 FAST = {"bf16": dict(cast=torch.bfloat16), "int8": dict(quantize="int8"), "int8-all": dict(quantize="int8-all"),
+        "int8-hybrid": dict(quantize="int8-hybrid"),
         "fast": dict(fast=True)}
 # Teacher-forced bounds on the music10 fixture. Measured: bf16 max error 0.33% of the logit scale,
 # argmax agreement >= 99.3%; on Zen 4 (VNNI) int8-all 0.96% and >= 97.2%; on AVX2 without VNNI
 # (weights fitted to the 16-bit pairs) int8 0.72% and >= 98.6%, int8-all 1.2% and >= 95.1%.
 # Saturating int8 (the unfitted weights on AVX2) gave 22% and 66%.
-MAX_REL_ERR = {"bf16": 0.01, "int8": 0.025, "int8-all": 0.025, "fast": 0.025}
-MIN_AGREEMENT = {"bf16": 0.98, "int8": 0.95, "int8-all": 0.93, "fast": 0.95}
+MAX_REL_ERR = {"bf16": 0.01, "int8": 0.025, "int8-all": 0.025, "int8-hybrid": 0.025, "fast": 0.025}
+MIN_AGREEMENT = {"bf16": 0.98, "int8": 0.95, "int8-all": 0.93, "int8-hybrid": 0.93, "fast": 0.93}
 
 
 def load(mode: str) -> MAGNeT:
@@ -126,6 +127,22 @@ def test_int8_quantizes_the_feed_forward_and_keeps_float_attention():
     assert lm32.dtype == torch.float32
 
 
+def test_int8_hybrid_uses_int8_attention_for_codebook_0_only():
+    """Stages 1-3 of 'int8-hybrid' are exactly the 'int8' mode (same int8 feed-forward kernels,
+    float attention); stage 0 runs the attention projections in int8 too."""
+    exact, _, cond = cfg_condition("music10")
+    int8 = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", quantize="int8", dtype="float32")
+    hybrid = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", quantize="int8-hybrid")
+    assert hybrid.lm.dtype == int8.lm.dtype and not hybrid.lm.transformer.layers[0].self_attn.in_proj_weight.is_meta
+    ref = reference("music10")
+    with torch.inference_mode():
+        for stage in range(4):
+            codes = ref[f"input_stage{stage}"].long()
+            a, b = int8.lm.stage_logits(codes, cond, stage), hybrid.lm.stage_logits(codes, cond, stage)
+            assert torch.equal(a, b) == (stage > 0), stage
+    assert "int8 for codebook 0" in hybrid.mode
+
+
 def test_int8_all_releases_the_float_matrices():
     model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", quantize="int8-all")
     lm = model.lm
@@ -184,7 +201,7 @@ def fake_cpu(**kw):
 
 
 @pytest.mark.parametrize("cpu, dtype, quantize", [
-    (fake_cpu(), torch.float32, "int8"),
+    (fake_cpu(), torch.float32, "int8-hybrid"),
     (fake_cpu(capability="AVX512", bf16_native=True, vnni=True), torch.bfloat16, "int8"),
     (fake_cpu(int8=False), torch.float32, None),
     (fake_cpu(arch="arm64", capability="DEFAULT", bf16_native=True, int8=False, how="measured"), torch.bfloat16, None),
@@ -223,7 +240,8 @@ def test_bf16_is_refused_on_a_cpu_without_it_and_loads_where_native(monkeypatch)
     assert str(err.value) == (
         "dtype=torch.bfloat16 on CPU is a trap: this CPU has no native bf16 (x86_64 AVX2, no native bf16, int8 "
         "without VNNI): bfloat16 matrix products run 10-100x slower than float32 here: use fast=True (here: int8 "
-        "feed-forward + float32 attention (x86_64 AVX2, no native bf16, int8 without VNNI)) or the default float32")
+        "feed-forward + float32 attention (int8 for codebook 0) (x86_64 AVX2, no native bf16, int8 without VNNI)) or "
+        "the default float32")
     native = fake_cpu(capability="AVX512", bf16_native=True, vnni=True)
     monkeypatch.setattr(hardware, "cpu_info", lambda: native)
     monkeypatch.setattr("openmagnet.api.cpu_info", lambda: native)
@@ -232,7 +250,7 @@ def test_bf16_is_refused_on_a_cpu_without_it_and_loads_where_native(monkeypatch)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(quantize="int4"), "quantize must be one of int8, int8-all (or None), got 'int4'"),
+    (dict(quantize="int4"), "quantize must be one of int8, int8-hybrid, int8-all (or None), got 'int4'"),
     (dict(quantize="int8-all", dtype="bfloat16"), "quantize='int8-all' leaves no matrix in dtype='bfloat16': drop "
                                                   "dtype, or use quantize='int8' to keep the attention projections "
                                                   "in that dtype"),

@@ -66,7 +66,8 @@ def fast_mode(device: tp.Union[str, torch.device]) -> FastMode:
 
       CPU, native bf16 and int8 (Zen 4, Sapphire Rapids): int8 feed-forward + bf16 attention
       CPU, int8 only (AVX2 x86: most laptops, desktops, older servers): int8 feed-forward + float32
-          attention, the int8 weights scaled to the kernel's 16-bit pairs where it lacks VNNI
+          attention, int8 attention too while decoding codebook 0 ('int8-hybrid'), the int8
+          weights scaled to the kernel's 16-bit pairs where it lacks VNNI
       CPU, native bf16 but no int8 kernels: bf16 matrices
       CPU, neither: float32 with banded attention (exact maths)
       CUDA: bf16 on compute capability >= 8, else fp16; MPS: float32 (nothing faster measured)."""
@@ -78,8 +79,10 @@ def fast_mode(device: tp.Union[str, torch.device]) -> FastMode:
     if device.type != "cpu":
         return FastMode(torch.float32, None, None, f"{device.type}: no faster mode measured")
     cpu = cpu_info()
+    if cpu.int8 and cpu.bf16_native:
+        return FastMode(torch.bfloat16, "int8", True, cpu.describe())
     if cpu.int8:
-        return FastMode(torch.bfloat16 if cpu.bf16_native else torch.float32, "int8", True, cpu.describe())
+        return FastMode(torch.float32, "int8-hybrid", True, cpu.describe())
     if cpu.bf16_native:
         return FastMode(torch.bfloat16, None, True, cpu.describe())
     return FastMode(torch.float32, None, True, cpu.describe())
@@ -90,6 +93,8 @@ def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str]) -
     name = str(dtype or torch.float32).replace("torch.", "")
     if quantize == "int8":
         return f"int8 feed-forward + {name} attention"
+    if quantize == "int8-hybrid":
+        return f"int8 feed-forward + {name} attention (int8 for codebook 0)"
     if quantize == "int8-all":
         return "int8 (every matrix)"
     return name
@@ -274,7 +279,7 @@ class MAGNeT:
                              f"quantize='int8' to keep the attention projections in that dtype")
         if dtype is not None:
             dtype = _parse_dtype(dtype)
-        elif quantize == "int8":  # the attention projections: bf16 where the CPU runs it natively
+        elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
             dtype = torch.bfloat16 if bf16_native(device) else torch.float32
         else:
             dtype = torch.float32 if quantize is not None else default_dtype(device)

@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
                         "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")
-    g.add_argument("--quantize", default=None, choices=["int8", "int8-all"],
-                   help="int8 LM matrices on CPU (int8: feed-forward only; int8-all: every matrix): "
+    g.add_argument("--quantize", default=None, choices=["int8", "int8-hybrid", "int8-all"],
+                   help="int8 LM matrices on CPU (int8: feed-forward only; int8-hybrid: and the attention for "
+                        "codebook 0; int8-all: every matrix): "
                         "the fastest CPU modes, approximate (see README, Speed)")
     g.add_argument("--steps", type=int, nargs=4, default=None, metavar="N",
                    help="decoding steps per codebook (default 20 10 10 10 per 10 s)")

@@ -183,6 +183,7 @@ class MagnetLM(nn.Module):
         # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
         self.banded_attention = False
         self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
+        self.stage_now = -1  # the codebook stage being computed (read by stage-dependent kernels)
 
     @staticmethod
     def weight_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
@@ -221,6 +222,7 @@ class MagnetLM(nn.Module):
             x = x + self.emb[k](codes[:, k])
         x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
         context = self.cfg.subcodes_context if stage > 0 and self.cfg.subcodes_context >= 0 else None
+        self.stage_now = stage
         for layer, kv in zip(self.transformer.layers, cross_kv, strict=True):
             x = layer(x, kv, context, self.banded_attention)
         return self.out_norm(x)
