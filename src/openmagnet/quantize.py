@@ -17,7 +17,9 @@ eager int8 path measured half as fast here). Embeddings, norms, attention itself
 and the guidance stay float32, as does the residual stream.
 
 On this project's 2-core Zen 4 machine a 1000 x 1024 x 4096 product runs at about 740 GFLOP/s in
-int8 against about 360 in bf16 and 155 in fp32 (bench/fast_modes.py measures the whole model).
+int8 against about 360 in bf16 and 155 in fp32; on a 2-core AVX2 EPYC without VNNI, 275-310 in int8
+against 137 in fp32 and 1-35 in bf16 (bench/fast_modes.py measures the whole model). torch._int_mm,
+the maintained int8 product, ran at 1.2 GOP/s on CPU there: these kernels stay until it catches up.
 The float matrices are released after packing, so the model holds about a quarter of the fp32
 memory. It is an inference-only transform: a quantized LM cannot be trained or saved.
 """
