@@ -95,4 +95,6 @@ def test_cli_int8_mode(tmp_path, capsys):
 def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
                             "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)
-    assert code == 2 and err.startswith("openmagnet: error: float16 matrix products are about 100x slower")
+    assert code == 2 and err.startswith("openmagnet: error: dtype=torch.float16 on CPU is a trap: float16 matrix "
+                                        "products run at about 1 GFLOP/s on CPU")
+    assert len(err.strip().splitlines()) == 1
