@@ -99,9 +99,9 @@ def main():
         return
     peer = Path(a.peer).resolve()
     results = json.loads(Path(a.results).read_text()) if Path(a.results).exists() else {}
-    from openmagnet.hardware import cpu_info
+    from openmagnet.hardware import cpu_info, cpu_name
 
-    results["machine"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
+    results["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
                           "python": platform.python_version(), "capability": cpu_info().describe()}
     for case in a.cases:
         ref = ensure_checkpoint(peer, case)
@@ -120,16 +120,6 @@ def main():
             Path(a.results).parent.mkdir(parents=True, exist_ok=True)
             Path(a.results).write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def print_table(results: dict):

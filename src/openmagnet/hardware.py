@@ -18,6 +18,7 @@ Everything is computed once per process. On CUDA, bf16 is native from compute ca
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -102,6 +103,17 @@ def int8_engines() -> tp.List[str]:
     return [name for name in ("x86", "fbgemm", "onednn", "qnnpack") if name in engines]
 
 
+@contextlib.contextmanager
+def quantized_engine(name: str):
+    """Run the block with PyTorch's quantized engine set to `name`, then restore the previous one."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
 @functools.lru_cache(maxsize=1)
 def int8_saturates() -> bool:
     """Does the int8 kernel lose products to 16-bit saturation (x86 without VNNI)? Runs the kernel
@@ -113,17 +125,12 @@ def int8_saturates() -> bool:
     features = 64
     weight = torch.ones(4, features)
     x = torch.ones(2, features)
-    previous = torch.backends.quantized.engine
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.backends.quantized.engine = engines[0]
-            scales = torch.full((4,), 1.0 / 127, dtype=torch.double)
-            qweight = torch.quantize_per_channel(weight, scales, torch.zeros(4, dtype=torch.long), 0, torch.qint8)
-            packed = torch.ops.quantized.linear_prepack(qweight, None)
-            y = torch.ops.quantized.linear_dynamic(x, packed, False)
-    finally:
-        torch.backends.quantized.engine = previous
+    with warnings.catch_warnings(), quantized_engine(engines[0]):
+        warnings.simplefilter("ignore")
+        scales = torch.full((4,), 1.0 / 127, dtype=torch.double)
+        qweight = torch.quantize_per_channel(weight, scales, torch.zeros(4, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(qweight, None)
+        y = torch.ops.quantized.linear_dynamic(x, packed, False)
     return not torch.allclose(y, torch.full_like(y, float(features)), rtol=1e-3)
 
 
@@ -187,7 +194,7 @@ def slow_dtype_reason(device: torch.device, dtype: torch.dtype) -> tp.Optional[s
 
 def describe_machine() -> str:
     """For logs and bug reports: torch, the CPU and the accelerators."""
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", f"CPU: {_cpu_name()}: {cpu_info().describe()}"]
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", f"CPU: {cpu_name()}: {cpu_info().describe()}"]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(i)
@@ -198,7 +205,8 @@ def describe_machine() -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name ('AMD EPYC'), for tables and logs."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -25,14 +25,13 @@ memory. It is an inference-only transform: a quantized LM cannot be trained or s
 """
 from __future__ import annotations
 
-import contextlib
 import typing as tp
 import warnings
 
 import torch
 import torch.nn as nn
 
-from .hardware import int8_engines, int8_saturates
+from .hardware import int8_engines, int8_saturates, quantized_engine
 
 if tp.TYPE_CHECKING:  # pragma: no cover
     from .lm import MagnetLM
@@ -64,16 +63,6 @@ def _has_op(name: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _engine(name: str):
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
 def weight_scales(weight: torch.Tensor, saturating: bool) -> torch.Tensor:
     """One scale per output channel for symmetric int8 weights [N, K].
 
@@ -102,7 +91,7 @@ class Int8Linear:
         self.out_features, self.in_features = weight.shape
         scales = weight_scales(weight, saturating)
         zero_points = torch.zeros(self.out_features, dtype=torch.long)
-        with warnings.catch_warnings(), _engine(engine):
+        with warnings.catch_warnings(), quantized_engine(engine):
             warnings.simplefilter("ignore")  # quantized tensor creation is flagged as deprecated
             qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, None)

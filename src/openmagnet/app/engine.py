@@ -254,7 +254,7 @@ class Engine:
         if self._model is None:
             return f"No model loaded yet. {device_summary()}"
         m = self._model
-        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}{', fast mode' if self._model_key[2:] == (True,) else ''}) · "
+        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}{', fast mode' if self._model_key[2] else ''}) · "
                 f"{m.sample_rate // 1000} kHz, {m.max_duration:g} s clips · {device_summary()}")
 
     # ------------------------------------------------------------------ interrupt
