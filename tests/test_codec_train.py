@@ -1,4 +1,4 @@
-"""Codec training (openmagnet.codec.train): the VQ training rules on toy data, the straight-through
+"""Codec training (openmagnet.train.codec.trainer): the VQ training rules on toy data, the straight-through
 gradient, overfitting one clip, exact resume, export -> strict load, and the evaluation metrics."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from openmagnet.codec.losses import MultiScaleMelLoss, lowpass, mel_filterbank, mu_law, si_sdr
+from openmagnet.train.codec.losses import MultiScaleMelLoss, lowpass, mel_filterbank, mu_law, si_sdr
 from openmagnet.codec.rvq import EuclideanCodebook
-from openmagnet.codec.quantizer_train import TrainableEncodec, ema_update, init_codebook, replace_dead_codes
-from openmagnet.codec.train import codec_config, export_codec, read_run, train_codec
+from openmagnet.train.codec.quantizer import TrainableEncodec, ema_update, init_codebook, replace_dead_codes
+from openmagnet.train.codec.trainer import codec_config, export_codec, read_run, train_codec
 
 SR = 16000
 
@@ -145,7 +145,7 @@ def test_eval_mode_forward_is_inference():
 
 
 def test_loss_falls_when_overfitting_one_clip():
-    from openmagnet.codec.losses import MultiScaleMelLoss
+    from openmagnet.train.codec.losses import MultiScaleMelLoss
 
     torch.manual_seed(0)
     model = TrainableEncodec(tiny_cfg(lstm=0)).train()
@@ -216,7 +216,7 @@ def test_export_loads_strictly_and_codes_identically(manifest, tmp_path):
 
 
 def test_evaluate_codec_reports_metrics_and_baselines(manifest, tmp_path):
-    from openmagnet.codec.evaluate import evaluate_codec
+    from openmagnet.train.codec.evaluate import evaluate_codec
 
     model = TrainableEncodec(tiny_cfg())
     model.train()(clip(), torch.Generator().manual_seed(0))
@@ -264,7 +264,7 @@ def test_mel_filterbank_and_distance():
 # Command line and import cost
 # ------------------------------------------------------------------------------------------------
 def test_codec_commands(manifest, tmp_path, capsys):
-    from openmagnet.codec.command import add_codec_parser
+    from openmagnet.train.codec.command import add_codec_parser
 
     parser = argparse.ArgumentParser(prog="openmagnet")
     add_codec_parser(parser.add_subparsers(dest="command"))
@@ -285,15 +285,15 @@ def test_codec_commands(manifest, tmp_path, capsys):
 
 
 def test_codec_package_import_does_not_load_training():
-    code = ("import sys, openmagnet, openmagnet.codec, openmagnet.codec.command; "
-            "print([m for m in ('openmagnet.codec.train', 'openmagnet.codec.losses', 'tqdm.auto', 'yaml', "
+    code = ("import sys, openmagnet, openmagnet.codec, openmagnet.train.codec.command; "
+            "print([m for m in ('openmagnet.train.codec.trainer', 'openmagnet.train.codec.losses', 'tqdm.auto', 'yaml', "
             "'soundfile') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_pooled_kmeans_init_fills_every_codebook():
-    from openmagnet.codec.quantizer_train import init_quantizer
+    from openmagnet.train.codec.quantizer import init_quantizer
 
     model = TrainableEncodec(tiny_cfg(lstm=0))
     z = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))

@@ -220,14 +220,20 @@ def _print_progress(step: int, total: int) -> None:
 class MAGNeT:
     """A MAGNeT LM, its text encoder and its codec. Build it with `MAGNeT.get_pretrained`."""
 
-    def __init__(self, name: str, lm: MagnetLM, text: TextConfig, compression_model: tp.Any):
+    def __init__(self, name: str, lm: MagnetLM, text: TextConfig, compression_model: tp.Any,
+                 conditioner: tp.Any = None):
+        """`conditioner`: a text conditioner already loaded (`conditioners.make_conditioner`, e.g. a
+        training run's), whose projection must be `lm`'s; by default it is loaded on first use."""
+        if conditioner is not None and conditioner.projection is not lm.condition_provider.output_proj:
+            raise ValueError("the conditioner projects with another LM's output_proj: give it this LM's "
+                             "(conditioner.with_projection(lm.condition_provider.output_proj))")
         self.name = name
         self.lm = lm
         self.text_config = text
         self.compression_model = compression_model
         self.max_duration: float = lm.cfg.segment_duration
         self.duration: float = self.max_duration
-        self._conditioner = None
+        self._conditioner = conditioner
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
 

@@ -12,10 +12,11 @@ audio, and for the sound models temperature 3.5, top-p 0.8, max CFG 20.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import typing as tp
 from pathlib import Path
+
+from .files import slug
 
 RELEASED_DEFAULT = "facebook/magnet-small-10secs"
 # the bundled demo model (offline, shipped in the package) when this copy has it, else the released small model
@@ -30,11 +31,6 @@ def recommended_params(model, args: argparse.Namespace) -> dict:
     return demo_params(model, greedy=args.greedy, top_k=args.top_k, top_p=args.top_p,
                        temperature=args.temperature, max_cfg=args.max_cfg, min_cfg=args.min_cfg,
                        steps=args.steps, span_arrangement=args.span_arrangement)
-
-
-def slug(text: tp.Optional[str], index: int) -> str:
-    words = re.sub(r"[^a-z0-9]+", "_", (text or "unconditional").lower()).strip("_")[:48]
-    return f"{index:02d}_{words or 'prompt'}"
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -215,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.command import add_eval_parser  # argparse only
 
     add_eval_parser(sub)
-    from .codec.command import add_codec_parser  # argparse only
+    from .train.codec.command import add_codec_parser  # argparse only
 
     add_codec_parser(sub)
     return parser

@@ -14,6 +14,7 @@ on the batch composition (pitfall 7): reproducing the joint padding is what make
 """
 from __future__ import annotations
 
+import copy
 import typing as tp
 
 import torch
@@ -136,6 +137,13 @@ class TextConditioner:
         weight = self.projection.weight
         embeds = self.projection(hidden.to(device=weight.device, dtype=weight.dtype))
         return embeds * mask.to(weight.device).unsqueeze(-1), mask
+
+    def with_projection(self, projection: nn.Linear) -> "TextConditioner":
+        """This conditioner (same tokenizer and frozen encoder, shared) projecting with `projection`:
+        e.g. a training run's EMA weights, without loading the text encoder again."""
+        other = copy.copy(self)
+        other.projection = projection
+        return other
 
     def cfg_condition(self, descriptions: Descriptions) -> torch.Tensor:
         """Condition for guided generation: [2B, S, D], the B conditional rows then B null rows."""

@@ -1,11 +1,13 @@
 """Writing files so that nothing is ever half-written: everything openmagnet saves (audio, manifests,
 checkpoints, exports, adapters, token caches) goes through a complete temporary file in the same
-folder, flushed to disk, then renamed over the target in one step (`os.replace`).
+folder, flushed to disk, then renamed over the target in one step (`os.replace`). Also the names
+of generated files (`slug`), shared by the command line and the app.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 import typing as tp
 from pathlib import Path
@@ -21,6 +23,13 @@ def _default_mode() -> int:
 
 
 FILE_MODE = _default_mode()  # some writers (safetensors) create private 0600 files
+
+
+def slug(text: tp.Optional[str], index: int) -> str:
+    """A file stem for the `index`-th generated clip of prompt `text`: `03_happy_rock`, lowercase
+    ASCII letters, digits and underscores only (at most 48 of them from the prompt)."""
+    words = re.sub(r"[^a-z0-9]+", "_", (text or "unconditional").lower()).strip("_")[:48]
+    return f"{index:02d}_{words or 'prompt'}"
 
 
 def temp_beside(path: PathLike) -> Path:

@@ -192,6 +192,11 @@ def slow_dtype_reason(device: torch.device, dtype: torch.dtype) -> tp.Optional[s
     return None
 
 
+def mps_available() -> bool:
+    """Whether this torch build has the Apple GPU backend and the machine has the GPU."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def describe_machine() -> str:
     """For logs and bug reports: torch, the CPU and the accelerators."""
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", f"CPU: {cpu_name()}: {cpu_info().describe()}"]
@@ -200,7 +205,7 @@ def describe_machine() -> str:
             major, minor = torch.cuda.get_device_capability(i)
             lines.append(f"cuda:{i}: {torch.cuda.get_device_name(i)}, compute capability {major}.{minor}, "
                          f"{'native' if cuda_bf16_native(i) else 'no native'} bf16")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         lines.append(f"mps: macOS {platform.mac_ver()[0]}")
     return "\n".join(lines)
 

@@ -185,6 +185,15 @@ class MagnetLM(nn.Module):
         self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
         self.stage_now = -1  # the codebook stage being computed (read by stage-dependent kernels)
 
+    @classmethod
+    def empty(cls, cfg: LMConfig, device: tp.Union[str, torch.device] = "meta") -> "MagnetLM":
+        """The architecture without weights: on the meta device (its key layout, or a model for
+        `load_state_dict(..., assign=True)`), or uninitialised memory on `device` for weights loaded
+        right after."""
+        with torch.device("meta"):
+            lm = cls(cfg)
+        return lm if torch.device(device).type == "meta" else lm.to_empty(device=device)
+
     @staticmethod
     def weight_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
         """The dtype a checkpoint tensor takes when the model is loaded for `dtype`: the

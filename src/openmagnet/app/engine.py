@@ -281,7 +281,7 @@ class Engine:
 
     def _generate(self, req: Request, checked: Checked, progress) -> Outcome:
         from ..audio import audio_write, save_spectrogram
-        from ..cli import slug
+        from ..files import slug
 
         if self.threads:
             torch.set_num_threads(self.threads)

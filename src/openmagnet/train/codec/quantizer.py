@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import CodecConfig
-from .encodec import EncodecModel
-from .rvq import EuclideanCodebook, ResidualVectorQuantizer
+from ...codec.encodec import EncodecModel
+from ...codec.rvq import EuclideanCodebook, ResidualVectorQuantizer
+from ...config import CodecConfig
 
 # ------------------------------------------------------------------------------------------------
 # Residual VQ in training: k-means init, EMA codebooks, dead-code replacement, straight-through

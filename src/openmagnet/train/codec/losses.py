@@ -1,4 +1,4 @@
-"""Losses and metrics for training and judging EnCodec codecs (used by `codec/train.py` only).
+"""Losses and metrics for training and judging EnCodec codecs (used by `train/codec/trainer.py` only).
 
 Mirrors audiocraft `losses/specloss.py` (`MultiScaleMelSpectrogramLoss`), `adversarial/discriminators/msstftd.py`
 (`MultiScaleSTFTDiscriminator`), `adversarial/losses.py` (hinge and feature-matching losses) and

@@ -1,5 +1,5 @@
 """Command-line parsers of `openmagnet codec train | export | eval` (argparse only: importing this module
-costs nothing; codec/train.py and codec/evaluate.py are imported when a command runs)."""
+costs nothing; train/codec/trainer.py and train/codec/evaluate.py are imported when a command runs)."""
 from __future__ import annotations
 
 import argparse
@@ -65,7 +65,7 @@ def _add_train(codec_sub: tp.Any) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .train import codec_config, train_codec
+    from .trainer import codec_config, train_codec
 
     if args.threads:
         import torch
@@ -85,7 +85,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from .train import export_codec
+    from .trainer import export_codec
 
     print(export_codec(args.run, args.out))
     return 0

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import CodecConfig
-from ..train import runs
-from ..train.runs import METRICS_FILE, RUN_FILE, latest_checkpoint, step_seed, truncate_metrics
-from ..train.runs import save_checkpoint as save_rotating
-from .quantizer_train import TrainableEncodec, batch_usage, init_quantizer
+from ...config import CodecConfig
+from .. import runs
+from ..runs import METRICS_FILE, RUN_FILE, latest_checkpoint, step_seed, truncate_metrics
+from ..runs import save_checkpoint as save_rotating
+from .quantizer import TrainableEncodec, batch_usage, init_quantizer
 
 RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
 RATIOS = {32000: (8, 5, 4, 4), 16000: (8, 5, 4, 2)}  # 50 Hz frames, as the released music / sound codecs
@@ -129,8 +129,8 @@ def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) ->
     out_file may be a folder (the file is then named compression_state_dict.bin). Returns its path."""
     import yaml
 
-    from ..checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
-    from ..files import atomic_save
+    from ...checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
+    from ...files import atomic_save
 
     run = Path(run_dir)
     ckpt = run if run.is_file() else latest_checkpoint(run)
@@ -201,8 +201,8 @@ class CodecTrainer:
     def __init__(self, cfg: CodecConfig, tcfg: CodecTrainConfig, data: str, out: tp.Union[str, Path], *,
                  valid: tp.Optional[str] = None, resume: bool = False, device: tp.Optional[str] = None,
                  progress: bool = True):
-        from ..data.dataset import SegmentDataset
-        from ..data.manifest import read_manifest
+        from ...data.dataset import SegmentDataset
+        from ...data.manifest import read_manifest
         from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator
 
         self.cfg, self.tcfg, self.data, self.valid = cfg, tcfg, data, valid
@@ -235,7 +235,7 @@ class CodecTrainer:
     def kmeans_init(self) -> None:
         """k-means the codebooks of a fresh model on encoder latents of about kmeans_pool x bins vectors,
         drawn from the training data with their own seed (so step 1 still sees the data of step 1)."""
-        from ..data.dataset import make_loader
+        from ...data.dataset import make_loader
 
         t, cfg = self.tcfg, self.cfg
         per_batch = t.batch_size * -(-self.dataset.segment_length // cfg.hop_length)
@@ -251,8 +251,8 @@ class CodecTrainer:
 
     # ---------------------------------------------------------------------------- bookkeeping
     def _write_run_info(self) -> None:
-        from .. import __version__
-        from ..files import atomic_write_text
+        from ... import __version__
+        from ...files import atomic_write_text
 
         info = {"openmagnet_version": __version__, "created": _now(), "codec_config": dataclasses.asdict(self.cfg),
                 "train": dataclasses.asdict(self.tcfg), "data": self.data, "valid": self.valid}
@@ -325,7 +325,7 @@ class CodecTrainer:
         """Train to tcfg.steps; returns the last logged row."""
         from tqdm import tqdm
 
-        from ..data.dataset import SkipCounter, make_loader
+        from ...data.dataset import SkipCounter, make_loader
 
         t = self.tcfg
         loader = make_loader(self.dataset, t.batch_size, self.step, num_workers=t.num_workers)
