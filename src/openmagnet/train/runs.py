@@ -155,6 +155,17 @@ def read_run(run_dir: Path, what: str = "a training run folder", start: tp.Optio
     return json.loads(path.read_text())
 
 
+def check_resume_overrides(overrides: tp.Mapping[str, tp.Any], changeable: tp.Sequence[str],
+                           flag: str = "--resume") -> dict:
+    """On a resume the run's own config holds; only the `changeable` (bookkeeping) settings may change.
+    Returns the overrides, or raises ValueError naming the ones that may not change."""
+    fixed = sorted(set(overrides) - set(changeable))
+    if fixed:
+        raise ValueError(f"{flag} continues the run as it was configured; {', '.join(fixed)} cannot change "
+                         f"(only {', '.join(changeable)} can)")
+    return dict(overrides)
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 

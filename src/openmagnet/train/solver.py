@@ -32,7 +32,7 @@ from ..files import atomic_save, atomic_write_text
 from ..lm import MagnetLM
 from . import distributed as dist_utils
 from .runs import save_checkpoint as save_rotating
-from .runs import (BEST_FILE, CODEC_COPY, METRICS_FILE, RUN_FILE, Setup, load_codec, empty_lm,
+from .runs import (BEST_FILE, check_resume_overrides, CODEC_COPY, METRICS_FILE, RUN_FILE, Setup, load_codec, empty_lm,
                    build_setup, checkpoint_path, latest_checkpoint, read_run, step_seed,
                    truncate_metrics)
 from .masking import cosine_mask_rate, masked_inputs, span_mask
@@ -96,7 +96,7 @@ class Solver:
         self.device = dist_utils.resolve_device(device)
         if resume:
             info = read_run(self.out)
-            cfg = TrainConfig(**{**info["config"], **_resume_overrides(resume_overrides or {})})
+            cfg = TrainConfig(**{**info["config"], **check_resume_overrides(resume_overrides or {}, RESUME_CHANGEABLE)})
             data, valid = info["data"], info.get("valid")
             continue_from = None
             external_metadata = info.get("external_metadata")
@@ -581,11 +581,3 @@ def _tuples(value: tp.Any) -> tp.Any:
 RESUME_CHANGEABLE = ("max_steps", "log_every", "valid_every", "save_every", "keep_last", "generate_every",
                      "num_workers", "dist_timeout_minutes")
 
-
-def _resume_overrides(overrides: dict) -> dict:
-    """On --resume the run's own config holds; only bookkeeping settings may change."""
-    fixed = sorted(set(overrides) - set(RESUME_CHANGEABLE))
-    if fixed:
-        raise ValueError(f"--resume continues the run as it was configured; {', '.join(fixed)} cannot change "
-                         f"(only {', '.join(RESUME_CHANGEABLE)} can)")
-    return overrides

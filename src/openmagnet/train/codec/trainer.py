@@ -173,10 +173,7 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
     settings are kept (the arguments are ignored), only `steps` and RESUME_CHANGEABLE options may change."""
     if resume:
         info = read_run(out_dir)
-        fixed = sorted(set(options) - set(RESUME_CHANGEABLE))
-        if fixed:
-            raise ValueError(f"resume continues the run as it was configured; {', '.join(fixed)} cannot change "
-                             f"(only steps, {', '.join(RESUME_CHANGEABLE)} can)")
+        runs.check_resume_overrides(options, ("steps", *RESUME_CHANGEABLE), flag="resume")
         tcfg = CodecTrainConfig(**{**info["train"], "steps": steps, **options})
         trainer = CodecTrainer(_codec_cfg(info), tcfg, info["data"], out_dir, valid=info.get("valid"),
                                resume=True, device=device, progress=progress)
