@@ -233,8 +233,7 @@ def lm_from_package(pkg: dict, source: str, device: torch.device, dtype: torch.d
         text_cfg = text_config_from_xp(xp, text_dim=text_dim)
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    with torch.device("meta"):
-        lm = MagnetLM(lm_cfg)
+    lm = MagnetLM.empty(lm_cfg)
     load_strict(lm, state, source, device, lambda key: MagnetLM.weight_dtype(key, dtype))
     return lm.eval().requires_grad_(False), lm_cfg, text_cfg
 

@@ -279,8 +279,7 @@ def _check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
     if TEXT_PROJ_KEY not in state:
         raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
     text_dim = int(state[TEXT_PROJ_KEY].shape[1])
-    with torch.device("meta"):
-        model = MagnetLM(lm_config_from_xp(xp_cfg, text_dim=text_dim))
+    model = MagnetLM.empty(lm_config_from_xp(xp_cfg, text_dim=text_dim))
     text_config_from_xp(xp_cfg, text_dim=text_dim)  # the text section must parse too
     check_state_dict(model, state, "lm_state")
 

@@ -301,8 +301,7 @@ def merge_lora(model: MagnetLM) -> MagnetLM:
     has exactly the keys and shapes of `MagnetLM(model.cfg)` (audiocraft's layout) and no LoRA left."""
     _require_lora(model)
     model = _unload(model, merge=True)
-    with torch.device("meta"):
-        reference = MagnetLM(model.cfg).state_dict()
+    reference = MagnetLM.empty(model.cfg).state_dict()
     found = model.state_dict()
     if {k: v.shape for k, v in found.items()} != {k: v.shape for k, v in reference.items()}:
         raise RuntimeError(f"merge_lora left unexpected keys or shapes: {sorted(set(found) ^ set(reference))}")
