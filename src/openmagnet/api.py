@@ -22,7 +22,7 @@ from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package
 from .conditioners import check_descriptions
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
-from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, slow_dtype_reason
+from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
@@ -34,7 +34,7 @@ logger = logging.getLogger("openmagnet")
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -114,8 +114,7 @@ def check_device(device: tp.Union[str, torch.device, None],
         raise ValueError(f"CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build): {fix}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"there is no GPU {device} on this machine ({torch.cuda.device_count()} found): {fix}")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
+    if device.type == "mps" and not mps_available():
         raise ValueError(f"MPS (the Apple GPU) is not available on this machine: {fix}")
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {str(device)!r} is not supported: {fix}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
+from ..hardware import mps_available
 
 RELEASED_MODELS = (
     "facebook/magnet-small-10secs",
@@ -174,7 +175,7 @@ def precision(lm) -> str:
 def device_summary() -> str:
     """What accelerators this server has, for the page."""
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no"
-    mps = "yes" if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else "no"
+    mps = "yes" if mps_available() else "no"
     return f"torch {torch.__version__} · CUDA: {cuda} · MPS: {mps} · CPU threads: {torch.get_num_threads()}"
 
 
