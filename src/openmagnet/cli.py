@@ -19,9 +19,16 @@ from pathlib import Path
 from .files import slug
 
 RELEASED_DEFAULT = "facebook/magnet-small-10secs"
-# the bundled demo model (offline, shipped in the package) when this copy has it, else the released small model
-BUNDLED_DEMO = Path(__file__).resolve().parent / "assets" / "demo" / "model.safetensors"
-DEFAULT_MODEL = "openmagnet/demo" if BUNDLED_DEMO.is_file() else RELEASED_DEFAULT
+DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
+
+
+def default_model() -> str:
+    """The model used without --model: the bundled demo model (offline, shipped in the package) when
+    this copy has it, else the released small model (the app's first choice too)."""
+    from .checkpoint import BUNDLED_MODELS, bundled_model_dir  # checkpoint loads torch: the CLI starts without it
+
+    bundled = [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
+    return bundled[0] if bundled else RELEASED_DEFAULT
 
 
 def recommended_params(model, args: argparse.Namespace) -> dict:
@@ -48,7 +55,8 @@ def _generate(args: argparse.Namespace) -> int:
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
-    model = MAGNeT.get_pretrained(args.model, device=device, dtype=args.dtype, quantize=args.quantize, fast=args.fast)
+    model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
+                                  quantize=args.quantize, fast=args.fast)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
     model.set_generation_params(**recommended_params(model, args))
@@ -159,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate audio from text prompts",
                        description="Generate one clip per text prompt (or continue --prompt-audio).")
     g.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL}; "
+    g.add_argument("--model", default=None,
+                   help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL_HELP}; "
                         "downloads on first use)")
     g.add_argument("--out", default="out", help="output directory (default ./out)")
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
@@ -198,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     a.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
-    a.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model selected when the page opens (default {DEFAULT_MODEL})")
+    a.add_argument("--model", default=None,
+                   help=f"model selected when the page opens (default {DEFAULT_MODEL_HELP})")
     a.add_argument("--out", default=None, help="folder for the generated files (default: a new temporary folder)")
     a.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a.set_defaults(func=_app)
