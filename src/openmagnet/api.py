@@ -190,25 +190,20 @@ def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
     return logits_fn
 
 
-def demo_defaults(sample_rate: int, max_duration: float) -> dict:
-    """What the audiocraft demos recommend (it differs from the API defaults), as set_generation_params()
-    keywords: span arrangement 'stride1', 20 first-codebook steps per 10 s of audio, and for the 16 kHz
-    sound models temperature 3.5, top-p 0.8, max CFG 20."""
+def recommended_params(sample_rate: int, max_duration: float, **given: tp.Any) -> dict:
+    """set_generation_params() keywords for a model of `sample_rate` Hz that makes `max_duration` s:
+    what the audiocraft demos recommend (it differs from the API defaults): span arrangement 'stride1',
+    20 first-codebook steps per 10 s of audio, and for the 16 kHz sound models temperature 3.5, top-p 0.8,
+    max CFG 20. Each of `given` (set_generation_params() keywords) that is not None replaces its
+    recommendation."""
     sound = sample_rate == 16000
-    return dict(use_sampling=True, top_k=0, top_p=0.8 if sound else 0.9, temperature=3.5 if sound else 3.0,
-                max_cfg_coef=20.0 if sound else 10.0, min_cfg_coef=1.0,
-                decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1")
-
-
-def demo_params(model: "MAGNeT", greedy: bool = False, top_k: tp.Optional[int] = None,
-                top_p: tp.Optional[float] = None, temperature: tp.Optional[float] = None,
-                max_cfg: tp.Optional[float] = None, min_cfg: tp.Optional[float] = None,
-                steps: tp.Optional[tp.Sequence[int]] = None, span_arrangement: tp.Optional[str] = None) -> dict:
-    """set_generation_params() keywords: the values given, else demo_defaults() for this model."""
-    given = dict(top_k=top_k, top_p=top_p, temperature=temperature, max_cfg_coef=max_cfg, min_cfg_coef=min_cfg,
-                 decoding_steps=None if steps is None else list(steps), span_arrangement=span_arrangement)
-    params = demo_defaults(model.sample_rate, model.max_duration)
-    params.update({k: v for k, v in given.items() if v is not None}, use_sampling=not greedy)
+    params = dict(use_sampling=True, top_k=0, top_p=0.8 if sound else 0.9, temperature=3.5 if sound else 3.0,
+                  max_cfg_coef=20.0 if sound else 10.0, min_cfg_coef=1.0,
+                  decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1")
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise TypeError(f"recommended_params() takes set_generation_params() keywords {sorted(params)}, got {unknown}")
+    params.update({key: value for key, value in given.items() if value is not None})
     return params
 
 

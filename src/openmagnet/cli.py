@@ -31,20 +31,11 @@ def default_model() -> str:
     return bundled[0] if bundled else RELEASED_DEFAULT
 
 
-def recommended_params(model, args: argparse.Namespace) -> dict:
-    """Generation settings: the flags given, else the demos' recommendation for this model."""
-    from .api import demo_params
-
-    return demo_params(model, greedy=args.greedy, top_k=args.top_k, top_p=args.top_p,
-                       temperature=args.temperature, max_cfg=args.max_cfg, min_cfg=args.min_cfg,
-                       steps=args.steps, span_arrangement=args.span_arrangement)
-
-
 def _generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import MAGNeT, check_device
+    from .api import MAGNeT, check_device, recommended_params
     from .audio import audio_read, audio_write
 
     if args.threads:
@@ -59,7 +50,10 @@ def _generate(args: argparse.Namespace) -> int:
                                   quantize=args.quantize, fast=args.fast)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
-    model.set_generation_params(**recommended_params(model, args))
+    model.set_generation_params(**recommended_params(
+        model.sample_rate, model.max_duration, use_sampling=False if args.greedy else None, top_k=args.top_k,
+        top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
+        decoding_steps=args.steps, span_arrangement=args.span_arrangement))
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)

@@ -49,14 +49,12 @@ def model_choices() -> tp.List[str]:
     return bundled + list(RELEASED_MODELS)
 
 
-def defaults_for(name: str) -> dict:
-    """The demos' recommended settings (api.demo_defaults) for a model, guessed from its name before it
-    is loaded: the audio-magnet models are the 16 kHz sound ones, the *30secs models make 30 s."""
-    from ..api import demo_defaults
+def recommended_params_for_name(name: str) -> dict:
+    """api.recommended_params for a model guessed from its name before it is loaded: the audio-magnet
+    models are the 16 kHz sound ones, the *30secs models make 30 s."""
+    from ..api import recommended_params
 
-    d = demo_defaults(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
-    return dict(steps=tuple(d["decoding_steps"]), temperature=d["temperature"], top_p=d["top_p"],
-                max_cfg=d["max_cfg_coef"], min_cfg=d["min_cfg_coef"])
+    return recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ import typing as tp
 
 import gradio as gr
 
-from .engine import DEVICES, MAX_CLIPS, SPANS, AppError, Engine, Interrupted, Request, defaults_for, \
-    error_message, model_choices
+from .engine import DEVICES, MAX_CLIPS, SPANS, AppError, Engine, Interrupted, Request, error_message, \
+    model_choices, recommended_params_for_name
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
     if default_model and default_model not in choices:
         choices = [default_model] + choices
     default_model = default_model or choices[0]
-    d = defaults_for(default_model)
+    d = recommended_params_for_name(default_model)
 
     with gr.Blocks(title="openmagnet") as demo:
         gr.Markdown(INTRO)
@@ -52,13 +52,13 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 variations = gr.Number(1, label="Variations per prompt", precision=0, minimum=1, maximum=MAX_CLIPS)
                 seed = gr.Number(-1, label="Seed (-1: random)", precision=0)
             with gr.Row():
-                steps = [gr.Number(d["steps"][k], label=f"Steps, codebook {k + 1}", precision=0, minimum=1)
+                steps = [gr.Number(d["decoding_steps"][k], label=f"Steps, codebook {k + 1}", precision=0, minimum=1)
                          for k in range(4)]
             with gr.Row():
                 temperature = gr.Number(d["temperature"], label="Temperature")
                 top_p = gr.Number(d["top_p"], label="Top-p")
-                max_cfg = gr.Number(d["max_cfg"], label="Max CFG")
-                min_cfg = gr.Number(d["min_cfg"], label="Min CFG")
+                max_cfg = gr.Number(d["max_cfg_coef"], label="Max CFG")
+                min_cfg = gr.Number(d["min_cfg_coef"], label="Min CFG")
         with gr.Accordion("Continuation (optional)", open=False):
             prompt_audio = gr.Audio(sources=["upload"], type="filepath", label="Audio to continue")
             prompt_seconds = gr.Number(3.0, label="Seconds of it to keep (from the start)")
@@ -111,10 +111,10 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
             return _status("Nothing to interrupt", "no generation of yours is running.")
 
         def model_defaults(name):
-            v = defaults_for(name or "")
-            return [gr.update(value=x) for x in v["steps"]] + [
-                gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg"]),
-                gr.update(value=v["min_cfg"])]
+            v = recommended_params_for_name(name or "")
+            return [gr.update(value=x) for x in v["decoding_steps"]] + [
+                gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg_coef"]),
+                gr.update(value=v["min_cfg_coef"])]
 
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
                   prompt_audio, prompt_seconds]
