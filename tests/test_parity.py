@@ -5,7 +5,7 @@ with the transformers-codec pointer, and 10-s text-to-sound (t5-large, 16 kHz co
 import pytest
 import torch
 
-from conftest import FIXTURE_NAMES, assert_same_tokens, cfg_condition, load_fixture_model, meta, reference
+from tests.conftest import FIXTURE_NAMES, assert_same_tokens, cfg_condition, load_fixture_model, meta, reference
 
 ATOL = 1e-4
 

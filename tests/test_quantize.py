@@ -1,15 +1,12 @@
-"""The fast modes against exact fp32: banded attention (same maths), bf16 and int8 matrices
+"""The fast modes (openmagnet/quantize.py) against exact fp32: banded attention (same maths), bf16 and int8 matrices
 (approximate). Each must stay finite under extreme settings and agree with fp32 on the fixtures.
 The measured figures on the official small architecture are in bench/results/."""
 import pytest
 import torch
 
-from conftest import FIXTURES, cfg_condition, reference
+from tests.conftest import FIXTURES, cfg_condition, reference
 from openmagnet import MAGNeT
 from openmagnet import hardware
-from openmagnet.api import fast_mode
-from openmagnet.attention import attention, attention_reference, banded_attention, restricted_attn_mask
-from openmagnet.attention import self_attention_window
 from openmagnet.quantize import cast_float_matrices
 
 # bf16 is refused on a CPU without native bf16 (a trap there); its numerics are tested everywhere
@@ -33,37 +30,6 @@ def load(mode: str) -> MAGNeT:
     if cast is not None:
         cast_float_matrices(model.lm, cast)
     return model
-
-
-@pytest.mark.parametrize("seq_len", [1, 7, 16, 17, 65, 100, 333])
-@pytest.mark.parametrize("context", [0, 5, 20])
-def test_banded_attention_is_the_restricted_attention(seq_len, context):
-    g = torch.Generator().manual_seed(seq_len)
-    q, k, v = (torch.randn(2, 3, seq_len, 8, generator=g) for _ in range(3))
-    mask = restricted_attn_mask(seq_len, context)
-    expected = attention_reference(q, k, v, mask)
-    for block in (1, 4, 16, 64):
-        assert (banded_attention(q, k, v, context, block) - expected).abs().max().item() < 1e-5
-
-
-def test_banded_attention_has_gradients_like_the_dense_form():
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 90, 8, generator=g, requires_grad=True) for _ in range(3))
-    banded_attention(q, k, v, 5).square().sum().backward()
-    grads = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    attention(q, k, v, restricted_attn_mask(90, 5)).square().sum().backward()
-    for fast, dense in zip(grads, (q.grad, k.grad, v.grad), strict=True):
-        assert (fast - dense).abs().max().item() < 1e-5
-
-
-def test_dense_window_is_bit_identical_to_the_mask():
-    """Without `banded`, the restricted attention is the reference's dense mask, bit for bit."""
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 4, 500, 16, generator=g) for _ in range(3))
-    assert torch.equal(self_attention_window(q, k, v, 5), attention(q, k, v, restricted_attn_mask(500, 5)))
-    assert torch.equal(self_attention_window(q, k, v, None), attention(q, k, v, None))
 
 
 def test_banded_attention_in_the_model_matches_exact_logits():
@@ -184,96 +150,3 @@ def test_int8_weights_fit_the_16_bit_pairs():
     if hardware.int8_saturates():  # the probe's claim, shown on real data: unfitted weights go wrong
         plain = Int8Linear(w, int8_engine(), saturating=False)(x)
         assert (plain - exact).abs().max().item() > 0.05 * exact.abs().max().item()
-
-
-def test_saturation_probe_agrees_with_the_cpu_flags():
-    flags = hardware._x86_flags()
-    if flags is None or not hardware.cpu_info().int8:
-        pytest.skip("no x86 CPU flags to compare with")
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
-    if not vnni:
-        assert hardware.int8_saturates()
-
-
-def fake_cpu(**kw):
-    base = dict(arch="x86_64", capability="AVX2", bf16_native=False, int8=True, vnni=False, how="cpuinfo")
-    return hardware.CPUInfo(**(base | kw))
-
-
-@pytest.mark.parametrize("cpu, dtype, quantize", [
-    (fake_cpu(), torch.float32, "int8-hybrid"),
-    (fake_cpu(capability="AVX512", bf16_native=True, vnni=True), torch.bfloat16, "int8"),
-    (fake_cpu(int8=False), torch.float32, None),
-    (fake_cpu(arch="arm64", capability="DEFAULT", bf16_native=True, int8=False, how="measured"), torch.bfloat16, None),
-])
-def test_fast_mode_follows_the_cpu(monkeypatch, cpu, dtype, quantize):
-    monkeypatch.setattr(hardware, "cpu_info", lambda: cpu)
-    monkeypatch.setattr("openmagnet.api.cpu_info", lambda: cpu)
-    mode = fast_mode("cpu")
-    assert (mode.dtype, mode.quantize, mode.banded_attention) == (dtype, quantize, True)
-    assert cpu.describe() in str(mode)
-
-
-def test_fast_mode_on_gpus(monkeypatch):
-    monkeypatch.setattr("openmagnet.api.cuda_bf16_native", lambda device: True)
-    assert fast_mode("cuda").dtype == torch.bfloat16
-    monkeypatch.setattr("openmagnet.api.cuda_bf16_native", lambda device: False)
-    assert fast_mode("cuda").dtype == torch.float16
-    assert fast_mode("mps").dtype == torch.float32
-
-
-def test_fast_loads_the_chosen_mode_and_says_so(caplog):
-    mode = fast_mode("cpu")
-    with caplog.at_level("INFO", logger="openmagnet"):
-        model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", fast=True)
-    assert (model.lm.dtype, model.lm.quantized, model.lm.banded_attention) == (mode.dtype, mode.quantize, True)
-    assert f"fast mode: {model.mode}" in caplog.text
-    assert model.mode.startswith(str(mode).split(" (")[0])
-
-
-def test_bf16_is_refused_on_a_cpu_without_it_and_loads_where_native(monkeypatch):
-    slow = fake_cpu()
-    monkeypatch.setattr(hardware, "cpu_info", lambda: slow)
-    monkeypatch.setattr("openmagnet.api.cpu_info", lambda: slow)
-    with pytest.raises(ValueError) as err:
-        MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", dtype=torch.bfloat16)
-    assert str(err.value) == (
-        "dtype=torch.bfloat16 on CPU is a trap: this CPU has no native bf16 (x86_64 AVX2, no native bf16, int8 "
-        "without VNNI): bfloat16 matrix products run 10-100x slower than float32 here: use fast=True (here: int8 "
-        "feed-forward + float32 attention (int8 for codebook 0) (x86_64 AVX2, no native bf16, int8 without VNNI)) or "
-        "the default float32")
-    native = fake_cpu(capability="AVX512", bf16_native=True, vnni=True)
-    monkeypatch.setattr(hardware, "cpu_info", lambda: native)
-    monkeypatch.setattr("openmagnet.api.cpu_info", lambda: native)
-    model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", dtype=torch.bfloat16)
-    assert model.lm.dtype == torch.bfloat16 and model.lm.banded_attention
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(quantize="int4"), "quantize must be one of int8, int8-hybrid, int8-all (or None), got 'int4'"),
-    (dict(quantize="int8-all", dtype="bfloat16"), "quantize='int8-all' leaves no matrix in dtype='bfloat16': drop "
-                                                  "dtype, or use quantize='int8' to keep the attention projections "
-                                                  "in that dtype"),
-    (dict(fast=True, dtype="float32"), "fast=True chooses dtype and quantize for this machine: drop dtype= and "
-                                       "quantize=, or drop fast=True"),
-    (dict(quantize="int8", device="cuda"), "quantize='int8' runs on CPU only, but device is cuda: use "
-                                           "dtype=torch.bfloat16 or torch.float16 on cuda, or device='cpu'"),
-])
-def test_fast_mode_errors(monkeypatch, kwargs, message):
-    monkeypatch.setattr("openmagnet.api.check_device", lambda device: torch.device(device))  # no GPU needed
-    kwargs.setdefault("device", "cpu")
-    with pytest.raises(ValueError) as err:
-        MAGNeT.get_pretrained(FIXTURES / "music10", **kwargs)
-    assert str(err.value) == message
-
-
-def test_float16_is_refused_on_cpu():
-    with pytest.raises(ValueError, match=r"^dtype=torch.float16 on CPU is a trap: float16 matrix products run at "
-                                         r"about 1 GFLOP/s on CPU \(.*\): use fast=True \(here: .*\) or the "
-                                         r"default float32$"):
-        MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", dtype="float16")
-
-
-def test_quantize_without_a_device_loads_on_cpu(monkeypatch):
-    monkeypatch.setattr("openmagnet.api.default_device", lambda: torch.device("cuda"))  # a GPU machine
-    assert MAGNeT.get_pretrained(FIXTURES / "music10", quantize="int8").device.type == "cpu"

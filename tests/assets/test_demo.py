@@ -25,9 +25,9 @@ def test_bundle_is_shipped_and_small():
 
 
 def test_cli_defaults_to_the_bundled_model():
-    from openmagnet.cli import DEFAULT_MODEL
+    from openmagnet.cli import default_model
 
-    assert DEFAULT_MODEL == DEMO
+    assert default_model() == DEMO
 
 
 def test_demo_model_generates_offline_and_reproducibly(model):

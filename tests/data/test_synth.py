@@ -1,4 +1,5 @@
-"""`openmagnet data synth`: the clip-spec sampler, captions, rendering, resume and the CLI (openmagnet/data/synth.py).
+"""`openmagnet data synth`: rendering, resume and the CLI (openmagnet/data/synth.py); the clip-spec sampler and
+captions are tested in tests/data/test_compose.py.
 
 Tests that render skip when pretty_midi, FluidSynth (pyfluidsynth or the fluidsynth program) or a General MIDI
 SoundFont is missing: `apt-get install fluidsynth fluid-soundfont-gm` and `pip install -e '.[synth]'`.
@@ -6,86 +7,18 @@ SoundFont is missing: `apt-get install fluidsynth fluid-soundfont-gm` and `pip i
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from openmagnet.cli import main
 from openmagnet.data import check_metadata, load_music_info, read_manifest
-from openmagnet.data.compose import FAMILIES, STYLES, TONICS, _TEMPO_WORDS, compose, sample_spec
-from openmagnet.data.synth import find_renderer, find_soundfont, render, synthesize_dataset
-
-
-def _synth_missing() -> str:
-    """Why rendering cannot run here, or '' when it can."""
-    try:
-        import pretty_midi  # noqa: F401
-
-        find_soundfont()
-        find_renderer()
-    except (ImportError, ValueError) as err:
-        return str(err)
-    return ''
-
-
-needs_synth = pytest.mark.skipif(bool(_synth_missing()), reason=f"no synth renderer: {_synth_missing()}")
-SHORT = (2.0, 2.0)  # seconds per clip in the rendering tests
-
-
-def _mentions_instrument(spec) -> bool:
-    return any(part.name in spec.description.lower() for part in spec.parts)
-
-
-def _mentions_key_or_tempo(spec) -> bool:
-    text, tonic = spec.description.lower(), TONICS[spec.tonic]
-    words = _TEMPO_WORDS[spec.tempo_feel]
-    return (f"{tonic} {spec.mode}" in text or f"{spec.mode} key" in text or f"{spec.bpm} bpm" in text
-            or any(w in text for w in words))
+from openmagnet.data.compose import FAMILIES, compose, sample_spec
+from openmagnet.data.synth import find_soundfont, render, synthesize_dataset
+from tests.data.conftest import SHORT, needs_synth
 
 
 # --------------------------------------------------------------------------- the sampler (no rendering)
-
-def test_spec_sampler_covers_families_modes_and_styles():
-    specs = [sample_spec(seed=0, index=i) for i in range(2000)]
-    assert {f for s in specs for f in s.families} == set(FAMILIES)
-    assert {s.mode for s in specs} == {'major', 'minor'}
-    assert {s.tonic for s in specs} == set(range(12))
-    assert {s.style for s in specs} == set(STYLES)
-    assert Counter(len(s.parts) for s in specs).keys() == {1, 2, 3, 4}
-    assert all(60 <= s.bpm <= 180 and 10 <= s.seconds <= 12 for s in specs)
-    assert {r for s in specs for p in s.parts for r in p.roles} == {'melody', 'chords', 'arpeggio', 'bass', 'drums'}
-    assert all(p.family != 'drums' or p.roles == ('drums',) for s in specs for p in s.parts)
-    assert len({s.description for s in specs}) > 1900  # varied captions
-
-
-def test_spec_is_deterministic_per_seed_and_index():
-    assert sample_spec(7, 3) == sample_spec(7, 3)
-    assert sample_spec(7, 3) != sample_spec(8, 3)
-    assert sample_spec(7, 3) != sample_spec(7, 4)
-    assert sample_spec(7, 3, stream='holdout') != sample_spec(7, 3)
-    with pytest.raises(ValueError, match="clip seconds"):
-        sample_spec(0, 0, (5.0, 2.0))
-
-
-def test_descriptions_name_a_real_instrument_and_the_key_or_tempo():
-    for i in range(500):
-        spec = sample_spec(1, i)
-        assert _mentions_instrument(spec), spec.description
-        assert _mentions_key_or_tempo(spec), spec.description
-
-
-def test_composed_midi_matches_the_spec():
-    pytest.importorskip('pretty_midi')
-    for i in range(20):
-        spec = sample_spec(2, i, SHORT)
-        midi = compose(spec)
-        assert [(inst.program, inst.is_drum) for inst in midi.instruments] == \
-               [(p.program, p.family == 'drums') for p in spec.parts]
-        assert all(inst.notes for inst in midi.instruments)
-        pairs = zip(midi.instruments, spec.parts, strict=True)
-        named = [inst for inst, part in pairs if part.name in spec.description.lower()]
-        assert named and named[0].notes  # the instrument the caption names is really playing
 
 
 def test_import_stays_light():

@@ -2,10 +2,8 @@
 synthetic signals, the MIREX key score, and ceiling > floor on a tiny rendered synth set.
 
 Skips without the `eval` extra (pip install -e '.[eval]'); the rendered-set test also needs the synth renderer
-(see tests/test_synth.py).
+(see tests/data/test_synth.py); that test is in tests/evaluation/test_command.py.
 """
-import argparse
-import json
 import subprocess
 import sys
 
@@ -18,8 +16,6 @@ pytest.importorskip("sklearn", reason="needs the eval extra: pip install -e '.[e
 from openmagnet.evaluation.adherence import (FamilyClassifier, clip_features, derangement, estimate_key,  # noqa: E402
                                              estimate_tempo, markdown_table, pitch_class, prompted_families,
                                              tempo_match, weighted_key_score)
-from openmagnet.evaluation.command import add_eval_parser  # noqa: E402
-from test_synth import needs_synth  # noqa: E402
 
 SR = 22050
 
@@ -120,21 +116,3 @@ def test_prompted_families_and_derangement():
     perm = derangement(10, seed=3)
     assert sorted(perm) == list(range(10)) and (perm != np.arange(10)).all()
     assert '| ceiling | 3 |' in markdown_table({'ceiling': {'clips': 3}})
-
-
-@needs_synth
-def test_ceiling_beats_floor_on_rendered_clips(tmp_path, capsys):
-    from openmagnet.data.synth import synthesize_dataset
-
-    synthesize_dataset(tmp_path, hours=0.001, seed=0, clip_seconds=(6.0, 6.0), holdout=8, progress=False)
-    parser = argparse.ArgumentParser()
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", "adherence", "--labels", str(tmp_path / 'holdout'), "--audio",
-                              str(tmp_path / 'holdout' / 'audio'), "--json", str(tmp_path / 'm.json'), "--quiet"])
-    assert args.func(args) == 0
-    table = capsys.readouterr().out
-    assert 'generated' in table and 'shuffled prompts (floor)' in table
-    rows = json.loads((tmp_path / 'm.json').read_text())
-    ceiling, floor = rows['real rendered clips (ceiling)'], rows['shuffled prompts (floor)']
-    assert ceiling['clips'] == floor['clips'] == 8 and rows['generated'] == ceiling
-    assert ceiling['tempo_acc2'] + ceiling['key_weighted'] > floor['tempo_acc2'] + floor['key_weighted'] + 0.5

@@ -1,4 +1,4 @@
-"""Run under torchrun by test_train.py: a few training steps on 2 CPU processes (gloo), then each
+"""Run under torchrun by tests/train/test_distributed.py: a few training steps on 2 CPU processes (gloo), then each
 rank saves its model weights so that the test can check they stayed identical, and the main one the
 EMA weights, before and after the run is resumed from its checkpoint."""
 import json

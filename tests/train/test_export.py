@@ -1,17 +1,16 @@
-"""Export of a trained model in audiocraft's layout (train/export.py) and codec resolution for
-training (checkpoint.resolve_codec): tiny random LMs with the fixtures' configurations."""
+"""Export of a trained model in audiocraft's layout (train/export.py): tiny random LMs with the fixtures'
+configurations. Codec resolution (checkpoint.resolve_codec) is tested in tests/test_checkpoint.py."""
 import os
-import shutil
 
 import pytest
 import torch
 import yaml
 
-from conftest import FIXTURES, HUB_ID
+from tests.conftest import FIXTURES
 from openmagnet import CheckpointError, MAGNeT
 from openmagnet.checkpoint import CODEC_FILE, LM_FILE, LM_SAFETENSORS_FILE, lm_from_package, load_package, \
     resolve_codec
-from openmagnet.codec import EncodecModel, HFEncodec
+from openmagnet.codec import HFEncodec
 from openmagnet.config import LMConfig, lm_config_from_xp, text_config_from_xp
 from openmagnet.lm import MagnetLM
 from openmagnet.train.export import build_xp_cfg, export_model
@@ -197,47 +196,6 @@ def test_export_refuses_a_state_that_does_not_match_the_config(tmp_path):
     with pytest.raises(ValueError, match=r"lm_state\['out_norm.weight'\] has values that are not finite in float16"):
         export_model(tmp_path / "out", state, xp, codec_pkg)
     assert not (tmp_path / "out").exists()
-
-
-# ------------------------------------------------------------------------------------------------ codec
-def assert_frozen(codec):
-    assert not codec.training
-    assert all(not p.requires_grad and p.dtype == torch.float32 for p in codec.parameters())
-
-
-@pytest.mark.parametrize("spec", [FIXTURES / "music10", FIXTURES / "music10" / CODEC_FILE,
-                                  str(FIXTURES / "music10"), HUB_ID])
-def test_resolve_codec_full_package(spec):
-    codec, pkg = resolve_codec(spec)
-    assert isinstance(codec, EncodecModel) and codec.sample_rate == 32000
-    assert_frozen(codec)
-    original = torch.load(FIXTURES / "music10" / CODEC_FILE, weights_only=True)
-    assert set(pkg) == set(original) and pkg["xp.cfg"] == original["xp.cfg"]
-    assert all(torch.equal(pkg["best_state"][k], v) for k, v in original["best_state"].items())
-
-
-def test_resolve_codec_pointer_file_and_hf_encodec_id():
-    codec, pkg = resolve_codec(FIXTURES / "music10_hf")
-    assert isinstance(codec, HFEncodec) and pkg["pretrained"] == "facebook/encodec_32khz"
-    codec, pkg = resolve_codec("facebook/encodec_32khz")
-    assert isinstance(codec, HFEncodec) and codec.num_codebooks == 4 and codec.frame_rate == 50
-    assert_frozen(codec)
-    assert pkg == {"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.3.0"}
-
-
-def test_resolve_codec_errors(tmp_path):
-    with pytest.raises(CheckpointError) as err:
-        resolve_codec("facebook/no-such-codec")
-    assert str(err.value) == (
-        "cannot find codec 'facebook/no-such-codec': it is not a local file or directory, and with offline mode "
-        "on (HF_HUB_OFFLINE) the hub cache holds neither its compression_state_dict.bin nor a Hugging Face "
-        "EnCodec of that name. Pass a directory holding compression_state_dict.bin, that file, a MAGNeT hub id "
-        "or an EnCodec hub id such as facebook/encodec_32khz")
-    with pytest.raises(CheckpointError, match=r"^\./no/such/dir: no such file or directory$"):
-        resolve_codec("./no/such/dir")
-    shutil.copy(FIXTURES / "music10" / LM_FILE, tmp_path / LM_FILE)
-    with pytest.raises(CheckpointError, match=f"has no {CODEC_FILE}"):
-        resolve_codec(tmp_path)
 
 
 def test_bundled_form_loads_and_missing_bundle_is_clear(tmp_path):
