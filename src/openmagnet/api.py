@@ -18,8 +18,9 @@ import typing as tp
 
 import torch
 
+from .audio import convert_audio
 from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package, load_package, resolve_file
-from .conditioners import check_descriptions
+from .conditioners import check_descriptions, make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens
 from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
@@ -313,8 +314,6 @@ class MAGNeT:
     def conditioner(self):
         """The T5 conditioner, loaded on first use (the only part that needs transformers)."""
         if self._conditioner is None:
-            from .conditioners import make_conditioner
-
             self._conditioner = make_conditioner(self.text_config.name, self.text_config.kind,
                                                  self.lm.condition_provider.output_proj, device=self.device)
         return self._conditioner
@@ -431,8 +430,6 @@ class MAGNeT:
 
     # -------------------------------------------------------------------------------- internals
     def _prepare_prompt(self, prompt: tp.Any, prompt_sample_rate: tp.Any) -> torch.Tensor:
-        from .audio import convert_audio
-
         if not isinstance(prompt, torch.Tensor):
             raise TypeError(f"prompt must be a torch.Tensor shaped [C, T] or [B, C, T], got {type(prompt).__name__}")
         if prompt.dim() == 2:

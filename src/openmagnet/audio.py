@@ -360,8 +360,6 @@ def save_spectrogram(wav: torch.Tensor, sample_rate: int, path: PathLike, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_file
-
     wav = wav.detach().float().cpu()
     mono = wav.reshape(-1, wav.shape[-1]).mean(0) if wav.dim() > 1 else wav
     n_fft, hop = 1024, 256

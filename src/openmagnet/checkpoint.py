@@ -21,7 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .codec.encodec import EncodecModel
+from .codec.hf import HFEncodec
 from .config import CodecConfig, codec_config_from_xp, lm_config_from_xp, text_config_from_xp
+from .lm import MagnetLM
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
@@ -219,8 +222,6 @@ def load_strict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source:
 # ------------------------------------------------------------------------------------------------
 def lm_from_package(pkg: dict, source: str, device: torch.device, dtype: torch.dtype):
     """(MagnetLM, LMConfig, TextConfig) from a loaded `state_dict.bin`."""
-    from .lm import MagnetLM
-
     state = _package_part(pkg, "best_state", source)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a raw solver checkpoint rather than an export
@@ -242,11 +243,7 @@ def codec_from_package(pkg: dict, source: str, device: torch.device):
     """The codec from a loaded `compression_state_dict.bin`: the full audiocraft EnCodec, or the
     `{'pretrained': name}` pointer resolved through transformers' EncodecModel. Always float32."""
     if "pretrained" in pkg:
-        from .codec.hf import HFEncodec
-
         return HFEncodec.from_pretrained(str(pkg["pretrained"]), device=device)
-    from .codec.encodec import EncodecModel
-
     state = _package_part(pkg, "best_state", source)
     xp = parse_xp_cfg(_package_part(pkg, "xp.cfg", source), source)
     try:
@@ -287,8 +284,6 @@ def _codec_from_file(path: Path, device: torch.device):
 
 
 def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
-    from .codec.hf import HFEncodec
-
     try:
         codec = HFEncodec.from_pretrained(name, device=device)
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing/foreign repo

@@ -16,8 +16,13 @@ import sys
 import typing as tp
 from pathlib import Path
 
+from .evaluation.command import add_eval_parser
 from .files import slug
+from .train.codec.command import add_codec_parser
+from .train.command import add_export_parser, add_train_parser
 
+# The parsers above are argparse only. Each sub-command imports what it runs when it runs, so the CLI
+# starts without torch (`--help` in a few hundredths of a second) and never loads the app or the solver.
 RELEASED_DEFAULT = "facebook/magnet-small-10secs"
 DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
 
@@ -25,7 +30,7 @@ DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {
 def default_model() -> str:
     """The model used without --model: the bundled demo model (offline, shipped in the package) when
     this copy has it, else the released small model (the app's first choice too)."""
-    from .checkpoint import BUNDLED_MODELS, bundled_model_dir  # checkpoint loads torch: the CLI starts without it
+    from .checkpoint import BUNDLED_MODELS, bundled_model_dir  # lazy: loads torch
 
     bundled = [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
     return bundled[0] if bundled else RELEASED_DEFAULT
@@ -35,7 +40,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import MAGNeT, check_device, recommended_params
+    from .api import MAGNeT, check_device, recommended_params  # lazy: loads torch
     from .audio import audio_read, audio_write
 
     if args.threads:
@@ -79,7 +84,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace) -> int:
-    from .app import serve
+    from .app import serve  # lazy: the web app (gradio)
 
     serve(host=args.host, port=args.port, share=args.share, model=args.model, out_dir=args.out, threads=args.threads)
     return 0
@@ -88,7 +93,7 @@ def _app(args: argparse.Namespace) -> int:
 def _data_index(args: argparse.Namespace) -> int:
     import warnings
 
-    from .data import index_audio_dir
+    from .data import index_audio_dir  # lazy: loads torch
 
     with warnings.catch_warnings():  # each skipped file is printed below
         warnings.simplefilter("ignore")
@@ -102,7 +107,7 @@ def _data_index(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     import time
 
-    from .data.synth import synthesize_dataset
+    from .data.synth import synthesize_dataset  # lazy: loads torch
 
     _clip_seconds(args.clip_seconds)
     started = time.time()
@@ -206,15 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a.set_defaults(func=_app)
     add_data_parser(sub)
-    from .train.command import add_export_parser, add_train_parser  # argparse only
-
     add_train_parser(sub)
     add_export_parser(sub)
-    from .evaluation.command import add_eval_parser  # argparse only
-
     add_eval_parser(sub)
-    from .train.codec.command import add_codec_parser  # argparse only
-
     add_codec_parser(sub)
     return parser
 

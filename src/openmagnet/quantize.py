@@ -32,9 +32,7 @@ import torch
 import torch.nn as nn
 
 from .hardware import int8_engines, int8_saturates, quantized_engine
-
-if tp.TYPE_CHECKING:  # pragma: no cover
-    from .lm import MagnetLM
+from .lm import MagnetLM
 
 QUANTIZE_MODES = ("int8", "int8-hybrid", "int8-all")
 

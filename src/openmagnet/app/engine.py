@@ -15,7 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..api import MAGNeT, check_device, describe_mode, recommended_params
+from ..audio import audio_read, audio_write, save_spectrogram
 from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
+from ..files import slug
 from ..hardware import mps_available
 
 RELEASED_MODELS = (
@@ -52,8 +55,6 @@ def model_choices() -> tp.List[str]:
 def recommended_params_for_name(name: str) -> dict:
     """api.recommended_params for a model guessed from its name before it is loaded: the audio-magnet
     models are the 16 kHz sound ones, the *30secs models make 30 s."""
-    from ..api import recommended_params
-
     return recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
 
 
@@ -155,8 +156,6 @@ def check_request(req: Request) -> Checked:
 
 
 def resolve_device(choice: str) -> torch.device:
-    from ..api import check_device
-
     try:
         return check_device(None if choice == "auto" else choice, fix="choose cpu or auto.")
     except ValueError as exc:
@@ -165,8 +164,6 @@ def resolve_device(choice: str) -> torch.device:
 
 def precision(lm) -> str:
     """How the LM's matrices compute: their dtype ('bfloat16'), or the int8 mode."""
-    from ..api import describe_mode
-
     return describe_mode(lm.dtype, lm.quantized)
 
 
@@ -182,8 +179,6 @@ def load_prompt_audio(path: str, sample_rate: int, channels: int, seconds: float
     """Read an upload for continuation and keep its first `seconds` (at most `limit`, the model's
     length less one frame). Returns (wav [C, T] at its own rate, that rate, a note of what was done;
     the model resamples and down-mixes it)."""
-    from ..audio import audio_read
-
     try:
         wav, sr = audio_read(path)
     except (ValueError, FileNotFoundError):
@@ -235,8 +230,6 @@ class Engine:
     def model(self, name: str, device: str, fast: bool = False):
         """The model `name` on `device` (auto, cpu, cuda, mps), loaded once and kept until another is
         asked for; `fast`: get_pretrained(fast=True), the fastest close-to-exact mode of the device."""
-        from ..api import MAGNeT
-
         name = name.strip()
         dev = resolve_device(device)
         key = (name, str(dev), bool(fast))
@@ -279,9 +272,6 @@ class Engine:
                 self._stop.clear()
 
     def _generate(self, req: Request, checked: Checked, progress) -> Outcome:
-        from ..audio import audio_write, save_spectrogram
-        from ..files import slug
-
         if self.threads:
             torch.set_num_threads(self.threads)
         started = time.perf_counter()

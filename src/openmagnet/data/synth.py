@@ -27,8 +27,10 @@ import time
 import typing as tp
 from pathlib import Path
 
+from ..audio import audio_write
 from ..files import atomic_file, atomic_write_text
 from .compose import VERSION, clip_info, clip_name, compose, sample_spec
+from .manifest import index_audio_dir
 
 PathLike = tp.Union[str, os.PathLike]
 
@@ -168,7 +170,6 @@ class SynthResult:
 def write_clip(job: _Job) -> tp.Tuple[bool, float]:
     """Render one clip into job.folder/audio (wav, then MIDI, then the JSON that marks it complete);
     returns (rendered now, seconds). A clip whose wav and JSON both exist is skipped."""
-    from ..audio import audio_write
     import torch
 
     spec = sample_spec(job.seed, job.index, job.clip_seconds, job.stream)
@@ -265,8 +266,6 @@ def synthesize_dataset(out_dir: PathLike, hours: float, seed: int, *, sample_rat
     """Write ceil(hours * 3600 / mean clip seconds) clips to out_dir/audio and index them into out_dir/data.jsonl;
     holdout clips (their own seed stream) go to out_dir/holdout/{audio,data.jsonl}. Finished clips are kept,
     so an interrupted run resumes; out_dir/synth.json records the settings and the counts."""
-    from .manifest import index_audio_dir
-
     _validate(hours, workers, holdout, sample_rate)
     clip_seconds = (float(clip_seconds[0]), float(clip_seconds[-1]))
     sample_spec(seed, 0, clip_seconds)  # validates clip_seconds

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..audio import audio_read, convert_audio
 from ..files import atomic_save
 from .dataset import SegmentDataset
 from .manifest import AudioMeta
@@ -37,8 +38,6 @@ def cache_name(meta: AudioMeta) -> str:
 def encode_file(codec: tp.Any, path: str, sample_rate: int, channels: int, chunk_seconds: float = 60.0,
                 device: tp.Union[str, torch.device] = "cpu") -> torch.Tensor:
     """codes [K, T] of a whole file, encoded in chunks of about chunk_seconds (whole frames)."""
-    from ..audio import audio_read, convert_audio
-
     wav, sr = audio_read(path)
     wav = convert_audio(wav, sr, sample_rate, channels)
     hop = int(round(sample_rate / codec.frame_rate))

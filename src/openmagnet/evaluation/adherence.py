@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import audio_read
 from ..data.compose import FAMILIES, TONICS
 from ..files import atomic_file
 
@@ -272,8 +273,6 @@ class Analysis:
 
 def read_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
     """(mono float32 [T], sample rate) of an audio file."""
-    from ..audio import audio_read
-
     wav, sr = audio_read(path)
     return wav.mean(0).numpy(), sr
 

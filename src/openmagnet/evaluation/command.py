@@ -13,6 +13,8 @@ import argparse
 import json
 import typing as tp
 
+from ..files import atomic_write_text
+
 
 def add_eval_parser(sub: tp.Any) -> None:
     """The `eval` command group."""
@@ -51,7 +53,7 @@ def add_eval_parser(sub: tp.Any) -> None:
 def train_classifier_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .adherence import FamilyClassifier, family_metrics, load_labels
+    from .adherence import FamilyClassifier, family_metrics, load_labels  # lazy: loads torch
 
     if args.max_clips < 2:
         raise ValueError(f"--max-clips must be >= 2, got {args.max_clips}")
@@ -80,7 +82,7 @@ def _analyze_features(clips: tp.Sequence[tp.Tuple[tp.Any, dict]], quiet: bool):
     import numpy as np
     from tqdm import tqdm
 
-    from .adherence import clip_features, read_audio
+    from .adherence import clip_features, read_audio  # lazy: loads torch
 
     rows = [clip_features(*read_audio(p)) for p, _ in tqdm(clips, desc="features", unit="clip", disable=quiet)]
     return np.stack(rows)
@@ -92,8 +94,7 @@ def _f1(predicted, actual) -> float:
 
 
 def adherence_command(args: argparse.Namespace) -> int:
-    from ..files import atomic_write_text
-    from .adherence import FamilyClassifier, markdown_table, reference_rows, score_generated
+    from .adherence import FamilyClassifier, markdown_table, reference_rows, score_generated  # lazy: loads torch
 
     classifier = FamilyClassifier.load(args.classifier) if args.classifier else None
     rows = reference_rows(args.labels, classifier, seed=args.seed, progress=not args.quiet)

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, LM_FILE, LM_SAFETENSORS_FILE, TEXT_PROJ_KEY,
-                          check_state_dict)
+from .. import __version__
+from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSORS_FILE, LM_FILE, LM_SAFETENSORS_FILE,
+                          TEXT_PROJ_KEY, check_state_dict, load_package, resolve_file)
 from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
 from ..files import FILE_MODE, fsync, temp_beside
+from ..lm import MagnetLM
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}
@@ -208,8 +210,6 @@ def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, 
     files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
     import yaml
 
-    from .. import __version__
-
     best_state = fp16_state(lm_state)
     _check_lm_state(best_state, xp_cfg)
     _check_codec_package(codec_package)
@@ -236,9 +236,6 @@ def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, o
     (src/openmagnet/assets/NAME): model.safetensors (the LM, fp16, xp.cfg in the metadata) and
     compression.safetensors (the full codec in fp16, its xp.cfg in the metadata; loaded back as
     float32). Pointer codecs cannot be bundled: they would need the hub."""
-    from .. import __version__
-    from ..checkpoint import CODEC_SAFETENSORS_FILE, load_package, resolve_file
-
     model_dir = Path(model_dir)
     lm_pkg = load_package(resolve_file(model_dir, LM_FILE))
     codec_pkg = load_package(resolve_file(model_dir, CODEC_FILE))
@@ -274,8 +271,6 @@ def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tenso
 
 def _check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
     """The state must be exactly the LM that xp_cfg describes (strict keys and shapes)."""
-    from ..lm import MagnetLM
-
     if TEXT_PROJ_KEY not in state:
         raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
     text_dim = int(state[TEXT_PROJ_KEY].shape[1])

@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..lm import MagnetLM, MultiheadAttention
 from ..files import atomic_file
+from ..lm import MagnetLM, MultiheadAttention
 
 # The transformer's matrices: the packed q/k/v projection of the self- and cross-attention (`in_proj`
 # stands for `in_proj_weight`), their output projections, and the feed-forward layers.

@@ -65,7 +65,7 @@ def _add_train(codec_sub: tp.Any) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .trainer import codec_config, train_codec
+    from .trainer import codec_config, train_codec  # lazy: loads torch
 
     if args.threads:
         import torch
@@ -85,14 +85,14 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from .trainer import export_codec
+    from .trainer import export_codec  # lazy: loads torch
 
     print(export_codec(args.run, args.out))
     return 0
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_codec
+    from .evaluate import evaluate_codec  # lazy: loads torch
 
     print(json.dumps(evaluate_codec(args.codec, args.data, n_clips=args.clips, seconds=args.seconds,
                                     seed=args.seed), indent=2))

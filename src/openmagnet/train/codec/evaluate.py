@@ -11,6 +11,12 @@ from pathlib import Path
 
 import torch
 
+from ...checkpoint import resolve_codec
+from ...data.dataset import SegmentDataset, make_loader
+from ...data.manifest import read_manifest
+from .losses import MultiScaleMelLoss, lowpass, mu_law, si_sdr
+
+
 @torch.no_grad()
 def evaluate_codec(codec: tp.Any, manifest_dir: tp.Union[str, Path], n_clips: int = 16, seconds: float = 5.0,
                    seed: int = 1234, batch_size: int = 4) -> dict:
@@ -18,13 +24,7 @@ def evaluate_codec(codec: tp.Any, manifest_dir: tp.Union[str, Path], n_clips: in
     (an EncodecModel, or a path / hub id for `checkpoint.resolve_codec`) on n_clips random segments of
     a manifest, with the same numbers for two reference signals: a 4 kHz low-pass (`lowpass4k_*`) and
     8-bit mu-law (`mulaw8_*`). Usage per codebook k: `used_k` (fraction of codes seen), `perplexity_k`."""
-    from ...data.dataset import SegmentDataset, make_loader
-    from ...data.manifest import read_manifest
-    from .losses import MultiScaleMelLoss, lowpass, mu_law, si_sdr
-
     if isinstance(codec, (str, Path)):
-        from ...checkpoint import resolve_codec
-
         codec, _ = resolve_codec(codec)
     if n_clips < 1 or seconds <= 0:
         raise ValueError(f"n_clips must be >= 1 and seconds > 0; got {n_clips}, {seconds}")

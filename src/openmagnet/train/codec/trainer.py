@@ -31,10 +31,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ... import __version__
+from ...checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
 from ...config import CodecConfig
+from ...data.dataset import SegmentDataset, SkipCounter, make_loader
+from ...data.manifest import read_manifest
+from ...files import atomic_save, atomic_write_text
 from .. import runs
 from ..runs import METRICS_FILE, RUN_FILE, latest_checkpoint, step_seed, truncate_metrics
 from ..runs import save_checkpoint as save_rotating
+from .evaluate import evaluate_codec
+from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .quantizer import TrainableEncodec, batch_usage, init_quantizer
 
 RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
@@ -129,9 +136,6 @@ def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) ->
     out_file may be a folder (the file is then named compression_state_dict.bin). Returns its path."""
     import yaml
 
-    from ...checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
-    from ...files import atomic_save
-
     run = Path(run_dir)
     ckpt = run if run.is_file() else latest_checkpoint(run)
     run = run.parent.parent if run.is_file() else run
@@ -198,10 +202,6 @@ class CodecTrainer:
     def __init__(self, cfg: CodecConfig, tcfg: CodecTrainConfig, data: str, out: tp.Union[str, Path], *,
                  valid: tp.Optional[str] = None, resume: bool = False, device: tp.Optional[str] = None,
                  progress: bool = True):
-        from ...data.dataset import SegmentDataset
-        from ...data.manifest import read_manifest
-        from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator
-
         self.cfg, self.tcfg, self.data, self.valid = cfg, tcfg, data, valid
         self.out, self.progress = Path(out), progress
         self.device = torch.device(device or "cpu")
@@ -232,8 +232,6 @@ class CodecTrainer:
     def kmeans_init(self) -> None:
         """k-means the codebooks of a fresh model on encoder latents of about kmeans_pool x bins vectors,
         drawn from the training data with their own seed (so step 1 still sees the data of step 1)."""
-        from ...data.dataset import make_loader
-
         t, cfg = self.tcfg, self.cfg
         per_batch = t.batch_size * -(-self.dataset.segment_length // cfg.hop_length)
         n_batches = max(1, -(-int(t.kmeans_pool * cfg.bins) // per_batch))
@@ -248,9 +246,6 @@ class CodecTrainer:
 
     # ---------------------------------------------------------------------------- bookkeeping
     def _write_run_info(self) -> None:
-        from ... import __version__
-        from ...files import atomic_write_text
-
         info = {"openmagnet_version": __version__, "created": _now(), "codec_config": dataclasses.asdict(self.cfg),
                 "train": dataclasses.asdict(self.tcfg), "data": self.data, "valid": self.valid}
         self.out.mkdir(parents=True, exist_ok=True)
@@ -284,8 +279,6 @@ class CodecTrainer:
     # ---------------------------------------------------------------------------- one step
     def train_step(self, wav: torch.Tensor) -> dict:
         """One optimiser step on wav [B, C, L] (and one discriminator step first, when adversarial)."""
-        from .losses import discriminator_loss, generator_losses
-
         t = self.tcfg
         step = self.step + 1
         generator = torch.Generator().manual_seed(step_seed(t.seed, step))
@@ -322,8 +315,6 @@ class CodecTrainer:
         """Train to tcfg.steps; returns the last logged row."""
         from tqdm import tqdm
 
-        from ...data.dataset import SkipCounter, make_loader
-
         t = self.tcfg
         loader = make_loader(self.dataset, t.batch_size, self.step, num_workers=t.num_workers)
         skips, window, last = SkipCounter(), [], {}
@@ -356,8 +347,6 @@ class CodecTrainer:
         return last
 
     def validate(self) -> dict:
-        from .evaluate import evaluate_codec
-
         self.model.eval()
         metrics = evaluate_codec(self.model.model, self.valid, n_clips=self.tcfg.valid_clips,
                                  seconds=self.tcfg.segment_seconds)
