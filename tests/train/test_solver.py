@@ -27,33 +27,6 @@ NO_BF16 = ("this CPU has no native bf16 (x86_64 AVX2, no native bf16, int8 witho
            "products run 10-100x slower than float32 here")
 
 
-def test_precision_resolution(monkeypatch):
-    from openmagnet import hardware
-    from openmagnet.train.solver import resolve_precision
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    for native, auto in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(hardware, "cpu_info", lambda native=native: _fake_cpu(native))
-        assert resolve_precision("auto", cpu) == auto
-        assert resolve_precision("fp32", cpu) == "fp32"
-        assert resolve_precision("auto", cuda) == "fp16"  # as released, whatever the CPU
-        assert resolve_precision("bf16", cuda) == "bf16"
-    assert resolve_precision("auto", torch.device("mps")) == "fp32"
-    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(True))
-    assert resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(False))
-    with pytest.raises(ValueError) as err:
-        resolve_precision("bf16", cpu)
-    assert str(err.value) == f"--precision bf16 refused: {NO_BF16}: use --precision auto or fp32"
-    with pytest.raises(ValueError) as err:
-        resolve_precision("bf16", cpu, resume=True)
-    assert str(err.value) == (f"--precision bf16 refused: {NO_BF16}: resume this run where its precision is "
-                              f"fast (a CPU with native bf16, or CUDA)")
-    with pytest.raises(ValueError, match=r"^--precision fp16 refused: float16 matrix products run at about 1 "
-                                         r"GFLOP/s on CPU \(.*\): use --precision auto or fp32 \(fp16 is for CUDA\)$"):
-        resolve_precision("fp16", cpu)
-
-
 def test_auto_precision_trains_in_bf16_on_a_native_cpu_and_bf16_is_refused_elsewhere(manifest, tmp_path,
                                                                                      monkeypatch):
     from openmagnet import hardware

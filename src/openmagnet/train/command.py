@@ -53,12 +53,7 @@ def train_command(args: argparse.Namespace) -> int:
                  num_workers=args.num_workers, seed=args.seed, fsdp=args.fsdp or None)
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(parse_override(item) for item in args.set)
-    if args.resume:
-        cfg = None
-    else:
-        if not args.data:
-            raise ValueError("--data is required: the manifest folder written by `openmagnet data index`")
-        cfg = preset_config(args.preset, **overrides)
+    cfg = None if args.resume else preset_config(args.preset, **overrides)
     solver = Solver(cfg, args.data, args.out, valid=args.valid, continue_from=args.continue_from,
                     resume=args.resume, resume_overrides=overrides if args.resume else None,
                     device=args.device, progress=not args.quiet, external_metadata=args.external_metadata)

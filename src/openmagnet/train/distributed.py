@@ -9,6 +9,7 @@ so the process group gets a long timeout (`dist_timeout_minutes`, 2 h by default
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import typing as tp
@@ -117,3 +118,123 @@ def broadcast_object(obj: tp.Any) -> tp.Any:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------
+# The training module as this process holds it
+# ------------------------------------------------------------------------------------------------
+class ParallelModel:
+    """A training module (train.objective.TrainingForward holding the LM as `.lm`) as this process
+    holds it: plain (one process), DDP-wrapped, or FSDP-sharded (`fsdp` under torchrun, each
+    transformer layer a unit). It hands out and takes back full state dicts with the LM's own keys,
+    gathering or scattering shards where needed.
+
+    `module` is what the optimiser steps and the loss calls; `lm` the LM itself (LoRA-wrapped when
+    `lora` is given, whose adapters are merged into the full state)."""
+
+    def __init__(self, forward: torch.nn.Module, world: int, device: torch.device, fsdp: bool = False,
+                 lora: tp.Optional[torch.nn.Module] = None):
+        self.lm = forward.lm
+        self.lora = lora
+        self.sharded = fsdp and world > 1
+        self.module = self._wrap(forward, world, device)
+
+    def _wrap(self, forward: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+        if world == 1:
+            return forward
+        if self.sharded:
+            fully_shard = fully_shard_fn()
+            for layer in self.lm.transformer.layers:
+                fully_shard(layer)
+            return fully_shard(forward)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=True)
+
+    def _layout(self) -> tp.Dict[str, torch.Tensor]:
+        """The wrapped module's state, keyed as the LM's (DTensors under FSDP)."""
+        return {k.removeprefix("module.").removeprefix("lm."): v for k, v in self.module.state_dict().items()}
+
+    def full_state(self) -> tp.Dict[str, torch.Tensor]:
+        """The LM's full state dict (LoRA merged in, FSDP shards gathered), on every rank's call;
+        complete on the main process."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True,
+                                                                               cpu_offload=True))
+            state = {k.removeprefix("lm."): v for k, v in state.items()}
+        else:
+            state = self.lm.state_dict()
+        if self.lora is not None:
+            from .lora import merge_lora  # peft
+
+            state = merge_lora(copy.deepcopy(self.lora)).state_dict()
+        return state
+
+    def local_state(self) -> tp.Dict[str, torch.Tensor]:
+        """What this process averages for the EMA: the full LM state, or its own shards under FSDP
+        (no gathering)."""
+        if not self.sharded:
+            return self.full_state()
+        DTensor, _ = dtensor_api()
+        return {k: v.to_local() if isinstance(v, DTensor) else v for k, v in self._layout().items()}
+
+    def gather(self, local: tp.Mapping[str, torch.Tensor]) -> tp.Optional[tp.Dict[str, torch.Tensor]]:
+        """Full tensors from per-rank values laid out as `local_state()` (e.g. EMA averages), on the
+        main process (None on the others); collective under FSDP."""
+        if not self.sharded:
+            return dict(local)
+        DTensor, _ = dtensor_api()
+        layout = self._layout()
+        full = {}
+        for k, value in local.items():
+            ref = layout[k]
+            if isinstance(ref, DTensor):
+                value = DTensor.from_local(value, ref.device_mesh, ref.placements, shape=ref.shape,
+                                           stride=ref.stride()).full_tensor()
+            if is_main():
+                full[k] = value
+        return full if is_main() else None
+
+    def scatter(self, full: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
+        """This process's share of full tensors keyed as the LM's (its shards under FSDP)."""
+        if not self.sharded:
+            return dict(full)
+        DTensor, distribute_tensor = dtensor_api()
+        layout = self._layout()
+        shards = {}
+        for k, value in full.items():
+            ref = layout.get(k)
+            if isinstance(ref, DTensor):
+                value = distribute_tensor(value.to(ref.device), ref.device_mesh, ref.placements).to_local()
+            shards[k] = value
+        return shards
+
+    def training_state(self, optimizer: torch.optim.Optimizer) -> tp.Tuple[dict, dict]:
+        """(full model state with the LM's keys, full optimiser state), for a checkpoint; on every rank."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model = get_model_state_dict(self.module, options=opts)
+            optim = get_optimizer_state_dict(self.module, optimizer, options=opts)
+        else:
+            model, optim = self.module.state_dict(), optimizer.state_dict()
+        return {k.removeprefix("module.").removeprefix("lm."): v for k, v in model.items()}, optim
+
+    def load_training_state(self, model: tp.Mapping[str, torch.Tensor], optim: dict,
+                            optimizer: torch.optim.Optimizer) -> None:
+        """The inverse of `training_state` (strict), on every rank."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.module, {"lm." + k: v for k, v in model.items()}, options=opts)
+            set_optimizer_state_dict(self.module, optimizer, optim, options=opts)
+        else:
+            self.lm.load_state_dict(model, strict=True)
+            optimizer.load_state_dict(optim)

@@ -1,5 +1,5 @@
-"""A training run's folder and what is built from it: the model of a fresh run or of a fine-tune
-(`--continue-from`), the weights a run exports, the export itself.
+"""A training run's folder: its files, its checkpoints, its metrics log, the weights it exports and
+the export itself (shared by the LM solver and the codec trainer). How a run starts is in setup.py.
 
 Run folder layout:
     run.json                    what the run is (config, architecture, data, codec, base checkpoint)
@@ -13,20 +13,17 @@ Run folder layout:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import typing as tp
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from .. import __version__
 from ..config import LMConfig, TextConfig
 from ..files import atomic_save, atomic_write_text
-from ..lm import MagnetLM
+from .export import build_xp_cfg, export_model
 from .presets import TrainConfig
 
 RUN_FILE = "run.json"
@@ -39,110 +36,6 @@ CODEC_COPY = "compression_state_dict.bin"
 def step_seed(*parts: tp.Any) -> int:
     """A 63-bit seed from any parts, the same on every machine and Python run."""
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
-
-
-def init_weights(lm: MagnetLM, generator: torch.Generator) -> None:
-    """From-scratch initialisation of the reference (SPEC §4.2): truncated normals (+-3 std); the
-    Linear layers of layer i get std 1 / sqrt(in_features) / sqrt(2 (i + 1)), embeddings and
-    heads 1 / sqrt(dim); the packed in-projections keep PyTorch's default uniform init; norms 1 / 0."""
-    def normal(weight: torch.Tensor, std: float) -> None:
-        nn.init.trunc_normal_(weight, std=std, a=-3 * std, b=3 * std, generator=generator)
-
-    dim = lm.cfg.dim
-    with torch.no_grad():
-        for i, layer in enumerate(lm.transformer.layers):
-            for attn in (layer.self_attn, layer.cross_attention):
-                nn.init.kaiming_uniform_(attn.in_proj_weight, a=math.sqrt(5), generator=generator)
-            for linear in (layer.self_attn.out_proj, layer.cross_attention.out_proj, layer.linear1, layer.linear2):
-                normal(linear.weight, 1 / math.sqrt(linear.in_features) / math.sqrt(2 * (i + 1)))
-            for norm in (layer.norm1, layer.norm_cross, layer.norm2):
-                nn.init.ones_(norm.weight)
-                nn.init.zeros_(norm.bias)
-        for emb in lm.emb:
-            normal(emb.weight, 1 / math.sqrt(dim))
-        for head in lm.linears:
-            normal(head.weight, 1 / math.sqrt(dim))
-        nn.init.ones_(lm.out_norm.weight)
-        nn.init.zeros_(lm.out_norm.bias)
-        proj = lm.condition_provider.output_proj
-        bound = 1 / math.sqrt(proj.in_features)
-        nn.init.kaiming_uniform_(proj.weight, a=math.sqrt(5), generator=generator)
-        nn.init.uniform_(proj.bias, -bound, bound, generator=generator)
-
-
-@dataclasses.dataclass
-class Setup:
-    """The model and its companions for a run: fresh, fine-tuned (--continue-from) or resumed."""
-
-    lm: MagnetLM
-    lm_cfg: LMConfig
-    text_cfg: TextConfig
-    codec: nn.Module
-    codec_package: dict
-    base_xp: tp.Optional[dict]   # xp.cfg of the checkpoint fine-tuned from
-    source: str                  # 'scratch' or what --continue-from named
-
-
-def load_codec(spec: str, device: torch.device):
-    from ..checkpoint import resolve_codec
-
-    return resolve_codec(spec, device=device)
-
-
-def build_setup(cfg: TrainConfig, device: torch.device, continue_from: tp.Optional[str] = None) -> Setup:
-    """A fresh model of the configured scale on the configured codec, or the model (with its
-    codec, text encoder and architecture) that `continue_from` names."""
-    if continue_from:
-        return _continue_setup(continue_from, device)
-    codec, package = load_codec(cfg.codec, device)
-    from ..conditioners import text_kind, text_width
-
-    text_dim = text_width(cfg.text_encoder)
-    if int(round(codec.sample_rate)) != cfg.sample_rate:
-        raise ValueError(f"the codec {cfg.codec!r} works at {codec.sample_rate} Hz but the run is set to "
-                         f"{cfg.sample_rate} Hz: pass a matching --codec or --set sample_rate={codec.sample_rate}")
-    arch = cfg.architecture()
-    lm_cfg = LMConfig(**arch, n_q=codec.num_codebooks, card=codec.cardinality, text_dim=text_dim,
-                      subcodes_context=cfg.subcodes_context, span_len=cfg.span_len,
-                      frame_rate=int(round(codec.frame_rate)), segment_duration=cfg.segment_duration)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        lm = MagnetLM(lm_cfg)
-    init_weights(lm, torch.Generator().manual_seed(step_seed(cfg.seed, "init")))
-    text_cfg = TextConfig(name=cfg.text_encoder, dim=text_dim, kind=text_kind(cfg.text_encoder))
-    return Setup(lm.to(device), lm_cfg, text_cfg, codec, package, None, "scratch")
-
-
-def _continue_setup(spec: str, device: torch.device) -> Setup:
-    """--continue-from: a run folder or run checkpoint (its EMA weights), or an exported model
-    (hub id, directory or state_dict.bin) with its codec and text encoder."""
-    from ..checkpoint import CODEC_FILE, LM_FILE, CheckpointError, lm_from_package, load_package, resolve_file
-
-    path = Path(spec).expanduser()
-    run_dir = path if (path / RUN_FILE).is_file() else None
-    if path.is_file() and path.suffix == ".pt" and (path.parent.parent / RUN_FILE).is_file():
-        run_dir = path.parent.parent
-    if run_dir is not None:
-        info = read_run(run_dir)
-        lm_cfg, text_cfg = LMConfig(**info["lm_config"]), TextConfig(**info["text_config"])
-        state = path_weights(path if path.is_file() else run_dir)
-        with torch.device("meta"):
-            lm = MagnetLM(lm_cfg)
-        lm.load_state_dict(state, strict=True, assign=True)
-        codec, package = load_codec(str(run_dir / CODEC_COPY), device)
-        return Setup(lm.to(device).float(), lm_cfg, text_cfg, codec, package, info.get("base_xp"), str(spec))
-    try:
-        lm_file = resolve_file(spec, LM_FILE)
-        pkg = load_package(lm_file)
-        lm, lm_cfg, text_cfg = lm_from_package(pkg, str(lm_file), device, torch.float32)
-        codec_file = lm_file.parent / CODEC_FILE if path.is_file() else resolve_file(spec, CODEC_FILE)
-    except CheckpointError as exc:
-        raise ValueError(f"--continue-from {spec}: {exc}") from None
-    codec, package = load_codec(str(codec_file), device)
-    from ..checkpoint import parse_xp_cfg
-
-    base_xp = parse_xp_cfg(pkg["xp.cfg"], str(lm_file))
-    return Setup(lm, lm_cfg, text_cfg, codec, package, base_xp, str(spec))
 
 
 def read_run(run_dir: Path, what: str = "a training run folder", start: tp.Optional[str] = None) -> dict:
@@ -185,6 +78,49 @@ def save_checkpoint(state: dict, run_dir: Path, step: int, keep_last: int) -> Pa
     return path
 
 
+def write_run_folder(run_dir: Path, info: dict, codec_package: dict) -> None:
+    """Start a run folder: its RUN_FILE (`info`), the copy of its frozen codec, no metrics yet."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(codec_package, run_dir / CODEC_COPY)
+    atomic_write_text(json.dumps(info, indent=2, default=str) + "\n", run_dir / RUN_FILE)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """A run's metrics: one JSON row per line in METRICS_FILE, mirrored to TensorBoard (RUN_DIR/tensorboard)
+    while open and where tensorboard is installed. Writes nothing unless `enabled` (the main process)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._tensorboard: tp.Any = None
+
+    def open(self) -> None:
+        if not self.enabled or self._tensorboard is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # tensorboard is optional
+        except ImportError:
+            return
+        self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tensorboard is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tensorboard.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop the rows of a metrics.jsonl logged after `step` (a resumed run logs them again)."""
     if path.is_file():
@@ -212,18 +148,9 @@ def path_weights(path: Path) -> tp.Dict[str, torch.Tensor]:
     raise ValueError(f"{path} holds no EMA or best weights: it is not an openmagnet run checkpoint")
 
 
-def empty_lm(lm_cfg: LMConfig, device: torch.device) -> MagnetLM:
-    """An uninitialised MagnetLM, for weights loaded right after."""
-    with torch.device("meta"):
-        lm = MagnetLM(lm_cfg)
-    return lm.to_empty(device=device)
-
-
 def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path]) -> Path:
     """Export a run folder (its best EMA weights) or one run checkpoint (its EMA weights) as a
     model folder in the released layout (see export.py)."""
-    from .export import build_xp_cfg, export_model
-
     run = Path(run)
     run_dir = run.parent.parent if run.is_file() else run
     info = read_run(run_dir)

@@ -1,0 +1,89 @@
+"""How a training run starts (openmagnet/train/setup.py): the precision a run resolves to on each kind of
+machine, and the one way into a run, fresh, fine-tuned (--continue-from) or resumed, which builds the model,
+derives the config from it and reads each manifest once."""
+import pytest
+import torch
+
+from openmagnet.train import setup
+from tests.train.conftest import SMALL, _solver
+from tests.train.test_solver import NO_BF16, _fake_cpu
+
+
+def test_precision_resolution(monkeypatch):
+    from openmagnet import hardware
+    from openmagnet.train.setup import resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    for native, auto in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(hardware, "cpu_info", lambda native=native: _fake_cpu(native))
+        assert resolve_precision("auto", cpu) == auto
+        assert resolve_precision("fp32", cpu) == "fp32"
+        assert resolve_precision("auto", cuda) == "fp16"  # as released, whatever the CPU
+        assert resolve_precision("bf16", cuda) == "bf16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(True))
+    assert resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(hardware, "cpu_info", lambda: _fake_cpu(False))
+    with pytest.raises(ValueError) as err:
+        resolve_precision("bf16", cpu)
+    assert str(err.value) == f"--precision bf16 refused: {NO_BF16}: use --precision auto or fp32"
+    with pytest.raises(ValueError) as err:
+        resolve_precision("bf16", cpu, resume=True)
+    assert str(err.value) == (f"--precision bf16 refused: {NO_BF16}: resume this run where its precision is "
+                              f"fast (a CPU with native bf16, or CUDA)")
+    with pytest.raises(ValueError, match=r"^--precision fp16 refused: float16 matrix products run at about 1 "
+                                         r"GFLOP/s on CPU \(.*\): use --precision auto or fp32 \(fp16 is for CUDA\)$"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.fixture
+def manifest_reads(monkeypatch):
+    """The manifest folders read through setup.load_data, in order."""
+    reads = []
+
+    def counting(path):
+        reads.append(str(path))
+        return read(path)
+
+    read = setup.read_manifest
+    monkeypatch.setattr(setup, "read_manifest", counting)
+    return reads
+
+
+def test_each_way_into_a_run_reads_each_manifest_once(manifest, tmp_path, manifest_reads):
+    valid = str(manifest)  # a separate --valid manifest folder (the same files)
+    run = tmp_path / "run"
+    _solver(manifest, run, max_steps=2, save_every=2, valid_every=2).run()
+    assert manifest_reads == [str(manifest)]
+    manifest_reads.clear()
+    # fine-tune from the run: the model first, then the config true to it, then the data, once
+    tuned = _solver(manifest, tmp_path / "tuned", continue_from=str(run), valid=valid, max_steps=1,
+                    segment_duration=2.0)
+    assert manifest_reads == [str(manifest), valid]
+    assert tuned.cfg.segment_duration == 1.0 and tuned.train_set.segment_duration == 1.0  # the model's, not the flag's
+    assert tuned.cfg.codec == str(run) and tuned.setup.codec_spec == str(run)
+    manifest_reads.clear()
+    _solver(manifest, run, resume=True)
+    assert manifest_reads == [str(manifest)]
+
+
+def test_a_fine_tune_records_its_source_and_a_resume_keeps_it(manifest, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    _solver(manifest, run, max_steps=1, save_every=1, valid_every=1).run()
+    tuned = tmp_path / "tuned"
+    _solver(manifest, tuned, continue_from=str(run), max_steps=1, save_every=1, valid_every=1).run()
+    info = json.loads((tuned / "run.json").read_text())
+    assert info["source"] == str(run) and info["config"]["codec"] == str(run)
+    resumed = _solver(manifest, tuned, resume=True)
+    spec = setup.run_spec(tuned, None, None, resume=True)
+    assert spec.source == str(run) and spec.cfg == resumed.cfg
+    assert resumed.setup.lm_cfg == setup.build_model(spec, tuned, torch.device("cpu")).lm_cfg
+
+
+def test_a_new_run_needs_data(tmp_path):
+    from openmagnet.train.presets import preset_config
+
+    with pytest.raises(ValueError, match=r"^--data is required: the manifest folder written by `openmagnet data index`$"):
+        setup.run_spec(tmp_path / "run", preset_config("magnet_32khz", **SMALL), None)
