@@ -41,7 +41,7 @@ def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import MAGNeT, check_device, recommended_params  # lazy: loads torch
-    from .audio import audio_read, audio_write
+    from .audio import audio_read, audio_write  # lazy: loads torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

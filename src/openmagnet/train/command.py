@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
+from .presets import parse_override, preset_config
+
 
 def add_train_parser(sub: tp.Any) -> None:
     t = sub.add_parser("train", help="train or fine-tune a MAGNeT",
@@ -44,8 +46,7 @@ def add_train_parser(sub: tp.Any) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .presets import parse_override, preset_config
-    from .solver import Solver
+    from .solver import Solver  # lazy: loads torch and the data stack
 
     flags = dict(model_scale=args.model_scale, codec=args.codec, text_encoder=args.text_encoder,
                  max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
@@ -80,11 +81,11 @@ def add_export_parser(sub: tp.Any) -> None:
 
 def export_command(args: argparse.Namespace) -> int:
     if args.bundle:
-        from .export import bundle_model
+        from .export import bundle_model  # lazy: loads torch
 
         path = bundle_model(args.run, args.out)
     else:
-        from .runs import export_run
+        from .runs import export_run  # lazy: loads torch
 
         path = export_run(args.run, args.out)
     print(f"exported {args.run} -> {path}")

@@ -16,6 +16,9 @@ import typing as tp
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .lora import merge_lora
 
 
 def world_size() -> int:
@@ -147,8 +150,6 @@ class ParallelModel:
             for layer in self.lm.transformer.layers:
                 fully_shard(layer)
             return fully_shard(forward)
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=True)
 
@@ -168,8 +169,6 @@ class ParallelModel:
         else:
             state = self.lm.state_dict()
         if self.lora is not None:
-            from .lora import merge_lora  # peft
-
             state = merge_lora(copy.deepcopy(self.lora)).state_dict()
         return state
 
