@@ -12,7 +12,7 @@ import typing as tp
 
 from ..config import LM_PRESETS
 
-# auto: fp16 on CUDA (as released); bf16 on a CPU with native bf16, else fp32 (solver.resolve_precision)
+# auto: fp16 on CUDA (as released); bf16 on a CPU with native bf16, else fp32 (setup.resolve_precision)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TASKS = ("music", "sound")
 
