@@ -38,7 +38,7 @@ from ...data.dataset import SegmentDataset, SkipCounter, make_loader
 from ...data.manifest import read_manifest
 from ...files import atomic_save, atomic_write_text
 from .. import runs
-from ..runs import METRICS_FILE, RUN_FILE, latest_checkpoint, step_seed, truncate_metrics
+from ..runs import METRICS_FILE, RUN_FILE, MetricsLog, latest_checkpoint, step_seed, truncate_metrics
 from ..runs import save_checkpoint as save_rotating
 from .evaluate import evaluate_codec
 from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -220,6 +220,7 @@ class CodecTrainer:
         adamw = dict(lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), **adamw)
         self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc else None
+        self.metrics = MetricsLog(self.out)
         self.step = 0
         if resume:
             self.load_checkpoint()
@@ -251,10 +252,6 @@ class CodecTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(info, indent=2) + "\n", self.out / RUN_FILE)
         (self.out / METRICS_FILE).unlink(missing_ok=True)
-
-    def _log(self, row: dict) -> None:
-        with open(self.out / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
 
     def save_checkpoint(self) -> Path:
         state = {"step": self.step, "model": self.model.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -333,7 +330,7 @@ class CodecTrainer:
                     last = {"step": self.step, **{k: sum(r[k] for r in window) / len(window) for k in window[0]},
                             "steps_per_s": len(window) / max(time.perf_counter() - t0, 1e-9),
                             "skipped_audio": skips.count}
-                    self._log(last)
+                    self.metrics.write(last)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", mel=f"{last['mel']:.3f}")
                     window, t0 = [], time.perf_counter()
                 if self.step % t.save_every == 0 or self.step == t.steps:
@@ -352,5 +349,5 @@ class CodecTrainer:
                                  seconds=self.tcfg.segment_seconds)
         self.model.train()
         row = {"step": self.step, **{f"valid_{k}": v for k, v in metrics.items()}}
-        self._log(row)
+        self.metrics.write(row)
         return row
