@@ -1,12 +1,18 @@
 """The command line (openmagnet/cli.py), driven through cli.main: exit codes, files written and the one-line
 errors (`openmagnet: error: ...`) of each sub-command. A module's own command tests sit with it
 (train/test_command.py, train/codec/test_command.py, data/test_manifest.py, data/test_synth.py)."""
+import contextlib
+import io
+import json
 import os
+import re
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from tests.conftest import FIXTURES
+from tests.train_utils import write_audio_set
 from openmagnet.cli import main
 
 
@@ -87,3 +93,139 @@ def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     assert code == 2 and err.startswith("openmagnet: error: dtype=torch.float16 on CPU is a trap: float16 matrix "
                                         "products run at about 1 GFLOP/s on CPU")
     assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ every sub-command
+# One tiny pipeline for the module, through cli.main only: data index -> train (2 steps of a 32-wide, 1-layer
+# LM on the fixture's codec) -> export; generate and export --bundle then use the exported model.
+def call(argv):
+    """(exit code, stdout, stderr) of cli.main(argv), captured without capsys (usable in module fixtures)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    write_audio_set(root / "audio", seconds=2.0)
+    steps = {"index": call(["data", "index", str(root / "audio"), "--out", str(root / "manifest")])}
+    steps["train"] = call(["train", "--data", str(root / "manifest"), "--out", str(root / "run"),
+                           "--model-scale", "tiny", "--codec", str(FIXTURES / "music10"), "--segment-duration", "1",
+                           "--batch-size", "2", "--max-steps", "2", "--num-workers", "0", "--quiet",
+                           "--set", "dim=32", "--set", "num_heads=2", "--set", "num_layers=1", "--set", "save_every=2",
+                           "--set", "valid_every=2", "--set", "valid_batches=1"])
+    steps["export"] = call(["export", str(root / "run"), "--out", str(root / "model")])
+    return root, steps
+
+
+def test_data_index_writes_the_manifest(pipeline):
+    root, steps = pipeline
+    assert steps["index"] == (0, f"indexed 4 files (0 skipped) -> {root}/manifest/data.jsonl\n", "")
+    assert len((root / "manifest" / "data.jsonl").read_text().splitlines()) == 4
+
+
+def test_data_index_of_an_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "index", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err == (f"openmagnet: error: no audio files in {tmp_path / 'empty'} (looked for .wav, "
+                                       ".flac, .ogg, .mp3); add audio files or pass other extensions\n")
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_writes_a_run(pipeline):
+    root, steps = pipeline
+    code, out, err = steps["train"]
+    assert code == 0 and err == "", err
+    run = root / "run"
+    assert re.fullmatch(rf"trained to step 2; last valid ce \d+\.\d{{4}}; run folder {re.escape(str(run))} "
+                        rf"\(export it with `openmagnet export {re.escape(str(run))} --out MODEL_DIR`\)",
+                        out.splitlines()[-1])
+    assert (run / "run.json").is_file() and (run / "checkpoints" / "step_00000002.pt").is_file()
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "unknown preset 'nope': use one of magnet_32khz, audio_magnet_16khz"),
+    (["--set", "lr"], "--set takes KEY=VALUE, got 'lr'"),
+])
+def test_train_bad_settings(pipeline, tmp_path, capsys, args, message):
+    root, _ = pipeline
+    code = main(["train", "--data", str(root / "manifest"), "--out", str(tmp_path / "run"), "--quiet", *args])
+    assert (code, capsys.readouterr().err) == (2, f"openmagnet: error: {message}\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_export_writes_a_loadable_model(pipeline):
+    root, steps = pipeline
+    assert steps["export"] == (0, f"exported {root / 'run'} -> {root / 'model'}\n", "")
+    assert {"state_dict.bin", "compression_state_dict.bin", "model.safetensors"} <= {
+        p.name for p in (root / "model").iterdir()}
+
+
+def test_export_bundle(pipeline, tmp_path, capsys):
+    root, _ = pipeline
+    assert main(["export", str(root / "model"), "--bundle", "--out", str(tmp_path / "bundle")]) == 0
+    assert capsys.readouterr().out == f"exported {root / 'model'} -> {tmp_path / 'bundle'}\n"
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["compression.safetensors", "model.safetensors"]
+
+
+def test_export_bundle_refuses_what_it_cannot_bundle(pipeline, tmp_path, capsys):
+    root, _ = pipeline
+    assert main(["export", str(root / "run"), "--bundle", "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err == (f"openmagnet: error: {root / 'run'} has no state_dict.bin: a MAGNeT model "
+                                       "directory holds state_dict.bin and compression_state_dict.bin\n")
+    hf = FIXTURES / "music10_hf"
+    assert main(["export", str(hf), "--bundle", "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err == (f"openmagnet: error: {hf}: its codec is a pointer to 'facebook/encodec_32khz', "
+                                       "which needs the hub; bundle a model trained with a full codec\n")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_generate_with_the_exported_model(pipeline, tmp_path, capsys):
+    root, _ = pipeline
+    args = ["generate", "a calm sine tone", "--model", str(root / "model"), "--out", str(tmp_path), "--steps", "1",
+            "1", "1", "1", "--seed", "0", "--quiet"]
+    code, out, err = run_cli(args, capsys)
+    assert (code, out, err) == (0, f"{tmp_path}/00_a_calm_sine_tone.wav\n", "")
+    wav, sr = sf.read(out.strip())
+    assert sr == 32000 and wav.shape == (32000,)  # the run's 1 s segment
+
+
+def labelled_clips(folder, n=2, sr=22050):
+    """n clips named as `openmagnet data synth` names them, with side-car labels (tempo and key)."""
+    audio = folder / "audio"
+    audio.mkdir(parents=True)
+    t = np.arange(2 * sr) / sr
+    for i in range(n):
+        sf.write(audio / f"clip_{i:06d}.wav", 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t), sr)
+        (audio / f"clip_{i:06d}.json").write_text(json.dumps({"bpm": 100 + 20 * i, "key": "a minor"}))
+    return folder
+
+
+def test_eval_adherence_prints_the_table_and_writes_json(tmp_path, capsys):
+    pytest.importorskip("librosa", reason="needs the eval extra: pip install -e '.[eval]'")
+    labels = labelled_clips(tmp_path / "labels")
+    assert main(["eval", "adherence", "--labels", str(labels), "--audio", str(labels / "audio"),
+                 "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| audio | clips | tempo acc1 |") and "| generated | 2 |" in out
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert list(rows) == ["real rendered clips (ceiling)", "generated", "shuffled prompts (floor)"]
+    assert rows["generated"] == rows["real rendered clips (ceiling)"] and rows["generated"]["clips"] == 2
+
+
+def test_eval_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["train-classifier", "--data", str(tmp_path), "--out", str(tmp_path / "c.npz"), "--max-clips", "1"],
+         "--max-clips must be >= 2, got 1"),
+        (["adherence", "--labels", str(tmp_path / "empty")],
+         f"no side-car .json labels in {tmp_path / 'empty'}; pass a folder written by `openmagnet data synth`"),
+        (["adherence", "--labels", str(tmp_path / "empty"), "--classifier", str(tmp_path / "no.npz")],
+         f"no family classifier at {tmp_path / 'no.npz'}; train one: openmagnet eval train-classifier"),
+    ]
+    for args, message in cases:
+        assert main(["eval", *args, "--quiet"]) == 2
+        assert capsys.readouterr().err == f"openmagnet: error: {message}\n"
