@@ -11,22 +11,28 @@ from openmagnet.train.codec.trainer import export_codec, read_run, train_codec
 from tests.train.codec.conftest import RUN, SR, _rows, clip, tiny_cfg
 
 
-def test_loss_falls_when_overfitting_one_clip():
-    from openmagnet.train.codec.losses import MultiScaleMelLoss
+def test_balanced_losses_fit_one_clip():
+    """The trainer's objective (waveform L1, mel, multi-resolution STFT through the balancer, plus the
+    commitment loss) overfits one clip: the mel distance falls and the waveform comes closer (SI-SDR)."""
+    from openmagnet.train.codec.balancer import Balancer
+    from openmagnet.train.codec.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, si_sdr
 
     torch.manual_seed(0)
     model = TrainableEncodec(tiny_cfg(lstm=0)).train()
-    mel = MultiScaleMelLoss(SR, n_mels=32)
+    mel, stft = MultiScaleMelLoss(SR, n_mels=32), MultiResolutionSTFTLoss(SR)
+    balancer = Balancer({"l1": 1.0, "mel": 1.0, "stft": 1.0, "log_stft": 1.0})
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.5, 0.9))
-    wav, g, losses = clip(), torch.Generator().manual_seed(0), []
+    wav, g, distances, sdrs = clip(), torch.Generator().manual_seed(0), [], []
     for _ in range(30):
         out = model(wav, g)
-        loss = mel(out.wav, wav) + 0.1 * (out.wav - wav).abs().mean() + out.commit
+        losses = {"l1": (out.wav - wav).abs().mean(), "mel": mel(out.wav, wav), **stft(out.wav, wav)}
         opt.zero_grad()
-        loss.backward()
+        balancer.backward(losses, out.wav, other=out.commit)
         opt.step()
-        losses.append(float(loss.detach()))
-    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+        distances.append(float(mel.distance(out.wav.detach(), wav).mean()))
+        sdrs.append(float(si_sdr(out.wav.detach(), wav).mean()))
+    assert sum(distances[-5:]) / 5 < 0.85 * sum(distances[:5]) / 5
+    assert sum(sdrs[-5:]) / 5 > sum(sdrs[:5]) / 5 + 20.0
 
 
 def test_resume_equals_uninterrupted(manifest, tmp_path):

@@ -7,6 +7,14 @@ import json
 import typing as tp
 
 
+# the losses of the decoder's output, balanced (train/codec/trainer.py, CodecTrainConfig)
+LOSSES = {"l1": "waveform L1 (default 1)", "mel": "multi-scale mel, L1 + log MSE (default 1)",
+          "stft": "multi-resolution STFT, linear magnitudes (default 1)",
+          "log_stft": "multi-resolution STFT, log magnitudes (default 1)",
+          "adv": "adversarial hinge, with --adversarial (default 2)",
+          "feat": "feature matching, with --adversarial (default 2)"}
+
+
 def add_codec_parser(sub: tp.Any) -> None:
     c = sub.add_parser("codec", help="train, export and evaluate EnCodec codecs",
                        description="Train an EnCodec codec (SEANet + residual VQ, the released layout) on audio, "
@@ -17,7 +25,8 @@ def add_codec_parser(sub: tp.Any) -> None:
     e.add_argument("run", help="codec run folder, or one of its checkpoints/step_*.pt")
     e.add_argument("--out", required=True, help="file to write, or folder to write compression_state_dict.bin into")
     e.set_defaults(func=export_command)
-    v = codec_sub.add_parser("eval", help="mel distance, SI-SDR and codebook usage of a codec on a manifest")
+    v = codec_sub.add_parser("eval", help="mel distance, SI-SDR, chroma correlation, frame-rate energy, pure-tone "
+                                                 "pitch and codebook usage of a codec on a manifest")
     v.add_argument("codec", help="compression_state_dict.bin, a folder holding it, or a hub id")
     v.add_argument("--data", required=True, help="manifest folder (holds data.jsonl)")
     v.add_argument("--clips", type=int, default=16, help="random segments to code")
@@ -49,6 +58,13 @@ def _add_train(codec_sub: tp.Any) -> None:
                    help="probability per example that the decoder sees the unquantized latent (default 0; 0.5 "
                         "keeps the encoder's latents from collapsing onto few codes early in training)")
     t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
+    weights = t.add_argument_group("loss weights", "With the balancer (default) each weight is that loss's share of "
+                                   "the gradient at the decoder's output, whatever the loss's scale; 0 drops a loss")
+    for name, what in LOSSES.items():
+        weights.add_argument(f"--{name.replace('_', '-')}-weight", type=float, default=None, dest=f"w_{name}",
+                             metavar="W", help=what)
+    weights.add_argument("--no-balance", action="store_true",
+                         help="plain weighted sum of the losses instead of the balancer")
     t.add_argument("--quantize-after", type=int, default=None,
                    help="autoencoder warm-up steps without the quantizer; the codebooks are then k-means "
                         "initialised on the warmed-up latents (default 0). Recommended from scratch: 1000 (with "
@@ -72,8 +88,11 @@ def train_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
-    extra = {k: v for k, v in (("bypass_p", args.bypass_p), ("w_commit", args.commit_weight),
-                                              ("quantize_after", args.quantize_after)) if v is not None}
+    given = [("bypass_p", args.bypass_p), ("w_commit", args.commit_weight), ("quantize_after", args.quantize_after),
+             *((f"w_{name}", getattr(args, f"w_{name}")) for name in LOSSES)]
+    extra = {k: v for k, v in given if v is not None}
+    if args.no_balance:
+        extra["balance"] = False
     last = train_codec(args.data, args.out, cfg=cfg, steps=args.steps, batch_size=args.batch_size,
                        segment_seconds=args.segment_seconds, lr=args.lr, seed=args.seed, adversarial=args.adversarial,
                        valid_manifest=args.valid, resume=args.resume, progress=not args.quiet, device=args.device,

@@ -3,7 +3,11 @@
 Mirrors audiocraft `losses/specloss.py` (`MultiScaleMelSpectrogramLoss`), `adversarial/discriminators/msstftd.py`
 (`MultiScaleSTFTDiscriminator`), `adversarial/losses.py` (hinge and feature-matching losses) and
 `losses/sisnr.py`, written from their papers rather than their code:
-- the mel filterbank is our own (HTK mel scale, Slaney area normalisation), so no librosa / torchaudio;
+- the mel filterbank is our own (HTK mel scale, triangles of peak 1 as torchaudio's default), so no librosa /
+  torchaudio; a mel bin is then a sum of STFT magnitudes, on their scale (area-normalised filters divide by
+  the bandwidth in Hz and made linear-mel terms thousands of times weaker than the log-mel term);
+- the multi-resolution STFT loss (linear and log magnitudes, up to 4 Hz bins) carries pitch and phase, which
+  mel bands a few semitones wide cannot hear;
 - the discriminator reads the complex STFT (real and imaginary parts as two channels) with 2-D convolutions
   strided along frequency, as in EnCodec (Défossez et al. 2022, §3.4).
 
@@ -19,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 MEL_SCALES = tuple(range(5, 12))  # STFT sizes 2^5 .. 2^11, hop a quarter of the size
-LOG_FLOOR = 1e-5
+LOG_FLOOR = 1e-5  # log terms floor magnitudes at this fraction of the reference's peak (-100 dB)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -35,8 +39,9 @@ def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
                    f_max: tp.Optional[float] = None) -> torch.Tensor:
-    """Triangular filters -> [M, n_fft // 2 + 1], each of unit area (Slaney norm: 2 / bandwidth).
-    At small n_fft some filters fall between FFT bins and are all zero."""
+    """Triangular filters -> [M, n_fft // 2 + 1], each rising to 1 at its centre frequency (no area
+    normalisation: torchaudio's `norm=None`). At small n_fft some filters fall between FFT bins and are
+    all zero."""
     f_max = sample_rate / 2 if f_max is None else f_max
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # [F]
     edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))),
@@ -45,7 +50,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     rising = (freqs[None] - lo) / (mid - lo)
     falling = (hi - freqs[None]) / (hi - mid)
     bank = torch.clamp(torch.minimum(rising, falling), min=0.0)  # [M, F]
-    return (bank * (2.0 / (hi - lo))).float()
+    return bank.float()
 
 
 class MelSpectrogram(nn.Module):
@@ -76,7 +81,8 @@ class MultiScaleMelLoss(nn.Module):
         total = estimate.new_zeros(())
         for mel in self.mels:
             x, y = mel(estimate), mel(reference)
-            total = total + F.l1_loss(x, y) + F.mse_loss(_log_mel(x), _log_mel(y))
+            floor = _floor(y)
+            total = total + F.l1_loss(x, y) + F.mse_loss(_log(x, floor), _log(y, floor))
         return total / len(self.mels)
 
     def distance(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -84,13 +90,63 @@ class MultiScaleMelLoss(nn.Module):
         B = estimate.shape[0]
         total = estimate.new_zeros(B)
         for mel in self.mels:
-            diff = (_log_mel(mel(estimate)) - _log_mel(mel(reference))).abs()  # [B * C, M, N]
+            x, y = mel(estimate), mel(reference)
+            floor = _floor(y)
+            diff = (_log(x, floor) - _log(y, floor)).abs()  # [B * C, M, N]
             total = total + diff.reshape(B, -1).mean(-1)
         return total / len(self.mels)
 
 
-def _log_mel(mel: torch.Tensor) -> torch.Tensor:
-    return torch.log10(mel.clamp_min(LOG_FLOOR))
+def _floor(reference: torch.Tensor) -> torch.Tensor:
+    """Per item of a [B', M, N] magnitude reference: LOG_FLOOR times its peak ([B', 1, 1]), so that log
+    terms ignore what lies 100 dB below the signal, whatever the filters' or the STFT's scale."""
+    return (LOG_FLOOR * reference.detach().amax(dim=(-2, -1), keepdim=True)).clamp_min(LOG_FLOOR ** 2)
+
+
+def _log(magnitude: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    return torch.log10(torch.maximum(magnitude, floor))
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-resolution STFT magnitudes
+# ------------------------------------------------------------------------------------------------
+def stft_sizes(sample_rate: int, finest_hz: float = 4.0, coarsest: int = 256) -> tp.Tuple[int, ...]:
+    """STFT sizes from `coarsest` up to the first power of two whose bins are at most `finest_hz` wide
+    (32 kHz: 256 .. 8192; 16 kHz: 256 .. 4096): semitones apart down to about 70 Hz."""
+    sizes = [coarsest]
+    while sample_rate / sizes[-1] > finest_hz:
+        sizes.append(sizes[-1] * 2)
+    return tuple(sizes)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Mean over STFT sizes (hop a quarter, Hann window) of the L1 distance between magnitudes:
+    `linear` on |STFT| (loud partials, their exact frequency), `log` on log10 |STFT| (quiet detail).
+
+    forward(estimate, reference [B, C, L]) -> {'stft': linear term, 'log_stft': log term}, two scalars
+    for the balancer."""
+
+    def __init__(self, sample_rate: int, sizes: tp.Optional[tp.Sequence[int]] = None):
+        super().__init__()
+        self.sizes = tuple(sizes or stft_sizes(sample_rate))
+        for n in self.sizes:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def magnitudes(self, wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """wav [B, C, L] -> |STFT| [B * C, F, N]."""
+        x = wav.reshape(-1, wav.shape[-1])
+        return torch.stft(x, n_fft, n_fft // 4, window=getattr(self, f"window_{n_fft}"), center=True,
+                          pad_mode="constant", return_complex=True).abs()
+
+    def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> tp.Dict[str, torch.Tensor]:
+        linear = estimate.new_zeros(())
+        log = estimate.new_zeros(())
+        for n in self.sizes:
+            x, y = self.magnitudes(estimate, n), self.magnitudes(reference, n)
+            linear = linear + F.l1_loss(x, y)
+            floor = _floor(y)
+            log = log + F.l1_loss(_log(x, floor), _log(y, floor))
+        return {"stft": linear / len(self.sizes), "log_stft": log / len(self.sizes)}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ from .. import runs
 from ..runs import METRICS_FILE, RUN_FILE, MetricsLog, latest_checkpoint, step_seed, truncate_metrics
 from ..runs import save_checkpoint as save_rotating
 from .evaluate import evaluate_codec
-from .losses import MultiScaleMelLoss, MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+from .balancer import Balancer
+from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, MultiScaleSTFTDiscriminator, discriminator_loss,
+                     generator_losses)
 from .quantizer import TrainableEncodec, batch_usage, init_quantizer
 
 RESUME_CHANGEABLE = ("save_every", "log_every", "keep_last", "valid_clips", "num_workers")
@@ -50,9 +52,13 @@ RATIOS = {32000: (8, 5, 4, 4), 16000: (8, 5, 4, 2)}  # 50 Hz frames, as the rele
 
 @dataclasses.dataclass(frozen=True)
 class CodecTrainConfig:
-    """How a codec is trained. Loss = w_l1 * L1(wav) + w_mel * multi-scale mel + w_commit * commitment
-    [+ w_adv * hinge adversarial + w_feat * feature matching]. The weights keep DAC's mel : adv : feat
-    ratio (15 : 1 : 2) with mel at 1; the waveform L1 is a small anchor as in audiocraft (0.1)."""
+    """How a codec is trained. The losses of the output: waveform L1 (`l1`), multi-scale mel (`mel`, L1 on
+    mels + MSE on log mels), multi-resolution STFT magnitudes (`stft` linear, `log_stft` log, bins down to
+    4 Hz), and with `adversarial` the MS-STFT discriminator's hinge (`adv`) and feature matching (`feat`).
+
+    With `balance` (default, as EnCodec) the weights are shares of the gradient at the output
+    (balancer.py): w_l1 = w_mel = 1 give the waveform and the mel the same pull whatever their scales.
+    Without it the loss is the plain weighted sum. The commitment loss (w_commit) is always added as is."""
 
     steps: int = 10_000
     batch_size: int = 8
@@ -70,11 +76,15 @@ class CodecTrainConfig:
     quantize_after: int = 0  # autoencoder warm-up: the first steps skip the quantizer, then k-means on its latents
     n_mels: int = 64
     disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
-    w_l1: float = 0.1
+    balance: bool = True
+    balance_ema: float = 0.999  # decay of the balancer's averages of each loss's gradient norm
+    w_l1: float = 1.0
     w_mel: float = 1.0
+    w_stft: float = 1.0
+    w_log_stft: float = 1.0
+    w_adv: float = 2.0
+    w_feat: float = 2.0
     w_commit: float = 1.0
-    w_adv: float = 1 / 15
-    w_feat: float = 2 / 15
     save_every: int = 500
     log_every: int = 10
     keep_last: int = 2
@@ -217,6 +227,10 @@ class CodecTrainer:
             self.disc = (MultiScaleSTFTDiscriminator(cfg.channels, tcfg.disc_filters).to(self.device)
                          if tcfg.adversarial else None)
         self.mel = MultiScaleMelLoss(cfg.sample_rate, tcfg.n_mels).to(self.device)
+        self.stft = MultiResolutionSTFTLoss(cfg.sample_rate).to(self.device)
+        output_losses = ("l1", "mel", "stft", "log_stft") + (("adv", "feat") if tcfg.adversarial else ())
+        self.weights = {name: getattr(tcfg, f"w_{name}") for name in output_losses}
+        self.balancer = Balancer(self.weights, ema_decay=tcfg.balance_ema) if tcfg.balance else None
         adamw = dict(lr=tcfg.lr, betas=tcfg.betas, weight_decay=tcfg.weight_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), **adamw)
         self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc else None
@@ -257,6 +271,7 @@ class CodecTrainer:
         state = {"step": self.step, "model": self.model.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "disc": self.disc.state_dict() if self.disc else None,
                  "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
+                 "balancer": self.balancer.state_dict() if self.balancer else None,
                  "train": json.dumps(dataclasses.asdict(self.tcfg))}
         return save_rotating(state, self.out, self.step, self.tcfg.keep_last)
 
@@ -267,6 +282,8 @@ class CodecTrainer:
         state = torch.load(path, map_location=self.device, weights_only=True)
         self.model.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.balancer is not None:
+            self.balancer.load_state_dict(state["balancer"])
         if self.disc is not None:
             self.disc.load_state_dict(state["disc"])
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
@@ -283,7 +300,7 @@ class CodecTrainer:
         if step == t.quantize_after + 1 and t.quantize_after > 0 and t.kmeans_pool > 0:
             self.kmeans_init()  # the codebooks start from the warmed-up encoder's latents
         out = self.model(wav, generator, quantize=step > t.quantize_after)
-        losses = {"l1": F.l1_loss(out.wav, wav), "mel": self.mel(out.wav, wav), "commit": out.commit}
+        losses = {"l1": F.l1_loss(out.wav, wav), "mel": self.mel(out.wav, wav), **self.stft(out.wav, wav)}
         row: dict = {}
         if self.disc is not None:
             self.disc.requires_grad_(True)
@@ -296,9 +313,14 @@ class CodecTrainer:
                 real = self.disc(wav)
             losses["adv"], losses["feat"] = generator_losses(real, self.disc(out.wav))
             row["d_loss"] = float(d_loss.detach())
-        total = sum(getattr(t, f"w_{name}") * value for name, value in losses.items())
+        total = sum(self.weights[name] * losses[name] for name in self.weights) + t.w_commit * out.commit
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if self.balancer is not None:
+            balanced = {k: losses[k] for k in self.weights}
+            row.update(self.balancer.backward(balanced, out.wav, other=t.w_commit * out.commit))
+        else:
+            total.backward()
+        losses["commit"] = out.commit
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.max_norm if t.max_norm > 0 else float("inf"))
         self.optimizer.step()
         self.step = step
