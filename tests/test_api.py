@@ -303,3 +303,39 @@ def test_deterministic_sets_and_resets_the_switches(monkeypatch):
         deterministic(False)
     assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.allow_tf32
+
+
+def test_collapsed_sampling_is_warned(model):
+    """One code filling more than 30 % of a stage's frames gets a RuntimeWarning naming the stage and the fix."""
+    from openmagnet.api import warn_if_collapsed
+
+    import warnings
+
+    spread = torch.arange(2 * 4 * 100).reshape(2, 4, 100) % 2048
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_collapsed(spread) == []
+    collapsed = spread.clone()
+    collapsed[1, 0, :31] = 7  # 31 % of clip 1's first stage
+    collapsed[0, 2, :50] = 5  # 50 % of clip 0's third stage
+    with pytest.warns(RuntimeWarning, match=r"^the sampling collapsed: one code fills more than 30% of the frames "
+                                            r"\(codebook 0: 31%, codebook 2: 50%\); lower max_cfg_coef or the "
+                                            r"temperature \(set_generation_params\)$"):
+        assert warn_if_collapsed(collapsed) == [0, 2]
+    # and generation checks its own tokens: an LM whose heads prefer one code collapses every stage
+    lm = model.lm
+    saved = [head.weight.detach().clone() for head in lm.linears]
+    try:
+        with torch.no_grad():
+            for head in lm.linears:
+                head.weight.zero_()
+                head.weight[3] = 1.0  # every logit 0 but code 3's: greedy picks one code (3, or 0) everywhere
+        model.set_generation_params(use_sampling=False, decoding_steps=[2, 1, 1, 1])
+        model.duration = 1.0
+        with pytest.warns(RuntimeWarning, match="the sampling collapsed"):
+            model.generate(["a"])
+    finally:
+        model.duration = model.max_duration
+        with torch.no_grad():
+            for head, weight in zip(lm.linears, saved):
+                head.weight.copy_(weight)

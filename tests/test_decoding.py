@@ -105,3 +105,10 @@ def test_extreme_settings_stay_finite(top_k, top_p):
     assert torch.isfinite(audio).all()
     assert ((tokens >= 0) & (tokens < 2048)).all()
     assert math.isfinite(float(audio.abs().max()))
+
+
+def test_top_code_share():
+    from openmagnet.decoding import top_code_share
+
+    tokens = torch.tensor([[[1, 2, 3, 4], [5, 5, 5, 5]], [[0, 0, 1, 1], [9, 8, 9, 9]]])  # [B=2, K=2, T=4]
+    assert torch.equal(top_code_share(tokens), torch.tensor([[0.25, 1.0], [0.5, 0.75]]))

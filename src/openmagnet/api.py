@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import typing as tp
+import warnings
 
 import torch
 
@@ -22,7 +23,7 @@ from .audio import convert_audio
 from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package, load_package, resolve_file
 from .conditioners import check_descriptions, make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig
-from .decoding import generate_tokens
+from .decoding import generate_tokens, top_code_share
 from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
@@ -462,13 +463,31 @@ class MAGNeT:
         with torch.inference_mode():
             cond = self.conditioner.cfg_condition(descriptions)
             logits_fn = guided_logits_fn(self.lm, cond, len(descriptions))
-            return generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
-                                   span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
-                                   generator=generator, callback=callback)
+            tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
+                                     span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
+                                     generator=generator, callback=callback)
+        warn_if_collapsed(tokens)
+        return tokens
 
     def _finish(self, tokens: torch.Tensor, return_tokens: bool):
         audio = self.generate_audio(tokens)
         return (audio, tokens) if return_tokens else audio
+
+
+COLLAPSE_SHARE = 0.3  # one code filling more of a stage than this is a collapse worth a warning
+
+
+def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE) -> tp.List[int]:
+    """Warn (RuntimeWarning) when, in some generated clip, one code fills more than `threshold` of a
+    stage's frames: the sampling collapsed onto few codes and the audio drones. tokens [B, K, T].
+    Returns the collapsed stages."""
+    share = top_code_share(tokens).amax(0)  # [K], the worst clip per stage
+    stages = [k for k, s in enumerate(share.tolist()) if s > threshold]
+    if stages:
+        worst = ", ".join(f"codebook {k}: {share[k]:.0%}" for k in stages)
+        warnings.warn(f"the sampling collapsed: one code fills more than {threshold:.0%} of the frames ({worst}); "
+                      f"lower max_cfg_coef or the temperature (set_generation_params)", RuntimeWarning, stacklevel=4)
+    return stages
 
 
 def _is_file(name: PathLike) -> bool:

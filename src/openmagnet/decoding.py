@@ -178,3 +178,11 @@ def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int
     for stage, steps in enumerate(params.decoding_steps[:n_q]):
         codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step)
     return codes
+
+
+def top_code_share(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens [B, K, T] -> [B, K]: the share of the T frames filled by the most frequent code of each
+    stage (1 / T for all-distinct codes; 1 when one code fills the stage: the sampling collapsed)."""
+    counts = torch.zeros(*tokens.shape[:2], int(tokens.max()) + 1, device=tokens.device)  # [B, K, N]
+    counts.scatter_add_(-1, tokens.long(), torch.ones_like(tokens, dtype=counts.dtype))
+    return counts.amax(-1) / tokens.shape[-1]
