@@ -83,8 +83,8 @@ class Solver:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         # the EMA: on the main process's device; under FSDP every rank averages its own shards
         self.ema = EMA(self.parallel.local_state(), cfg.ema_decay) if self.main or self.sharded else None
-        self.validator = Validator(self.data.valid_set, self.local_batch, cfg.valid_batches, self._prepare,
-                                   seed=cfg.seed, precision=cfg.precision, best_path=self.out / BEST_FILE)
+        self.validator = Validator(self.data.valid_set, self.local_batch, cfg.valid_batches, self.batch_codes,
+                                   self.text, seed=cfg.seed, precision=cfg.precision, best_path=self.out / BEST_FILE)
         self.samples = SampleWriter(self.out / "samples", self.data.valid_set, text, self.conditioner,
                                     self.setup.codec, steps=cfg.sample_steps, seed=cfg.seed, name=self.out.name)
         self.metrics = MetricsLog(self.out, enabled=self.main)
@@ -178,11 +178,6 @@ class Solver:
         """The frozen text encoder's states [B, S, d_text] and mask [B, S] of the descriptions."""
         inputs = self.conditioner.tokenize(descriptions)
         return self.conditioner.text_states(inputs), inputs["attention_mask"]
-
-    def _prepare(self, batch: dict) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A validation batch as (codes, text states, text mask)."""
-        states, mask = self.text(list(batch["description"]))
-        return self.batch_codes(batch), states, mask
 
     def train_step(self, batch: tp.Dict[str, tp.Any]) -> dict:
         cfg = self.cfg

@@ -21,58 +21,97 @@ from ..lm import MagnetLM
 from .objective import TrainingForward, masked_loss
 from .runs import step_seed
 
-# (codes [B, K, T], text states [B, S, d_text], text mask [B, S]) of one batch
-Prepared = tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Text = tp.Tuple[torch.Tensor, torch.Tensor]  # text states [B, S, d_text], text mask [B, S]
+TEXTS = ("", "shuffled_", "null_")  # the true descriptions, another item's, none (the CFG null condition)
 
 
 class Validator:
     """Cross-entropy and perplexity per codebook on the first `batches` batches of `dataset` (fixed:
-    prepared once by `prepare`), with masks drawn from fixed seeds; the weights with the lowest mean
-    cross-entropy so far are written to `best_path`."""
+    prepared once), with masks drawn from fixed seeds; the weights with the lowest mean cross-entropy
+    so far are written to `best_path`.
+
+    Does the model use its text? The same frames and masks are also scored with each item given
+    another item's description (`valid_shuffled_ce*`: the validation descriptions rotated by one) and
+    with no description (`valid_null_ce*`), next to the codes' unigram entropy (`valid_unigram_*`, nats:
+    the cross-entropy of a model that knows only how often each code occurs)."""
 
     def __init__(self, dataset: SegmentDataset, batch_size: int, batches: int,
-                 prepare: tp.Callable[[dict], Prepared], *, seed: int, precision: str, best_path: Path):
+                 codes: tp.Callable[[dict], torch.Tensor], text: tp.Callable[[tp.List[tp.Optional[str]]], Text], *,
+                 seed: int, precision: str, best_path: Path):
         self.dataset = dataset
         self.batch_size = batch_size
         self.batches = batches
-        self.prepare = prepare
+        self.codes = codes
+        self.text = text
         self.seed = seed
         self.precision = precision
         self.best_path = best_path
         self.best = math.inf
-        self._prepared: tp.Optional[tp.List[Prepared]] = None
+        self._prepared: tp.Optional[tp.List[tp.Dict[str, tp.Any]]] = None
 
-    def prepared(self) -> tp.List[Prepared]:
-        """The fixed validation batches, prepared on first use."""
+    def prepared(self) -> tp.List[tp.Dict[str, tp.Any]]:
+        """The fixed validation batches, prepared on first use: {'codes': [B, K, T], '': true text,
+        'shuffled_': another item's text, 'null_': no text}."""
         if self._prepared is None:
             loader = make_loader(self.dataset, self.batch_size, 0, 0, 1, num_workers=0)
-            self._prepared = [self.prepare(batch) for _, batch in zip(range(self.batches), loader, strict=False)]
+            prepared, descriptions = [], []
+            for _, batch in zip(range(self.batches), loader, strict=False):
+                batch_descriptions = list(batch["description"])
+                text = self.text(batch_descriptions)
+                prepared.append({"codes": self.codes(batch), "": text})
+                descriptions.append(batch_descriptions)
+            rotated = [d for batch in descriptions for d in batch]
+            rotated = rotated[1:] + rotated[:1]
+            for item, batch_descriptions in zip(prepared, descriptions, strict=True):
+                n = len(batch_descriptions)
+                item["shuffled_"] = self.text(rotated[:n])
+                item["null_"] = self.text([None] * n)
+                rotated = rotated[n:]
+            self._prepared = prepared
         return self._prepared
 
     @torch.no_grad()
     def __call__(self, lm: MagnetLM, step: int) -> dict:
         """The metrics row of `lm` (EMA weights, eval mode) at training step `step`; `best: True` when
-        these weights were kept as the best."""
+        these weights were kept as the best (by the true-text cross-entropy)."""
         model = TrainingForward(lm)
         row: dict = {"step": step}
-        totals = []
-        for stage in range(lm.cfg.n_q):
-            loss_sum, count = 0.0, 0
-            for i, (codes, states, mask) in enumerate(self.prepared()):
-                generator = torch.Generator().manual_seed(step_seed(self.seed, "valid", i, stage))
-                loss, n = masked_loss(model, codes, states, mask, stage, generator, lm.cfg, self.precision)
-                loss_sum, count = loss_sum + float(loss) * n, count + n
-            ce = loss_sum / max(count, 1)
-            row[f"valid_ce_{stage}"], row[f"valid_ppl_{stage}"] = ce, math.exp(min(ce, 50.0))
-            totals.append(ce)
-        row["valid_ce"] = sum(totals) / len(totals)
+        for variant in TEXTS:
+            totals = []
+            for stage in range(lm.cfg.n_q):
+                loss_sum, count = 0.0, 0
+                for i, item in enumerate(self.prepared()):
+                    generator = torch.Generator().manual_seed(step_seed(self.seed, "valid", i, stage))
+                    states, mask = item[variant]
+                    loss, n = masked_loss(model, item["codes"], states, mask, stage, generator, lm.cfg,
+                                          self.precision)
+                    loss_sum, count = loss_sum + float(loss) * n, count + n
+                ce = loss_sum / max(count, 1)
+                row[f"valid_{variant}ce_{stage}"] = ce
+                if not variant:
+                    row[f"valid_ppl_{stage}"] = math.exp(min(ce, 50.0))
+                totals.append(ce)
+            row[f"valid_{variant}ce"] = sum(totals) / len(totals)
         row["valid_ppl"] = math.exp(min(row["valid_ce"], 50.0))
+        row.update(unigram_entropy(torch.cat([item["codes"] for item in self.prepared()]), lm.cfg.card))
         if row["valid_ce"] < self.best:
             self.best = row["valid_ce"]
             atomic_save({"best_state": {k: v.detach().cpu() for k, v in lm.state_dict().items()},
                          "step": step, "valid_ce": row["valid_ce"]}, self.best_path)
             row["best"] = True
         return row
+
+
+def unigram_entropy(codes: torch.Tensor, card: int) -> dict:
+    """codes [B, K, T] -> {'valid_unigram_k': entropy of codebook k's code frequencies (nats),
+    'valid_unigram': their mean}."""
+    row = {}
+    for k in range(codes.shape[1]):
+        p = torch.bincount(codes[:, k].reshape(-1).cpu(), minlength=card).double()
+        p = p[p > 0] / p.sum()
+        row[f"valid_unigram_{k}"] = float(-(p * p.log()).sum())
+    row["valid_unigram"] = sum(row.values()) / codes.shape[1]
+    return row
 
 
 class SampleWriter:
