@@ -20,9 +20,10 @@ import warnings
 import torch
 
 from .audio import convert_audio
-from .checkpoint import CODEC_FILE, LM_FILE, codec_from_package, lm_from_package, load_package, resolve_file
+from .checkpoint import (CODEC_FILE, LM_FILE, CheckpointError, codec_from_package, lm_from_package, load_package,
+                         parse_xp_cfg, resolve_file)
 from .conditioners import check_descriptions, make_conditioner
-from .config import GenerationParams, LMConfig, TextConfig
+from .config import GenerationParams, LMConfig, TextConfig, generation_from_xp
 from .decoding import generate_tokens, top_code_share
 from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .lm import MagnetLM
@@ -217,9 +218,12 @@ class MAGNeT:
     """A MAGNeT LM, its text encoder and its codec. Build it with `MAGNeT.get_pretrained`."""
 
     def __init__(self, name: str, lm: MagnetLM, text: TextConfig, compression_model: tp.Any,
-                 conditioner: tp.Any = None):
+                 conditioner: tp.Any = None, generation: tp.Optional[dict] = None):
         """`conditioner`: a text conditioner already loaded (`conditioners.make_conditioner`, e.g. a
-        training run's), whose projection must be `lm`'s; by default it is loaded on first use."""
+        training run's), whose projection must be `lm`'s; by default it is loaded on first use.
+        `generation`: the model's own generation settings (set_generation_params() keywords, stored in
+        its checkpoint by `openmagnet export --generation`): in force from the start, and the base of
+        `recommended_params()`; None keeps audiocraft's API defaults."""
         if conditioner is not None and conditioner.projection is not lm.condition_provider.output_proj:
             raise ValueError("the conditioner projects with another LM's output_proj: give it this LM's "
                              "(conditioner.with_projection(lm.condition_provider.output_proj))")
@@ -232,6 +236,9 @@ class MAGNeT:
         self._conditioner = conditioner
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
+        self.stored_generation = dict(generation) if generation else None
+        if self.stored_generation:
+            self.set_generation_params(**self.stored_generation)
 
     # -------------------------------------------------------------------------------- loading
     @staticmethod
@@ -294,7 +301,12 @@ class MAGNeT:
         codec_path = resolve_file(codec_source, CODEC_FILE)
         # quantization starts from float32 matrices; the ones left as floats then take `dtype`
         load_dtype = torch.float32 if quantize is not None else dtype
-        lm, _, text_cfg = lm_from_package(load_package(lm_path), str(lm_path), device, load_dtype)
+        lm_package = load_package(lm_path)
+        lm, _, text_cfg = lm_from_package(lm_package, str(lm_path), device, load_dtype)
+        try:
+            generation = generation_from_xp(parse_xp_cfg(lm_package["xp.cfg"], str(lm_path)))
+        except ValueError as exc:
+            raise CheckpointError(f"{lm_path}: {exc}") from None
         if quantize is not None:
             cast_float_matrices(quantize_lm(lm, quantize), dtype)
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
@@ -306,7 +318,7 @@ class MAGNeT:
                              f"{lm.cfg.frame_rate} Hz")
         if text_encoder is not None:
             text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
-        model = MAGNeT(str(name), lm, text_cfg, compression_model)
+        model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=generation)
         if mode is not None:
             logger.info("fast mode: %s", model.mode)
         return model
@@ -374,6 +386,14 @@ class MAGNeT:
                                        temperature=temperature, max_cfg_coef=max_cfg_coef,
                                        min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
                                        span_arrangement=span_arrangement)
+
+    def recommended_params(self, **given: tp.Any) -> dict:
+        """set_generation_params() keywords for this model: its own stored settings where it has them
+        (the bundled demo model), else what the audiocraft demos recommend for its kind
+        (`api.recommended_params`); each of `given` that is not None replaces its value."""
+        base = recommended_params(self.sample_rate, self.max_duration, **given)  # checks the keywords
+        stored = {k: v for k, v in (self.stored_generation or {}).items() if given.get(k) is None}
+        return {**base, **stored}
 
     def set_custom_progress_callback(self, progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None):
         """`callback(step, total)` after every decoding step, when generating with progress=True."""

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from .codec.encodec import EncodecModel
 from .codec.hf import HFEncodec
-from .config import CodecConfig, codec_config_from_xp, lm_config_from_xp, text_config_from_xp
+from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_config_from_xp, text_config_from_xp
 from .lm import MagnetLM
 
 LM_FILE = "state_dict.bin"
@@ -39,6 +39,20 @@ def bundled_model_dir(name: str) -> tp.Optional[Path]:
     """The folder of a bundled model when this install has it, else None."""
     folder = Path(__file__).resolve().parent / "assets" / BUNDLED_MODELS[name]
     return folder if (folder / LM_SAFETENSORS_FILE).is_file() else None
+
+
+def bundled_generation(name: str) -> tp.Optional[dict]:
+    """The generation settings a bundled model stores for itself (config.generation_from_xp), read from
+    its safetensors metadata alone; None for another name, a bundled model this install lacks, or one
+    that stores none."""
+    folder = bundled_model_dir(name) if name in BUNDLED_MODELS else None
+    if folder is None:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(folder / LM_SAFETENSORS_FILE), framework="pt", device="cpu") as f:
+        metadata = f.metadata() or {}
+    return generation_from_xp(parse_xp_cfg(metadata.get("xp.cfg", {}), str(folder)))
 AUDIOCRAFT_FORMAT_VERSION = "1.3.0"  # the `version` written into exported files
 TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
 

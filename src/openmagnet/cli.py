@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import typing as tp
+import warnings
 from pathlib import Path
 
 from .evaluation.command import add_eval_parser
@@ -40,7 +41,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import MAGNeT, check_device, recommended_params  # lazy: loads torch
+    from .api import MAGNeT, check_device  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
 
     if args.threads:
@@ -55,8 +56,8 @@ def _generate(args: argparse.Namespace) -> int:
                                   quantize=args.quantize, fast=args.fast)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
-    model.set_generation_params(**recommended_params(
-        model.sample_rate, model.max_duration, use_sampling=False if args.greedy else None, top_k=args.top_k,
+    model.set_generation_params(**model.recommended_params(
+        use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
         decoding_steps=args.steps, span_arrangement=args.span_arrangement))
     generator = None
@@ -218,8 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: tp.Any, category: type, filename: str, lineno: int, line: tp.Optional[str] = None) -> str:
+    """Warnings as the command line prints them: one line, no source excerpt."""
+    return f"openmagnet: warning: {message}\n"
+
+
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -228,6 +235,8 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("openmagnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

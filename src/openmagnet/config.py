@@ -251,3 +251,51 @@ def codec_config_from_xp(cfg: dict) -> CodecConfig:
         n_q=int(rvq.get("n_q", 4)),
         bins=int(rvq.get("bins", 2048)),
     )
+
+
+GENERATION_SECTION = "openmagnet.generation"  # where a model stores its own generation settings
+
+
+def generation_from_xp(cfg: dict) -> tp.Optional[dict]:
+    """The generation settings a model stores for itself (xp.cfg `openmagnet: generation:`, written by
+    `openmagnet export --generation KEY=VALUE`), as set_generation_params() keywords; None when it
+    stores none, as the released checkpoints (which keep audiocraft's API defaults)."""
+    section = _get(cfg, GENERATION_SECTION)
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ValueError(f"xp.cfg {GENERATION_SECTION} must be a mapping of set_generation_params() keywords, "
+                         f"got {type(section).__name__}")
+    known = {f.name for f in dataclasses.fields(GenerationParams)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"xp.cfg {GENERATION_SECTION} has unknown keys {unknown}; known: {sorted(known)}")
+    GenerationParams(**section)  # validated as set_generation_params would
+    return dict(section)
+
+
+def parse_generation_setting(text: str) -> tp.Tuple[str, tp.Any]:
+    """`KEY=VALUE` from the command line (`openmagnet export --generation`), typed after the
+    GenerationParams field: `temperature=1.5`, `decoding_steps=20,10,10,10`, `use_sampling=false`."""
+    if "=" not in text:
+        raise ValueError(f"--generation takes KEY=VALUE, e.g. temperature=1.5; got {text!r}")
+    key, value = text.split("=", 1)
+    defaults = GenerationParams()
+    if not hasattr(defaults, key):
+        known = ", ".join(f.name for f in dataclasses.fields(GenerationParams))
+        raise ValueError(f"--generation {key}: unknown setting; known: {known}")
+    default = getattr(defaults, key)
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise ValueError
+            parsed: tp.Any = value.lower() == "true"
+        elif isinstance(default, tuple):
+            parsed = [int(v) for v in value.replace(",", " ").split()]
+        else:
+            parsed = type(default)(value)
+        GenerationParams(**{key: parsed})
+    except ValueError as exc:
+        detail = f": {exc}" if str(exc) else f": expected a {type(default).__name__}"
+        raise ValueError(f"--generation {key}={value}{detail}") from None
+    return key, parsed

@@ -224,3 +224,45 @@ def test_exported_files_are_readable_by_others(tmp_path):
     out = bundle_model(FIXTURES / "music10", tmp_path / "bundle")
     for f in out.iterdir():
         assert f.stat().st_mode & 0o777 == FILE_MODE, f  # not the private 0600 safetensors writes
+
+
+def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
+    """`export --generation` stores settings with the model: get_pretrained comes with them in force, they are
+    the base of recommended_params (CLI, app); a checkpoint without them keeps audiocraft's API defaults."""
+    from openmagnet import checkpoint
+    from openmagnet.app import engine
+    from openmagnet.cli import main
+    from openmagnet.config import GenerationParams
+    from openmagnet.train.export import bundle_model
+
+    stored = {"temperature": 1.5, "max_cfg_coef": 3.0, "decoding_steps": (8, 4, 4, 4)}
+    out = bundle_model(FIXTURES / "music10", tmp_path / "bundle", generation=stored)
+    model = MAGNeT.get_pretrained(out, device="cpu")
+    assert model.stored_generation == {"temperature": 1.5, "max_cfg_coef": 3.0, "decoding_steps": [8, 4, 4, 4]}
+    assert model.params == GenerationParams(temperature=1.5, max_cfg_coef=3.0, decoding_steps=(8, 4, 4, 4))
+    params = model.recommended_params(temperature=2.0)
+    assert params["temperature"] == 2.0 and params["max_cfg_coef"] == 3.0 and params["decoding_steps"] == [8, 4, 4, 4]
+    assert params["top_p"] == 0.9 and params["span_arrangement"] == "stride1"  # the rest: the demos' recommendation
+    released = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
+    assert released.stored_generation is None and released.params == GenerationParams()
+    # the app reads a bundled model's settings from its file's metadata, before loading it
+    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name: out)
+    assert checkpoint.bundled_generation("openmagnet/demo") == model.stored_generation
+    assert engine.recommended_params_for_name("openmagnet/demo")["max_cfg_coef"] == 3.0
+    assert checkpoint.bundled_generation("facebook/magnet-small-10secs") is None
+    # the command line: settings typed, re-bundling keeps the others, bad ones are one-line errors
+    assert main(["export", str(out), "--bundle", "--out", str(tmp_path / "again"), "--generation", "top_p=0.5",
+                 "--generation", "use_sampling=false"]) == 0
+    again = MAGNeT.get_pretrained(tmp_path / "again", device="cpu")
+    assert again.stored_generation == {**model.stored_generation, "top_p": 0.5, "use_sampling": False}
+    capsys.readouterr()
+    for bad, message in (("temp=1", "--generation temp: unknown setting; known: use_sampling, top_k, top_p, "
+                                    "temperature, max_cfg_coef, min_cfg_coef, decoding_steps, span_arrangement"),
+                         ("top_p=2", "--generation top_p=2: top_p must be in [0, 1] (0 disables nucleus sampling); "
+                                     "got 2.0"),
+                         ("decoding_steps=1,2", "--generation decoding_steps=1,2: decoding_steps must be 4 positive "
+                                                "integers (one per codebook), e.g. [20, 10, 10, 10]; got [1, 2]"),
+                         ("use_sampling=maybe", "--generation use_sampling=maybe: expected a bool"),
+                         ("top_k", "--generation takes KEY=VALUE, e.g. temperature=1.5; got 'top_k'")):
+        assert main(["export", str(out), "--bundle", "--out", str(tmp_path / "bad"), "--generation", bad]) == 2
+        assert capsys.readouterr().err == f"openmagnet: error: {message}\n"

@@ -17,7 +17,7 @@ import torch
 
 from ..api import MAGNeT, check_device, describe_mode, recommended_params
 from ..audio import audio_read, audio_write, save_spectrogram
-from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
+from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
 from ..files import slug
 from ..hardware import mps_available
 
@@ -53,9 +53,11 @@ def model_choices() -> tp.List[str]:
 
 
 def recommended_params_for_name(name: str) -> dict:
-    """api.recommended_params for a model guessed from its name before it is loaded: the audio-magnet
-    models are the 16 kHz sound ones, the *30secs models make 30 s."""
-    return recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
+    """MAGNeT.recommended_params for a model guessed from its name before it is loaded: a bundled model's
+    own stored settings (its file's metadata), else api.recommended_params for its kind (the audio-magnet
+    models are the 16 kHz sound ones, the *30secs models make 30 s)."""
+    guess = recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
+    return {**guess, **(bundled_generation(name) or {})}
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
+from ..config import parse_generation_setting
 from .presets import parse_override, preset_config
 
 
@@ -76,17 +77,22 @@ def add_export_parser(sub: tp.Any) -> None:
     e.add_argument("--bundle", action="store_true",
                    help="RUN is an exported model folder: write its safetensors-only form (model.safetensors + "
                         "compression.safetensors, fp16), as models ship inside the package")
+    e.add_argument("--generation", action="append", default=[], metavar="KEY=VALUE",
+                   help="a generation setting the model stores for itself and comes with (MAGNeT.get_pretrained, "
+                        "the CLI and the app use it), e.g. --generation temperature=1.5 --generation "
+                        "decoding_steps=20,10,10,10 (repeatable; set_generation_params() names)")
     e.set_defaults(func=export_command)
 
 
 def export_command(args: argparse.Namespace) -> int:
+    generation = dict(parse_generation_setting(item) for item in args.generation) or None
     if args.bundle:
         from .export import bundle_model  # lazy: loads torch
 
-        path = bundle_model(args.run, args.out)
+        path = bundle_model(args.run, args.out, generation)
     else:
         from .runs import export_run  # lazy: loads torch
 
-        path = export_run(args.run, args.out)
+        path = export_run(args.run, args.out, generation)
     print(f"exported {args.run} -> {path}")
     return 0

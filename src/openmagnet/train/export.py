@@ -28,8 +28,8 @@ import torch
 
 from .. import __version__
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSORS_FILE, LM_FILE, LM_SAFETENSORS_FILE,
-                          TEXT_PROJ_KEY, check_state_dict, load_package, resolve_file)
-from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
+                          TEXT_PROJ_KEY, check_state_dict, load_package, parse_xp_cfg, resolve_file)
+from ..config import LMConfig, TextConfig, generation_from_xp, lm_config_from_xp, text_config_from_xp
 from ..files import FILE_MODE, fsync, temp_beside
 from ..lm import MagnetLM
 
@@ -231,11 +231,13 @@ def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, 
     return out
 
 
-def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, os.PathLike]) -> Path:
+def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, os.PathLike],
+                 generation: tp.Optional[dict] = None) -> Path:
     """The safetensors-only form of an exported model, as models ship inside the package
     (src/openmagnet/assets/NAME): model.safetensors (the LM, fp16, xp.cfg in the metadata) and
     compression.safetensors (the full codec in fp16, its xp.cfg in the metadata; loaded back as
-    float32). Pointer codecs cannot be bundled: they would need the hub."""
+    float32). Pointer codecs cannot be bundled: they would need the hub. `generation`: settings to
+    store with the model (set_generation_params() keywords, over any it stores already)."""
     model_dir = Path(model_dir)
     lm_pkg = load_package(resolve_file(model_dir, LM_FILE))
     codec_pkg = load_package(resolve_file(model_dir, CODEC_FILE))
@@ -243,14 +245,34 @@ def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, o
         raise ValueError(f"{model_dir}: its codec is a pointer to {codec_pkg['pretrained']!r}, which needs the hub; "
                          f"bundle a model trained with a full codec")
     meta = {"format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION, "openmagnet_version": __version__}
+    lm_xp = lm_pkg["xp.cfg"]
+    if generation:
+        import yaml
+
+        lm_xp = yaml.safe_dump(with_generation(parse_xp_cfg(lm_xp, str(model_dir)), generation), sort_keys=False)
     lm_state, codec_state = fp16_state(lm_pkg["best_state"]), fp16_state(codec_pkg["best_state"])
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _write_all_atomically(out, {
-        LM_SAFETENSORS_FILE: lambda f: _safetensors_save(lm_state, {**meta, "xp.cfg": lm_pkg["xp.cfg"]}, f),
+        LM_SAFETENSORS_FILE: lambda f: _safetensors_save(lm_state, {**meta, "xp.cfg": lm_xp}, f),
         CODEC_SAFETENSORS_FILE: lambda f: _safetensors_save(codec_state, {**meta, "xp.cfg": codec_pkg["xp.cfg"]}, f),
     })
     return out
+
+
+def with_generation(xp_cfg: dict, generation: tp.Mapping[str, tp.Any]) -> dict:
+    """A copy of xp_cfg storing `generation` (set_generation_params() keywords, checked) as the model's own
+    settings (`openmagnet: generation:`, read back by config.generation_from_xp), over any it had."""
+    cfg = copy.deepcopy(xp_cfg)
+    section = _section(cfg, "openmagnet")
+    section["generation"] = {**(section.get("generation") or {}), **{k: _plain(v) for k, v in generation.items()}}
+    generation_from_xp(cfg)  # raises on an unknown key or a bad value
+    return cfg
+
+
+def _plain(value: tp.Any) -> tp.Any:
+    """YAML-safe: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 from .. import __version__
 from ..config import LMConfig, TextConfig
 from ..files import atomic_save, atomic_write_text
-from .export import build_xp_cfg, export_model
+from .export import build_xp_cfg, export_model, with_generation
 from .presets import TrainConfig
 
 RUN_FILE = "run.json"
@@ -148,9 +148,10 @@ def path_weights(path: Path) -> tp.Dict[str, torch.Tensor]:
     raise ValueError(f"{path} holds no EMA or best weights: it is not an openmagnet run checkpoint")
 
 
-def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path]) -> Path:
+def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path], generation: tp.Optional[dict] = None) -> Path:
     """Export a run folder (its best EMA weights) or one run checkpoint (its EMA weights) as a
-    model folder in the released layout (see export.py)."""
+    model folder in the released layout (see export.py); `generation`: settings the model stores for
+    itself (set_generation_params() keywords; MAGNeT.get_pretrained applies them)."""
     run = Path(run)
     run_dir = run.parent.parent if run.is_file() else run
     info = read_run(run_dir)
@@ -163,4 +164,6 @@ def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path]) -> Path:
                       cfg_dropout=cfg.cfg_dropout, word_dropout=cfg.word_dropout, base=info.get("base_xp"),
                       extra={"openmagnet": {"version": __version__, "run": str(run_dir.resolve()),
                                             "source": info.get("source", "scratch"), "config": cfg.to_dict()}})
+    if generation:
+        xp = with_generation(xp, generation)
     return export_model(out, state, xp, codec_package)
