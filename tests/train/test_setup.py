@@ -87,3 +87,13 @@ def test_a_new_run_needs_data(tmp_path):
 
     with pytest.raises(ValueError, match=r"^--data is required: the manifest folder written by `openmagnet data index`$"):
         setup.run_spec(tmp_path / "run", preset_config("magnet_32khz", **SMALL), None)
+
+
+def test_resume_accepts_the_runs_own_settings_restated(manifest, tmp_path):
+    run = tmp_path / "run"
+    solver = _solver(manifest, run, max_steps=1, save_every=1, valid_every=1)
+    solver.run()
+    same = {"lr": solver.cfg.lr, "betas": tuple(solver.cfg.betas), "max_steps": 2}
+    assert setup.run_spec(run, None, None, resume=True, resume_overrides=same).cfg.max_steps == 2
+    with pytest.raises(ValueError, match=r"^--resume continues the run as it was configured; lr cannot change"):
+        setup.run_spec(run, None, None, resume=True, resume_overrides={"lr": solver.cfg.lr * 2})

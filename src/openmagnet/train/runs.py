@@ -49,10 +49,16 @@ def read_run(run_dir: Path, what: str = "a training run folder", start: tp.Optio
 
 
 def check_resume_overrides(overrides: tp.Mapping[str, tp.Any], changeable: tp.Sequence[str],
-                           flag: str = "--resume") -> dict:
-    """On a resume the run's own config holds; only the `changeable` (bookkeeping) settings may change.
-    Returns the overrides, or raises ValueError naming the ones that may not change."""
-    fixed = sorted(set(overrides) - set(changeable))
+                           configured: tp.Mapping[str, tp.Any], flag: str = "--resume") -> dict:
+    """On a resume the run's own config (`configured`, as run.json stores it) holds; only the
+    `changeable` (bookkeeping) settings may change, the others may only be restated with the values
+    the run has (so that a script can rerun one command line). Returns the overrides, or raises
+    ValueError naming the ones that would change."""
+    def plain(value: tp.Any) -> tp.Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    fixed = sorted(k for k in set(overrides) - set(changeable)
+                   if k not in configured or plain(overrides[k]) != plain(configured[k]))
     if fixed:
         raise ValueError(f"{flag} continues the run as it was configured; {', '.join(fixed)} cannot change "
                          f"(only {', '.join(changeable)} can)")

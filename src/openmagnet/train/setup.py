@@ -65,7 +65,8 @@ def run_spec(out: tp.Union[str, Path], cfg: tp.Optional[TrainConfig], data: tp.O
     out = Path(out)
     if resume:
         info = read_run(out)
-        cfg = TrainConfig(**{**info["config"], **check_resume_overrides(resume_overrides or {}, RESUME_CHANGEABLE)})
+        overrides = check_resume_overrides(resume_overrides or {}, RESUME_CHANGEABLE, info["config"])
+        cfg = TrainConfig(**{**info["config"], **overrides})
         source = info.get("source", "scratch")
         spec = RunSpec(cfg, info["data"], info.get("valid"), info.get("external_metadata"),
                        None if source == "scratch" else source, resume=True)

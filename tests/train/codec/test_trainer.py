@@ -86,3 +86,15 @@ def test_autoencoder_warm_up_then_kmeans(manifest, tmp_path):
     train_codec(None, run, steps=3, resume=True, progress=False)  # step 3 k-means, then quantizes
     state = torch.load(run / "checkpoints" / "step_00000003.pt", weights_only=True)["model"]
     assert all(state[f"quantizer.vq.layers.{k}._codebook.inited"].item() == 1 for k in range(4))
+
+
+def test_resume_accepts_the_runs_own_settings_restated(manifest, tmp_path):
+    """A script may rerun its whole command line with --resume: settings equal to the run's pass, a changed one
+    is a one-line error naming it."""
+    run = tmp_path / "run"
+    train_codec(manifest, run, steps=1, save_every=1, **RUN, bypass_p=0.5, w_l1=2.0)
+    train_codec(None, run, steps=2, resume=True, progress=False, bypass_p=0.5, w_l1=2.0, log_every=1)
+    assert [r["step"] for r in _rows(run)] == [1, 2]
+    with pytest.raises(ValueError, match=r"^resume continues the run as it was configured; bypass_p cannot change "
+                                         r"\(only steps, save_every"):
+        train_codec(None, run, steps=3, resume=True, progress=False, bypass_p=0.25, w_l1=2.0)

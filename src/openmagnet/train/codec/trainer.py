@@ -187,7 +187,7 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
     settings are kept (the arguments are ignored), only `steps` and RESUME_CHANGEABLE options may change."""
     if resume:
         info = read_run(out_dir)
-        runs.check_resume_overrides(options, ("steps", *RESUME_CHANGEABLE), flag="resume")
+        runs.check_resume_overrides(options, ("steps", *RESUME_CHANGEABLE), info["train"], flag="resume")
         tcfg = CodecTrainConfig(**{**info["train"], "steps": steps, **options})
         trainer = CodecTrainer(_codec_cfg(info), tcfg, info["data"], out_dir, valid=info.get("valid"),
                                resume=True, device=device, progress=progress)
