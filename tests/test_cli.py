@@ -216,8 +216,10 @@ def test_eval_adherence_prints_the_table_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("| audio | clips | tempo acc1 |") and "| generated | 2 |" in out
     rows = json.loads((tmp_path / "m.json").read_text())
-    assert list(rows) == ["real rendered clips (ceiling)", "generated", "shuffled prompts (floor)"]
+    assert list(rows) == ["real rendered clips (ceiling)", "generated", "shuffled prompts (floor)", "margins"]
     assert rows["generated"] == rows["real rendered clips (ceiling)"] and rows["generated"]["clips"] == 2
+    # generated minus floor, with bootstrap intervals (no classifier: no family row)
+    assert list(rows["margins"]) == ["tempo_acc2", "key_weighted"] and "| generated - floor | margin |" in out
 
 
 def test_eval_errors(tmp_path, capsys):

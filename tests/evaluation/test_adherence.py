@@ -116,3 +116,20 @@ def test_prompted_families_and_derangement():
     perm = derangement(10, seed=3)
     assert sorted(perm) == list(range(10)) and (perm != np.arange(10)).all()
     assert '| ceiling | 3 |' in markdown_table({'ceiling': {'clips': 3}})
+
+
+def test_bootstrap_margin_on_known_sets():
+    from openmagnet.evaluation.adherence import bootstrap_margin
+
+    sure = bootstrap_margin([1.0] * 20, [0.0] * 20)
+    assert sure == {'margin': 1.0, 'low': 1.0, 'high': 1.0}
+    coin = [float(i % 2) for i in range(64)]
+    same = bootstrap_margin(coin, coin[::-1], seed=1)
+    assert same['margin'] == 0.0 and same['low'] < 0 < same['high']
+    # 64 clips at 0.5 against 0.25: the interval is about +-0.16 wide (two binomial standard errors, combined)
+    half, quarter = coin, [float(i % 4 == 0) for i in range(64)]
+    m = bootstrap_margin(half, quarter, seed=2)
+    assert m['margin'] == 0.25 and 0.06 < m['low'] < 0.14 and 0.36 < m['high'] < 0.44
+    assert bootstrap_margin([None, 1.0, 0.0, float('nan')], [0.0, 0.0])['margin'] == 0.5  # missing values dropped
+    with pytest.raises(ValueError, match='at least 2 values on each side, got 1 and 2'):
+        bootstrap_margin([None, 1.0], [0.0, 1.0])

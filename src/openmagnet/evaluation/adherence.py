@@ -282,28 +282,77 @@ def analyze(wav: tp.Any, sr: int) -> Analysis:
     return Analysis(estimate_tempo(y, ANALYSIS_SR), *estimate_key(y, ANALYSIS_SR), clip_features(y, ANALYSIS_SR))
 
 
-def score(analyses: tp.Sequence[Analysis], labels: tp.Sequence[tp.Mapping[str, tp.Any]],
-          classifier: tp.Optional[FamilyClassifier] = None) -> tp.Dict[str, float]:
-    """Adherence metrics of analysed clips against their prompts' labels (side-car dicts, same order)."""
+def clip_scores(analyses: tp.Sequence[Analysis], labels: tp.Sequence[tp.Mapping[str, tp.Any]],
+                classifier: tp.Optional[FamilyClassifier] = None) -> tp.Dict[str, np.ndarray]:
+    """Per-clip scores against the prompts' labels (same order), whose means are `score`'s rates:
+    tempo_acc1 / tempo_acc2 / key_exact / key_mode (0 or 1), key_weighted (MIREX weight) and, with a
+    classifier, family_detected (the fraction of the prompted families detected; NaN when none is named)."""
     if len(analyses) != len(labels) or not labels:
         raise ValueError(f"need one labels dict per clip and at least one clip, got {len(analyses)} / {len(labels)}")
+    bpm = [float(lab['bpm']) for lab in labels]
+    keys = [label_key(lab) for lab in labels]
+    out = {'tempo_acc1': np.array([tempo_match(a.bpm, t, allow_octave=False) for a, t in zip(analyses, bpm, strict=True)],
+                                  dtype=float),
+           'tempo_acc2': np.array([tempo_match(a.bpm, t) for a, t in zip(analyses, bpm, strict=True)], dtype=float),
+           'key_weighted': np.array([weighted_key_score((a.tonic, a.mode), k) for a, k in zip(analyses, keys, strict=True)])}
+    out['key_exact'] = (out['key_weighted'] == 1.0).astype(float)
+    out['key_mode'] = np.array([a.mode == k[1] for a, k in zip(analyses, keys, strict=True)], dtype=float)
+    if classifier is not None:
+        detected = classifier.predict_proba(np.stack([a.features for a in analyses])) >= 0.5
+        prompted = classifier.targets([prompted_families(lab) for lab in labels]).astype(bool)
+        asked = prompted.sum(1)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            out['family_detected'] = np.where(asked > 0, (detected & prompted).sum(1) / asked, np.nan)
+    return out
+
+
+def score(analyses: tp.Sequence[Analysis], labels: tp.Sequence[tp.Mapping[str, tp.Any]],
+          classifier: tp.Optional[FamilyClassifier] = None) -> tp.Dict[str, tp.Any]:
+    """Adherence metrics of analysed clips against their prompts' labels (side-car dicts, same order), and
+    under 'per_clip' the per-clip scores they average (`clip_scores`, for bootstrap intervals)."""
+    per_clip = clip_scores(analyses, labels, classifier)
     bpm = np.array([float(lab['bpm']) for lab in labels])
     est = np.array([a.bpm for a in analyses])
-    keys = [label_key(lab) for lab in labels]
-    weights = [weighted_key_score((a.tonic, a.mode), k) for a, k in zip(analyses, keys, strict=True)]
-    out = {'clips': len(labels),
-           'tempo_acc1': float(np.mean([tempo_match(e, t, allow_octave=False) for e, t in zip(est, bpm, strict=True)])),
-           'tempo_acc2': float(np.mean([tempo_match(e, t) for e, t in zip(est, bpm, strict=True)])),
-           'tempo_median_abs_err': float(np.median(np.abs(est - bpm))),
-           'key_exact': float(np.mean([w == 1.0 for w in weights])),
-           'key_mode': float(np.mean([a.mode == k[1] for a, k in zip(analyses, keys, strict=True)])),
-           'key_weighted': float(np.mean(weights))}
+    out: tp.Dict[str, tp.Any] = {'clips': len(labels),
+                                 'tempo_acc1': float(per_clip['tempo_acc1'].mean()),
+                                 'tempo_acc2': float(per_clip['tempo_acc2'].mean()),
+                                 'tempo_median_abs_err': float(np.median(np.abs(est - bpm))),
+                                 'key_exact': float(per_clip['key_exact'].mean()),
+                                 'key_mode': float(per_clip['key_mode'].mean()),
+                                 'key_weighted': float(per_clip['key_weighted'].mean())}
     if classifier is not None:
         proba = classifier.predict_proba(np.stack([a.features for a in analyses]))
         targets = classifier.targets([lab['family'] for lab in labels])
         prompted = classifier.targets([prompted_families(lab) for lab in labels])
         out.update(family_metrics(proba, targets, prompted))
+    out['per_clip'] = {k: [None if np.isnan(v) else float(v) for v in values] for k, values in per_clip.items()}
     return out
+
+
+MARGIN_METRICS = ('tempo_acc2', 'key_weighted', 'family_detected')
+
+
+def bootstrap_margin(values: tp.Sequence[tp.Optional[float]], floor: tp.Sequence[tp.Optional[float]],
+                     confidence: float = 0.95, resamples: int = 5000, seed: int = 0) -> tp.Dict[str, float]:
+    """mean(values) - mean(floor), with the `confidence` percentile bootstrap interval of that difference
+    (each set resampled independently with replacement; missing values dropped)."""
+    a = np.array([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    b = np.array([v for v in floor if v is not None and not np.isnan(v)], dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 values on each side, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    diffs = (a[rng.integers(0, len(a), (resamples, len(a)))].mean(1)
+             - b[rng.integers(0, len(b), (resamples, len(b)))].mean(1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return {'margin': float(a.mean() - b.mean()), 'low': float(low), 'high': float(high)}
+
+
+def margins(generated: tp.Mapping[str, tp.Any], floor: tp.Mapping[str, tp.Any], seed: int = 0) -> tp.Dict[str, dict]:
+    """Generated minus floor for the rates that matter (tempo acc2, key MIREX, prompted family detected), each
+    with its 95 % bootstrap interval: the model follows the text where the interval lies above 0."""
+    return {k: bootstrap_margin(generated['per_clip'][k], floor['per_clip'][k], seed=seed)
+            for k in MARGIN_METRICS if k in generated['per_clip'] and k in floor['per_clip']}
 
 
 def evaluate_adherence(items: tp.Iterable[tp.Tuple[tp.Any, int, tp.Mapping[str, tp.Any]]],
@@ -370,6 +419,14 @@ COLUMNS = (('clips', 'clips', '{:.0f}'), ('tempo_acc1', 'tempo acc1', '{:.2f}'),
            ('key_mode', 'mode', '{:.2f}'), ('key_weighted', 'key MIREX', '{:.2f}'),
            ('family_detected', 'prompted family detected', '{:.2f}'), ('family_f1', 'family F1', '{:.2f}'),
            ('family_map', 'family mAP', '{:.2f}'))
+
+
+def margins_table(rows: tp.Mapping[str, dict]) -> str:
+    """`margins` as markdown: one row per metric, the margin and its 95 % bootstrap interval."""
+    titles = {key: title for key, title, _ in COLUMNS}
+    lines = ['| generated - floor | margin | 95 % bootstrap interval |', '|---|---|---|']
+    lines += [f"| {titles[k]} | {m['margin']:+.2f} | [{m['low']:+.2f}, {m['high']:+.2f}] |" for k, m in rows.items()]
+    return '\n'.join(lines)
 
 
 def markdown_table(rows: tp.Mapping[str, tp.Mapping[str, float]]) -> str:

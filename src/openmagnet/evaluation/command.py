@@ -94,15 +94,21 @@ def _f1(predicted, actual) -> float:
 
 
 def adherence_command(args: argparse.Namespace) -> int:
-    from .adherence import FamilyClassifier, markdown_table, reference_rows, score_generated  # lazy: loads torch
+    from .adherence import (FamilyClassifier, margins, margins_table, markdown_table, reference_rows,  # lazy: torch
+                            score_generated)
 
     classifier = FamilyClassifier.load(args.classifier) if args.classifier else None
     rows = reference_rows(args.labels, classifier, seed=args.seed, progress=not args.quiet)
+    above = None
     if args.audio:
         generated = score_generated(args.audio, args.labels, classifier, progress=not args.quiet)
         ceiling, floor = rows.items()
         rows = dict([ceiling, ('generated', generated), floor])
+        above = margins(generated, floor[1], seed=args.seed)
     print(markdown_table(rows))
+    if above:
+        print()
+        print(margins_table(above))
     if args.json:
-        atomic_write_text(json.dumps(rows, indent=1) + "\n", args.json)
+        atomic_write_text(json.dumps({**rows, **({"margins": above} if above else {})}, indent=1) + "\n", args.json)
     return 0
