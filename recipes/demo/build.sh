@@ -14,13 +14,14 @@ mkdir -p "$WORK"
 
 # 2. codec: SEANet + RVQ, 4 x 1024 codes at 50 Hz, 16 kHz, 24 filters, trained on balanced losses (waveform L1,
 #    multi-scale mel, multi-resolution STFT down to 4 Hz bins: they keep pitch), 500 auto-encoder warm-up steps,
-#    then k-means codebooks. Held to gates before any LM is trained on it (RESULTS.md): chroma correlation
+#    then k-means codebooks; a pure tone mixed into a quarter of the examples (music rarely holds strong high
+#    fundamentals, and the first run, without them, returned near-silence for 1760 and 3520 Hz sines). Held to gates before any LM is trained on it (RESULTS.md): chroma correlation
 #    >= 0.7, every pure tone within 50 cents, energy on 50 Hz multiples <= 15 %, SI-SDR >= 0 dB.
 CODEC_STEPS="${CODEC_STEPS:-8000}"
 if [ -d "$WORK/codec16/checkpoints" ]; then RESUME=--resume; else RESUME=; fi
 $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/codec16" --sample-rate 16000 \
     --n-filters 24 --dimension 128 --lstm 2 --bins 1024 --steps "$CODEC_STEPS" --batch-size 8 --segment-seconds 1 \
-    --lr 5e-4 --save-every 250 --log-every 25 --threads 2 --num-workers 1 --bypass-p 0.5 --quantize-after 500 $RESUME
+    --lr 5e-4 --save-every 250 --log-every 25 --threads 2 --num-workers 1 --bypass-p 0.5 --quantize-after 500 --tone-p 0.25 $RESUME
 $OM codec export "$WORK/codec16" --out "$WORK/codec_model"
 $OM codec eval "$WORK/codec_model" --data "$WORK/synth/holdout" --clips 16 --seconds 5
 

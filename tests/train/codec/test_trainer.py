@@ -98,3 +98,21 @@ def test_resume_accepts_the_runs_own_settings_restated(manifest, tmp_path):
     with pytest.raises(ValueError, match=r"^resume continues the run as it was configured; bypass_p cannot change "
                                          r"\(only steps, save_every"):
         train_codec(None, run, steps=3, resume=True, progress=False, bypass_p=0.25, w_l1=2.0)
+
+
+def test_tone_augmentation_mixes_seeded_pure_tones():
+    from openmagnet.train.codec.evaluate import peak_frequency
+    from openmagnet.train.codec.trainer import add_tones
+
+    silent = torch.zeros(64, 1, 16000)
+    mixed = add_tones(silent, 16000, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(mixed, add_tones(silent, 16000, 0.5, torch.Generator().manual_seed(0)))  # seeded
+    has_tone = mixed.abs().amax(-1).squeeze(1) > 0
+    assert 20 < int(has_tone.sum()) < 44  # about half of the examples
+    peaks = mixed[has_tone].abs().amax(-1).squeeze(1)
+    assert bool((peaks > 0.04).all() and (peaks <= 0.5).all())
+    freqs = peak_frequency(mixed[has_tone, 0], 16000)
+    assert bool((freqs > 50).all() and (freqs < 0.45 * 16000 + 5).all()) and float(freqs.max()) > 1760  # high ones too
+    loud = torch.full((8, 1, 1000), 0.9)
+    assert float(add_tones(loud, 16000, 1.0, torch.Generator().manual_seed(1)).abs().max()) <= 1.0  # clipped
+    assert torch.equal(add_tones(loud, 16000, 0.0, torch.Generator().manual_seed(1)), loud)

@@ -57,6 +57,9 @@ def _add_train(codec_sub: tp.Any) -> None:
     t.add_argument("--bypass-p", type=float, default=None,
                    help="probability per example that the decoder sees the unquantized latent (default 0; 0.5 "
                         "keeps the encoder's latents from collapsing onto few codes early in training)")
+    t.add_argument("--tone-p", type=float, default=None,
+                   help="probability per example of mixing in a pure tone, 55 Hz to 0.45 x the sample rate (default "
+                        "0; music rarely holds strong high fundamentals, and a codec never shown them drops them)")
     t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
     weights = t.add_argument_group("loss weights", "With the balancer (default) each weight is that loss's share of "
                                    "the gradient at the decoder's output, whatever the loss's scale; 0 drops a loss")
@@ -88,7 +91,7 @@ def train_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
-    given = [("bypass_p", args.bypass_p), ("w_commit", args.commit_weight), ("quantize_after", args.quantize_after),
+    given = [("bypass_p", args.bypass_p), ("tone_p", args.tone_p), ("w_commit", args.commit_weight), ("quantize_after", args.quantize_after),
              *((f"w_{name}", getattr(args, f"w_{name}")) for name in LOSSES)]
     extra = {k: v for k, v in given if v is not None}
     if args.no_balance:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 import typing as tp
 from pathlib import Path
@@ -73,6 +74,7 @@ class CodecTrainConfig:
     kmeans_pool: float = 4.0  # fresh runs k-means on latents of this many x bins vectors (0: the first batch)
     dead_code_threshold: float = 2.0  # uses per EMA window (100 steps) below which a code is re-drawn
     bypass_p: float = 0.0  # per example, the probability that the decoder sees the unquantized latent
+    tone_p: float = 0.0  # per example, the probability that a pure tone is mixed in (add_tones): pitches music lacks
     quantize_after: int = 0  # autoencoder warm-up: the first steps skip the quantizer, then k-means on its latents
     n_mels: int = 64
     disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
@@ -202,6 +204,23 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
     return trainer.run()
 
 
+def add_tones(wav: torch.Tensor, sample_rate: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Mix a pure tone into each example of wav [B, C, L] with probability p: a sine of random phase at a
+    log-uniform frequency from 55 Hz to 0.45 x the sample rate, peak amplitude uniform in [0.05, 0.5]
+    (the sum clipped to [-1, 1]). Rendered music rarely holds a strong fundamental above A6; without
+    such examples a codec learns to drop high pure tones."""
+    B, _, L = wav.shape
+    chosen = torch.rand(B, generator=generator) < p
+    low, high = math.log(55.0), math.log(0.45 * sample_rate)
+    freqs = torch.exp(low + (high - low) * torch.rand(B, generator=generator, dtype=torch.float64))
+    phases = 2 * math.pi * torch.rand(B, generator=generator, dtype=torch.float64)
+    amps = 0.05 + 0.45 * torch.rand(B, generator=generator, dtype=torch.float64)
+    t = torch.arange(L, dtype=torch.float64) / sample_rate
+    tones = (amps[:, None] * torch.sin(2 * math.pi * freqs[:, None] * t + phases[:, None])).float()  # [B, L]
+    tones = tones * chosen[:, None]
+    return (wav + tones[:, None].to(wav.device)).clamp(-1.0, 1.0)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -296,6 +315,9 @@ class CodecTrainer:
         t = self.tcfg
         step = self.step + 1
         generator = torch.Generator().manual_seed(step_seed(t.seed, step))
+        if t.tone_p > 0:
+            tones = torch.Generator().manual_seed(step_seed(t.seed, "tones", step))
+            wav = add_tones(wav, self.cfg.sample_rate, t.tone_p, tones)
         self.model.train()
         if step == t.quantize_after + 1 and t.quantize_after > 0 and t.kmeans_pool > 0:
             self.kmeans_init()  # the codebooks start from the warmed-up encoder's latents
