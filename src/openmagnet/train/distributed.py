@@ -140,6 +140,7 @@ class ParallelModel:
         self.lm = forward.lm
         self.lora = lora
         self.sharded = fsdp and world > 1
+        forward.touch_all_heads = self.sharded  # FSDP: every parameter in every rank's graph (objective.py)
         self.module = self._wrap(forward, world, device)
 
     def _wrap(self, forward: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:

@@ -74,9 +74,9 @@ class Solver:
         self.conditioner = make_conditioner(text.name, text.kind, self.lm.condition_provider.output_proj,
                                             device=self.device)
         self.lora = apply_lora(self.lm, rank=cfg.lora_rank, alpha=cfg.lora_alpha) if cfg.lora_rank > 0 else None
-        self.sharded = cfg.fsdp and self.world > 1
-        self.parallel = dist_utils.ParallelModel(objective.TrainingForward(self.lm, touch_all_heads=self.sharded),
-                                                 self.world, self.device, fsdp=cfg.fsdp, lora=self.lora)
+        self.parallel = dist_utils.ParallelModel(objective.TrainingForward(self.lm), self.world, self.device,
+                                                 fsdp=cfg.fsdp, lora=self.lora)
+        self.sharded = self.parallel.sharded
         self.model = self.parallel.module
         self.optimizer = make_optimizer(self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps)
         self.scheduler = make_scheduler(self.optimizer, cfg.schedule, cfg.warmup, cfg.max_steps, cfg.lr_min_ratio)
