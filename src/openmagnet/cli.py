@@ -114,7 +114,8 @@ def _data_synth(args: argparse.Namespace) -> int:
     started = time.time()
     r = synthesize_dataset(args.out, args.hours, args.seed, sample_rate=args.sample_rate,
                            clip_seconds=tuple(args.clip_seconds), workers=args.workers, holdout=args.holdout,
-                           soundfont=args.soundfont, renderer=args.renderer, progress=not args.quiet)
+                           soundfont=args.soundfont, renderer=args.renderer, tempo=args.tempo,
+                           progress=not args.quiet)
     held = f"; holdout {r.holdout} clips ({r.holdout_seconds / 60:.1f} min) -> {r.holdout_manifest}" * bool(r.holdout)
     print(f"synth: {r.clips} clips, {r.seconds / 3600:.3f} h of audio ({r.rendered} rendered now, "
           f"{r.clips + r.holdout - r.rendered} already done) in {time.time() - started:.1f} s -> {r.manifest}{held}")
@@ -157,6 +158,9 @@ def add_data_parser(sub: tp.Any) -> None:
     s.add_argument("--soundfont", default=None, help="General MIDI .sf2 (default: FluidR3_GM from fluid-soundfont-gm)")
     s.add_argument("--renderer", default="auto", choices=["auto", "pyfluidsynth", "cli"],
                    help="auto: pyfluidsynth if it loads, else the fluidsynth program")
+    s.add_argument("--tempo", default="style", choices=["style", "wide"],
+                   help="style: each genre's own tempo range (default); wide: 60-180 bpm for every genre, so "
+                        "that tempo varies apart from the genre (a model then learns it from the text)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_data_synth)
 

@@ -58,3 +58,17 @@ def test_composed_midi_matches_the_spec():
         pairs = zip(midi.instruments, spec.parts, strict=True)
         named = [inst for inst, part in pairs if part.name in spec.description.lower()]
         assert named and named[0].notes  # the instrument the caption names is really playing
+
+
+def test_wide_tempo_spreads_every_style_over_60_to_180_bpm():
+    """tempo='wide' draws the bpm apart from the genre: slow and very fast clips of the same style both
+    exist, and captions still tell the tempo."""
+    specs = [sample_spec(0, i, tempo='wide') for i in range(3000)]
+    assert all(60 <= s.bpm <= 180 for s in specs)
+    for style in STYLES:
+        bpms = [s.bpm for s in specs if s.style == style]
+        assert min(bpms) < 76 and max(bpms) >= 160, (style, min(bpms), max(bpms))
+    assert all(_mentions_key_or_tempo(s) for s in specs[:500])
+    assert Counter(s.tempo_feel for s in specs).keys() == {'slow', 'moderate', 'fast', 'very fast'}
+    with pytest.raises(ValueError, match="tempo must be one of style, wide, got 'fast'"):
+        sample_spec(0, 0, tempo='fast')

@@ -89,6 +89,8 @@ def test_resume_skips_finished_clips_and_refuses_other_settings(tmp_path):
     assert len(read_manifest(out)) == 3
     with pytest.raises(ValueError, match="other settings.*seed"):
         synthesize_dataset(out, hours=6 / 3600, seed=1, clip_seconds=SHORT, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(tempo: 'style' -> 'wide'\)"):
+        synthesize_dataset(out, hours=6 / 3600, seed=0, clip_seconds=SHORT, tempo='wide', progress=False)
 
 
 @needs_synth

@@ -219,14 +219,22 @@ def _moods(rng: random.Random, mode: str, bpm: int, dynamics: str, style: Style)
     return tuple(moods + ([extra] if extra and extra not in moods else []))
 
 
+TEMPO_CHOICES = ('style', 'wide')
+WIDE_BPM = (60, 180)
+
+
 def sample_spec(seed: int, index: int, clip_seconds: tp.Tuple[float, float] = (10.0, 12.0),
-                stream: str = 'train') -> ClipSpec:
-    """The clip spec of (seed, index), drawn without rendering; the same arguments give the same spec."""
+                stream: str = 'train', tempo: str = 'style') -> ClipSpec:
+    """The clip spec of (seed, index), drawn without rendering; the same arguments give the same spec.
+    tempo 'style': the bpm is drawn from the style's range (ballads slow, rock fast); 'wide': from WIDE_BPM
+    whatever the style, so that tempo is a property of its own and a model can learn it apart from the genre."""
     if not 0 < clip_seconds[0] <= clip_seconds[1]:
         raise ValueError(f"clip seconds must be 0 < min <= max, got {clip_seconds}; pass e.g. --clip-seconds 10 12")
+    if tempo not in TEMPO_CHOICES:
+        raise ValueError(f"tempo must be one of {', '.join(TEMPO_CHOICES)}, got {tempo!r}")
     rng = _rng(seed, index, stream)
     style = STYLES[rng.choice(sorted(STYLES))]
-    bpm = rng.randint(*style.bpm)
+    bpm = rng.randint(*(style.bpm if tempo == 'style' else WIDE_BPM))
     mode = 'major' if rng.random() < style.major_p else 'minor'
     tonic = rng.randrange(12)
     progression = rng.choice(PROGRESSIONS[mode])
