@@ -116,3 +116,51 @@ def test_tone_augmentation_mixes_seeded_pure_tones():
     loud = torch.full((8, 1, 1000), 0.9)
     assert float(add_tones(loud, 16000, 1.0, torch.Generator().manual_seed(1)).abs().max()) <= 1.0  # clipped
     assert torch.equal(add_tones(loud, 16000, 0.0, torch.Generator().manual_seed(1)), loud)
+
+
+def test_tone_range_bounds_the_tones():
+    from openmagnet.train.codec.evaluate import peak_frequency
+    from openmagnet.train.codec.trainer import CodecTrainConfig, add_tones
+
+    mixed = add_tones(torch.zeros(64, 1, 16000), 16000, 1.0, torch.Generator().manual_seed(0), (880.0, 4000.0))
+    freqs = peak_frequency(mixed[:, 0], 16000)
+    assert bool((freqs > 875).all() and (freqs < 4005).all())
+    assert float(freqs.min()) < 1300 and float(freqs.max()) > 3000  # spread over the range
+    capped = peak_frequency(add_tones(torch.zeros(16, 1, 8000), 8000, 1.0, torch.Generator().manual_seed(1),
+                                      (1000.0, 20000.0))[:, 0], 8000)
+    assert bool((capped < 0.45 * 8000 + 5).all())  # never above 0.45 x the sample rate
+    with pytest.raises(ValueError, match=r"^tone_range must be LOW HIGH in Hz with 0 < LOW <= HIGH"):
+        CodecTrainConfig(tone_range=(500.0, 100.0))
+
+
+def test_init_from_starts_a_new_run_from_another_codecs_weights(manifest, tmp_path, monkeypatch):
+    """--init-from: a run folder, one of its checkpoints or an exported codec gives the new run its weights and
+    trained codebooks exactly (no k-means, no warm-up); the run records the source; another shape is a one-line
+    error."""
+    from openmagnet.train.codec.trainer import CodecTrainConfig, CodecTrainer
+
+    first = tmp_path / "first"
+    args = {**RUN, "adversarial": False}
+    train_codec(manifest, first, steps=2, save_every=2, **args)
+    trained = torch.load(first / "checkpoints" / "step_00000002.pt", weights_only=True)["model"]
+    exported = export_codec(first, tmp_path / "model")
+    for i, source in enumerate((first, first / "checkpoints" / "step_00000002.pt", exported, exported.parent)):
+        tcfg = CodecTrainConfig(batch_size=2, segment_seconds=0.5, init_from=str(source), quantize_after=5)
+        trainer = CodecTrainer(RUN["cfg"], tcfg, str(manifest), tmp_path / f"second_{i}", progress=False)
+        state = trainer.model.model.state_dict()
+        assert state.keys() == trained.keys() and all(torch.equal(state[k], trained[k]) for k in trained), source
+        assert read_run(tmp_path / f"second_{i}")["train"]["init_from"] == str(source)
+    third = tmp_path / "third"
+    with monkeypatch.context() as m:  # the trained codebooks are kept: no k-means, at the start or after warm-up
+        m.setattr(CodecTrainer, "kmeans_init", lambda self: pytest.fail("k-means on an --init-from run"))
+        m.setattr("openmagnet.train.codec.quantizer.kmeans",
+                  lambda *a, **k: pytest.fail("k-means on an --init-from run"))
+        train_codec(manifest, third, steps=1, save_every=1, init_from=str(first), quantize_after=5, **args)
+    state = torch.load(third / "checkpoints" / "step_00000001.pt", weights_only=True)["model"]
+    assert all(state[f"quantizer.vq.layers.{k}._codebook.inited"].item() == 1 for k in range(4))
+    assert any(r.get("commit", 0) > 0 for r in _rows(third))  # quantizes from step 1: no warm-up
+    with pytest.raises(ValueError, match=r"^--init-from .*step_00000002.pt: that codec has another shape than this "
+                                         r"run's .*; pass the same --sample-rate/--n-filters"):
+        train_codec(manifest, tmp_path / "bad", steps=1, init_from=str(first), **{**args, "cfg": tiny_cfg(lstm=0)})
+    with pytest.raises(ValueError, match=r"^--init-from .*nothing: no such file or folder$"):
+        train_codec(manifest, tmp_path / "bad2", steps=1, init_from=str(tmp_path / "nothing"), **args)

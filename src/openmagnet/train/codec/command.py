@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing as tp
+from pathlib import Path
 
 
 # the losses of the decoder's output, balanced (train/codec/trainer.py, CodecTrainConfig)
@@ -60,6 +61,12 @@ def _add_train(codec_sub: tp.Any) -> None:
     t.add_argument("--tone-p", type=float, default=None,
                    help="probability per example of mixing in a pure tone, 55 Hz to 0.45 x the sample rate (default "
                         "0; music rarely holds strong high fundamentals, and a codec never shown them drops them)")
+    t.add_argument("--tone-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="Hz range of those tones, drawn log-uniform (default 55 and 0.45 x the sample rate)")
+    t.add_argument("--init-from", default=None, metavar="CODEC",
+                   help="start from the weights and codebooks of another codec of the same shape: a codec run "
+                        "folder, one of its checkpoints or an exported compression_state_dict.bin (a new run: "
+                        "fresh optimiser, no warm-up or k-means; for a second phase with other losses or data)")
     t.add_argument("--commit-weight", type=float, default=None, help="weight of the commitment loss (default 1)")
     weights = t.add_argument_group("loss weights", "With the balancer (default) each weight is that loss's share of "
                                    "the gradient at the decoder's output, whatever the loss's scale; 0 drops a loss")
@@ -91,7 +98,9 @@ def train_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = codec_config(args.sample_rate, args.n_filters, args.dimension, args.lstm, args.n_q, args.bins)
-    given = [("bypass_p", args.bypass_p), ("tone_p", args.tone_p), ("w_commit", args.commit_weight), ("quantize_after", args.quantize_after),
+    given = [("bypass_p", args.bypass_p), ("tone_p", args.tone_p), ("w_commit", args.commit_weight),
+             ("quantize_after", args.quantize_after), ("tone_range", args.tone_range),
+             ("init_from", args.init_from and str(Path(args.init_from).resolve())),
              *((f"w_{name}", getattr(args, f"w_{name}")) for name in LOSSES)]
     extra = {k: v for k, v in given if v is not None}
     if args.no_balance:

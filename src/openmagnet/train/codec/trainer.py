@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from ... import __version__
 from ...checkpoint import AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE
+from ...codec.encodec import EncodecModel
 from ...config import CodecConfig
 from ...data.dataset import SegmentDataset, SkipCounter, make_loader
 from ...data.manifest import read_manifest
@@ -75,6 +76,8 @@ class CodecTrainConfig:
     dead_code_threshold: float = 2.0  # uses per EMA window (100 steps) below which a code is re-drawn
     bypass_p: float = 0.0  # per example, the probability that the decoder sees the unquantized latent
     tone_p: float = 0.0  # per example, the probability that a pure tone is mixed in (add_tones): pitches music lacks
+    tone_range: tp.Tuple[float, float] = (55.0, 0.0)  # Hz, log-uniform; 0 as the top: 0.45 x the sample rate
+    init_from: str = ""  # a codec run, checkpoint or exported codec whose weights (codebooks too) start this run
     quantize_after: int = 0  # autoencoder warm-up: the first steps skip the quantizer, then k-means on its latents
     n_mels: int = 64
     disc_filters: int = 32  # channels of each MS-STFT discriminator (adversarial runs)
@@ -95,6 +98,11 @@ class CodecTrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "tone_range", tuple(float(f) for f in self.tone_range))
+        low, high = self.tone_range
+        if not (0 < low and (high == 0 or low <= high)):
+            raise ValueError(f"tone_range must be LOW HIGH in Hz with 0 < LOW <= HIGH (HIGH 0: 0.45 x the sample "
+                             f"rate), got {low:g} {high:g}")
         if self.steps < 0 or self.batch_size < 1 or self.segment_seconds <= 0 or self.lr <= 0:
             raise ValueError(f"steps must be >= 0, batch_size >= 1, segment_seconds > 0 and lr > 0; got "
                              f"{self.steps}, {self.batch_size}, {self.segment_seconds}, {self.lr}")
@@ -168,6 +176,38 @@ def export_codec(run_dir: tp.Union[str, Path], out_file: tp.Union[str, Path]) ->
     return out
 
 
+def initial_weights(source: tp.Union[str, Path], cfg: CodecConfig) -> tp.Dict[str, torch.Tensor]:
+    """The codec weights of `source` for `codec train --init-from`: a codec run folder (its latest checkpoint),
+    one of its checkpoints/step_*.pt, or an exported compression_state_dict.bin (or a folder holding one).
+    They must fit `cfg` exactly (same sample rate, filters, dimension, LSTM layers, codebooks and bins)."""
+    path = Path(source)
+    if path.is_dir() and (path / CODEC_FILE).is_file():
+        path = path / CODEC_FILE
+    elif path.is_dir():
+        path = latest_checkpoint(path)
+        if path is None:
+            raise ValueError(f"--init-from {source}: no checkpoint and no {CODEC_FILE} there; pass a codec run "
+                             f"folder, one of its checkpoints/step_*.pt or an exported {CODEC_FILE}")
+    elif not path.is_file():
+        raise ValueError(f"--init-from {source}: no such file or folder")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise ValueError(f"--init-from {path}: not a codec checkpoint ({type(e).__name__}); pass a codec run "
+                         f"folder, checkpoint or exported {CODEC_FILE}") from None
+    state = data.get("model", data.get("best_state")) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"--init-from {path}: holds neither a codec run checkpoint ('model') nor an exported "
+                         f"codec ('best_state')")
+    expected = EncodecModel(cfg).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in expected.items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+        raise ValueError(f"--init-from {path}: that codec has another shape than this run's ({cfg.sample_rate} Hz, "
+                         f"{cfg.n_filters} filters, dimension {cfg.dimension}, {cfg.lstm} LSTM layers, {cfg.n_q} x "
+                         f"{cfg.bins} codes); pass the same --sample-rate/--n-filters/--dimension/--lstm/--n-q/--bins")
+    return {k: v.to(expected[k].dtype) for k, v in state.items()}
+
+
 def _codec_cfg(info: dict) -> CodecConfig:
     data = dict(info["codec_config"])
     data["ratios"] = tuple(data["ratios"])
@@ -204,14 +244,16 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
     return trainer.run()
 
 
-def add_tones(wav: torch.Tensor, sample_rate: int, p: float, generator: torch.Generator) -> torch.Tensor:
+def add_tones(wav: torch.Tensor, sample_rate: int, p: float, generator: torch.Generator,
+              freq_range: tp.Tuple[float, float] = (55.0, 0.0)) -> torch.Tensor:
     """Mix a pure tone into each example of wav [B, C, L] with probability p: a sine of random phase at a
-    log-uniform frequency from 55 Hz to 0.45 x the sample rate, peak amplitude uniform in [0.05, 0.5]
-    (the sum clipped to [-1, 1]). Rendered music rarely holds a strong fundamental above A6; without
-    such examples a codec learns to drop high pure tones."""
+    log-uniform frequency within freq_range (a top of 0: 0.45 x the sample rate), peak amplitude uniform in
+    [0.05, 0.5] (the sum clipped to [-1, 1]). Rendered music rarely holds a strong fundamental above A6;
+    without such examples a codec learns to drop high pure tones."""
     B, _, L = wav.shape
     chosen = torch.rand(B, generator=generator) < p
-    low, high = math.log(55.0), math.log(0.45 * sample_rate)
+    top = min(freq_range[1] or 0.45 * sample_rate, 0.45 * sample_rate)
+    low, high = math.log(min(freq_range[0], top)), math.log(top)
     freqs = torch.exp(low + (high - low) * torch.rand(B, generator=generator, dtype=torch.float64))
     phases = 2 * math.pi * torch.rand(B, generator=generator, dtype=torch.float64)
     amps = 0.05 + 0.45 * torch.rand(B, generator=generator, dtype=torch.float64)
@@ -258,8 +300,10 @@ class CodecTrainer:
         if resume:
             self.load_checkpoint()
         else:
+            if tcfg.init_from:  # trained codebooks come with the weights: no k-means
+                self.model.model.load_state_dict(initial_weights(tcfg.init_from, cfg))
             self._write_run_info()
-            if tcfg.kmeans_pool > 0 and tcfg.quantize_after == 0:
+            if tcfg.kmeans_pool > 0 and tcfg.quantize_after == 0 and not tcfg.init_from:
                 self.kmeans_init()
 
     @torch.no_grad()
@@ -317,11 +361,11 @@ class CodecTrainer:
         generator = torch.Generator().manual_seed(step_seed(t.seed, step))
         if t.tone_p > 0:
             tones = torch.Generator().manual_seed(step_seed(t.seed, "tones", step))
-            wav = add_tones(wav, self.cfg.sample_rate, t.tone_p, tones)
+            wav = add_tones(wav, self.cfg.sample_rate, t.tone_p, tones, t.tone_range)
         self.model.train()
-        if step == t.quantize_after + 1 and t.quantize_after > 0 and t.kmeans_pool > 0:
+        if step == t.quantize_after + 1 and t.quantize_after > 0 and t.kmeans_pool > 0 and not t.init_from:
             self.kmeans_init()  # the codebooks start from the warmed-up encoder's latents
-        out = self.model(wav, generator, quantize=step > t.quantize_after)
+        out = self.model(wav, generator, quantize=step > t.quantize_after or bool(t.init_from))
         losses = {"l1": F.l1_loss(out.wav, wav), "mel": self.mel(out.wav, wav), **self.stft(out.wav, wav)}
         row: dict = {}
         if self.disc is not None:
