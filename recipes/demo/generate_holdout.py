@@ -3,7 +3,8 @@
     python recipes/demo/generate_holdout.py --model openmagnet/demo --labels SYNTH/holdout --out GENERATED [--batch 8]
 
 Reads SYNTH/holdout/audio/clip_*.json (the side-car of each held-out rendered clip), generates from its
-`description` with the demo settings (stride1, [20, 10, 10, 10], seed per clip), and writes
+`description` with the model's recommended settings (its stored ones for the bundled model, else the demos':
+stride1, [20, 10, 10, 10]; seed per clip), and writes
 GENERATED/clip_*.wav, so that the adherence table compares generated audio with the same labels as the
 rendered clips (ceiling) and shuffled labels (floor).
 """
@@ -23,13 +24,14 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=3.0, help="sampling temperature (default 3.0, the demos')")
-    p.add_argument("--max-cfg", type=float, default=10.0,
-                   help="CFG coefficient at the start of each stage (default 10)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: the model's stored setting, else the demos' 3.0)")
+    p.add_argument("--max-cfg", type=float, default=None,
+                   help="CFG coefficient at the start of each stage (default: the model's stored setting, else 10)")
     a = p.parse_args()
     model = MAGNeT.get_pretrained(a.model)
-    model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10],
-                                temperature=a.temperature, max_cfg_coef=a.max_cfg)
+    model.set_generation_params(**model.recommended_params(temperature=a.temperature, max_cfg_coef=a.max_cfg))
+    print(f"generation settings: {model.generation_params}", flush=True)
     items = [(f.stem, json.loads(f.read_text())["description"])
              for f in sorted((Path(a.labels) / "audio").glob("clip_*.json"))]
     out = Path(a.out)

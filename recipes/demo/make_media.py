@@ -2,8 +2,8 @@
 
     python recipes/demo/make_media.py --out docs/demo [--model openmagnet/demo] [--screenshot docs/app.png]
 
-Each example prompt is generated with the demo settings (stride1, [20, 10, 10, 10]) and a fixed seed,
-written as DIR/<name>.wav (peak-normalised 16-bit) and DIR/<name>.png. With --screenshot, the app is
+Each example prompt is generated with the model's recommended settings (the bundled model's stored ones) and a
+fixed seed, written as DIR/<name>.wav (peak-normalised 16-bit) and DIR/<name>.png. With --screenshot, the app is
 served on a free local port, driven by headless Chromium through one generation, and photographed.
 """
 import argparse
@@ -24,7 +24,7 @@ EXAMPLES = [
 
 def examples(model_name: str, out: Path) -> None:
     model = MAGNeT.get_pretrained(model_name)
-    model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10])
+    model.set_generation_params(**model.recommended_params())  # the bundled model's stored settings
     for name, text, seed in EXAMPLES:
         wav = model.generate([text], generator=torch.Generator(device=model.device).manual_seed(seed))[0].cpu()
         audio_write(out / name, wav, model.sample_rate, strategy="peak")
