@@ -9,46 +9,61 @@ WORK="${1:-work/demo}"
 OM=".venv/bin/openmagnet"
 mkdir -p "$WORK"
 
-# 1. data: 3 h of 10-12 s General MIDI clips rendered with FluidSynth + 64 held-out clips (about 5 min)
+# 1. data: 3 h of 10-12 s General MIDI clips rendered with FluidSynth + 64 held-out clips for the codec (about 3 min);
+#    6 h at 16 kHz with every style spread over 60-180 bpm (--tempo wide: tempo apart from the genre) for the LM
+#    (about 16 min with one worker); 0.1 h from seed 123, used by nothing but the codec's gates
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64
+grep -q '"complete": true' "$WORK/synth_wide/synth.json" 2>/dev/null || $OM data synth --out "$WORK/synth_wide" \
+    --hours 6 --seed 1 --workers 2 --holdout 64 --sample-rate 16000 --tempo wide
+grep -q '"complete": true' "$WORK/gate/synth.json" 2>/dev/null || $OM data synth --out "$WORK/gate" --hours 0.1 \
+    --seed 123 --sample-rate 16000
 
 # 2. codec: SEANet + RVQ, 4 x 1024 codes at 50 Hz, 16 kHz, 24 filters, trained on balanced losses (waveform L1,
 #    multi-scale mel, multi-resolution STFT down to 4 Hz bins: they keep pitch), 500 auto-encoder warm-up steps,
-#    then k-means codebooks; a pure tone mixed into a quarter of the examples (music rarely holds strong high
-#    fundamentals, and the first run, without them, returned near-silence for 1760 and 3520 Hz sines). Held to gates before any LM is trained on it (RESULTS.md): chroma correlation
-#    >= 0.7, every pure tone within 50 cents, energy on 50 Hz multiples <= 15 %, SI-SDR >= 0 dB.
-CODEC_STEPS="${CODEC_STEPS:-8000}"
+#    then k-means codebooks; a pure tone mixed into a quarter of the examples. Held to gates on the seed-123 clips
+#    before the LM is trained on it (RESULTS.md): chroma correlation >= 0.7, every pure tone within 50 cents,
+#    energy on 50 Hz multiples <= 15 %, SI-SDR >= 0 dB.
+CODEC_STEPS="${CODEC_STEPS:-3500}"
 if [ -d "$WORK/codec16/checkpoints" ]; then RESUME=--resume; else RESUME=; fi
 $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/codec16" --sample-rate 16000 \
     --n-filters 24 --dimension 128 --lstm 2 --bins 1024 --steps "$CODEC_STEPS" --batch-size 8 --segment-seconds 1 \
-    --lr 5e-4 --save-every 250 --log-every 25 --threads 2 --num-workers 1 --bypass-p 0.5 --quantize-after 500 --tone-p 0.25 $RESUME
+    --lr 5e-4 --save-every 250 --log-every 25 --threads 2 --num-workers 1 --bypass-p 0.5 --quantize-after 500 \
+    --tone-p 0.25 $RESUME
 $OM codec export "$WORK/codec16" --out "$WORK/codec_model"
-$OM codec eval "$WORK/codec_model" --data "$WORK/synth/holdout" --clips 16 --seconds 5
+$OM codec eval "$WORK/codec_model" --data "$WORK/gate" --clips 16 --seconds 5 > "$WORK/codec_gates.json"
 
-# 3. MAGNeT: 256 wide, 6 layers, all-MiniLM-L6-v2 text states, 10-s segments from the token cache,
-#    --precision auto: bf16 autocast on a CPU with native bf16 such as the Zen 4 VM (0.97 steps/s against
-#    0.67 in fp32 there), fp32 on one without (where bf16 would be many times slower)
-LM_STEPS="${LM_STEPS:-4400}"
-if [ -d "$WORK/lm/checkpoints" ]; then
-    $OM train --out "$WORK/lm" --resume --max-steps "$LM_STEPS"
+# 3. MAGNeT on the 16 kHz tokens: 256 wide, 6 layers, all-MiniLM-L6-v2 text states, 10-s segments from the
+#    token cache, held-out CE with true, shuffled and no text next to the codes' unigram entropy at every
+#    validation; --precision auto: bf16 autocast on a CPU with native bf16, fp32 on one without
+LM_STEPS="${LM_STEPS:-5000}"
+if [ -d "$WORK/lm16/checkpoints" ]; then
+    $OM train --out "$WORK/lm16" --resume --max-steps "$LM_STEPS"
 else
-    $OM train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/lm" --preset magnet_32khz \
+    $OM train --data "$WORK/synth_wide" --valid "$WORK/synth_wide/holdout" --out "$WORK/lm16" --preset magnet_32khz \
         --model-scale tiny --set dim=256 --set num_heads=4 --set num_layers=6 --codec "$WORK/codec_model" \
-        --text-encoder all-MiniLM-L6-v2 --segment-duration 10 --batch-size 8 --max-steps "$LM_STEPS" --lr 1e-3 \
-        --precision auto --num-workers 1 --set token_cache=true --set warmup=300 --set save_every=250 \
-        --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=0
+        --set sample_rate=16000 --text-encoder all-MiniLM-L6-v2 --segment-duration 10 --batch-size 8 \
+        --max-steps "$LM_STEPS" --lr 1e-3 --precision auto --num-workers 1 --set token_cache=true --set warmup=300 \
+        --set save_every=250 --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=0
 fi
 
-# 4. export, bundle (safetensors only, fp16) into the package, evaluate adherence
-$OM export "$WORK/lm" --out "$WORK/model"
-$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo
+# 4. sampling settings chosen on held-out prompts (a grid over max CFG and temperature, scored by the adherence
+#    margins over the shuffled-prompt floor, codebook-0 collapse and the fast/slow tempo probe), then stored with
+#    the model and bundled (safetensors only, fp16) into the package
+$OM export "$WORK/lm16" --out "$WORK/model"
+[ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth_wide" \
+    --out "$WORK/family_classifier.npz"
+[ -f "$WORK/sampling/chosen.json" ] || .venv/bin/python recipes/demo/choose_sampling.py --model "$WORK/model" \
+    --labels "$WORK/synth_wide/holdout" --classifier "$WORK/family_classifier.npz" --out "$WORK/sampling" \
+    --prompts 16 --cfg 1 3 5 --temperature 1 2 3
+GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generation {k}=' + (','.join(map(str, v)) \
+    if isinstance(v, list) else str(v)) for k, v in json.load(open(sys.argv[1])).items()))" "$WORK/sampling/chosen.json")
+$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION
 
-# 5. does it follow the text? generated audio for the held-out prompts against the rendered clips (ceiling)
-#    and shuffled prompts (floor): tempo, key and mode, instrument family
-[ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth" --out "$WORK/family_classifier.npz"
-.venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/synth/holdout" \
+# 5. does it follow the text? generated audio for the 64 held-out prompts (at the stored settings) against the
+#    rendered clips (ceiling) and shuffled prompts (floor): tempo, key and mode, instrument family
+.venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/synth_wide/holdout" \
     --out "$WORK/generated"
-$OM eval adherence --labels "$WORK/synth/holdout" --audio "$WORK/generated" \
+$OM eval adherence --labels "$WORK/synth_wide/holdout" --audio "$WORK/generated" \
     --classifier "$WORK/family_classifier.npz" --json "$WORK/adherence.json"
 
 # 6. the README's media: example clips + spectrograms, and a screenshot of the web app (needs Chromium)

@@ -13,7 +13,8 @@ Then the tempo probe at each setting: 8 prompts asking for 160-180 bpm and 8 ask
 and instruments), onsets per second of each clip (librosa), fast minus slow with its bootstrap interval.
 
 Writes OUT/grid.json and OUT/grid.md; the chosen setting is the one with the largest sum of the three margins'
-lower bounds among those without collapse (at least 100 distinct codebook-0 codes), printed last.
+lower bounds among those without collapse (at least 100 distinct codebook-0 codes), printed last and written as
+set_generation_params() keywords to OUT/chosen.json (for `openmagnet export --generation KEY=VALUE`).
 """
 import argparse
 import json
@@ -78,10 +79,11 @@ def main() -> None:
     classifier = FamilyClassifier.load(a.classifier) if a.classifier else None
     clips = load_labels(a.labels)[:a.prompts]
     floor = reference_rows(a.labels, classifier, seed=a.seed)["shuffled prompts (floor)"]
-    out, results = Path(a.out), {}
+    out, results, settings = Path(a.out), {}, {}
     for cfg in a.cfg:
         for temperature in a.temperature:
             name = f"cfg{cfg:g}_t{temperature:g}"
+            settings[name] = dict(temperature=temperature, max_cfg_coef=cfg)
             folder = out / name
             model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10], top_p=0.9,
                                         temperature=temperature, max_cfg_coef=cfg, min_cfg_coef=1.0)
@@ -117,7 +119,12 @@ def main() -> None:
     print("\n".join(lines))
     usable = {n: r for n, r in results.items() if r["distinct_codes_0"] >= 100} or results
     best = max(usable, key=lambda n: sum(m["low"] for m in usable[n]["margins"].values()))
-    print(f"chosen: {best}")
+    chosen = dict(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10], top_p=0.9, min_cfg_coef=1.0,
+                  **settings[best])
+    (out / "chosen.json").write_text(json.dumps(chosen) + "\n")
+    print(f"chosen: {best} -> {out / 'chosen.json'}; store it with "
+          + " ".join(f"--generation {k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in chosen.items()))
 
 
 if __name__ == "__main__":
