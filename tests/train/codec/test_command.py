@@ -29,6 +29,14 @@ def test_codec_commands(manifest, tmp_path, capsys):
     row = json.loads(run("codec", "eval", str(tmp_path / "m"), "--data", str(manifest), "--clips", "1",
                          "--seconds", "0.5"))
     assert row["clips"] == 1 and "si_sdr" in row
+    # a second phase from the exported codec, with tones in a range and a lighter waveform term
+    run("codec", "train", "--data", str(manifest), "--out", str(tmp_path / "r2"), "--sample-rate", "16000",
+        "--n-filters", "4", "--dimension", "16", "--lstm", "0", "--bins", "32", "--steps", "1",
+        "--batch-size", "1", "--segment-seconds", "0.5", "--save-every", "1", "--quiet", "--init-from",
+        str(tmp_path / "m"), "--tone-p", "0.5", "--tone-range", "880", "4000", "--l1-weight", "0.1")
+    train = json.loads((tmp_path / "r2" / "run.json").read_text())["train"]
+    assert train["init_from"] == str((tmp_path / "m").resolve()) and train["tone_range"] == [880.0, 4000.0]
+    assert (train["tone_p"], train["w_l1"]) == (0.5, 0.1)
 
 
 def test_codec_package_import_does_not_load_training():
