@@ -20,7 +20,7 @@ KEEP_PREFIXES = (
     "fad/tests/embeddings", "fad/tests/window_clip", "fad/background/embeddings", "fad/background/window_clip",
     "fad/tests/mu", "fad/tests/sigma", "fad/value", "fad/tests/clip1/examples", "fad/tests/clip1/pcm16",
     "kld/passt10/preds/logits", "kld/passt10/preds/probs", "kld/passt10/targets/probs",
-    "kld/passt10/preds/seg1/mel", "kld/passt10/kl_pq", "kld/passt10/kl_qp", "kld/passt10/compute/",
+    "kld/passt10/preds/seg02/mel", "kld/passt10/kl_pq", "kld/passt10/kl_qp", "kld/passt10/compute/",
     "kld/passt10/segment_", "kld/passt20/preds/logits", "kld/passt20/preds/probs", "kld/passt20/targets/probs",
     "kld/passt20/kl_pq", "kld/passt20/compute/", "kld/passt20/segment_",
     "clap/text/input_ids", "clap/text/attention_mask", "clap/text/text_embeddings",

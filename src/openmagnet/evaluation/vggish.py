@@ -77,11 +77,12 @@ def vggish_examples(wav16k: np.ndarray) -> torch.Tensor:
 
 def fad_examples(wav16k: torch.Tensor) -> torch.Tensor:
     """audiocraft's FAD recipe, [T] 16-kHz mono -> [windows, 1, 96, 64] float32 (see the module doc)."""
-    x = wav16k.double()
+    x = wav16k.float()
     peak = x.abs().max()
     if not bool(peak > 0):
         raise ValueError("silent clip: FAD's peak normalisation divides by its peak; drop it or add audio")
-    pcm = (x * (10 ** (-1 / 20) / peak) * 32768).round().clamp(-32768, 32767).numpy()
+    # audio_write's peak normalisation and 16-bit write, in float32 as audiocraft does them
+    pcm = (x * (10 ** (-1 / 20) / peak) * 32768).round().clamp(-32768, 32767).double().numpy()
     pcm = pcm / max(0.1, float(pcm.max()))
     examples = [_frame(log_mel(pcm[start:start + FAD_WINDOW]), EXAMPLE_FRAMES, EXAMPLE_FRAMES)
                 for start in range(0, pcm.shape[0] - FAD_WINDOW + 1, FAD_STEP)]
