@@ -125,3 +125,19 @@ def test_captions_from_every_source(tmp_path):
     assert load_captions(tmp_path / "side")["clip_1"] == "three"
     (tmp_path / "t.tsv").write_text("a\tone\nb\ttwo\n")
     assert load_captions(tmp_path / "t.tsv") == {"a": "one", "b": "two"}
+
+
+def test_check_weights_lists_found_and_missing_files(tmp_path, monkeypatch, capsys):
+    from openmagnet.evaluation.command import add_eval_parser
+
+    monkeypatch.setenv("OPENMAGNET_EVAL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / "w" / "deep").mkdir(parents=True)
+    (tmp_path / "w" / "deep" / "vggish-10086976.pth").write_bytes(b"x")
+    parser = argparse.ArgumentParser(prog="openmagnet")
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "check-weights", "--weights", str(tmp_path / "w")])
+    assert args.func(args) == 1  # the others are missing
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("found   vggish-10086976.pth") and lines[1].endswith("deep/vggish-10086976.pth")
+    assert lines[3].startswith("MISSING passt-s-f128-20sec-p16-s10-ap.474-swa.pt") and "get it from https://" in lines[3]

