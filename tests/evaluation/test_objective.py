@@ -110,7 +110,7 @@ def test_bad_input_gets_one_line_errors(sets, weights, tmp_path):
     torch.save(PaSST("10s").net.state_dict(), bad / "passt-s-f128-20sec-p16-s10-ap.474-swa.pt")
     with pytest.raises(ValueError, match=r"^PaSST 20s: .* does not fit the model"):
         evaluate_objective(gen, ref, metrics=("kld",), weights_dir=str(bad), progress=False)
-    with pytest.raises(ValueError, match=r"^unknown metric\(s\) fid; choose among fad, kld$"):
+    with pytest.raises(ValueError, match=r"^unknown metric\(s\) fid; choose among fad, kld, chroma$"):
         evaluate_objective(gen, ref, metrics=("fid",), progress=False)
 
 
@@ -141,3 +141,21 @@ def test_check_weights_lists_found_and_missing_files(tmp_path, monkeypatch, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("found   vggish-10086976.pth") and lines[1].endswith("deep/vggish-10086976.pth")
     assert lines[3].startswith("MISSING passt-s-f128-20sec-p16-s10-ap.474-swa.pt") and "get it from https://" in lines[3]
+
+
+def test_chroma_cosine_of_known_pitches(tmp_path):
+    """A-tones an octave apart share their pitch class (cosine 1 on every frame); A against E shares none (0);
+    the report averages over the reference's frames."""
+    from openmagnet.evaluation.chroma import Chroma
+
+    chroma = Chroma()
+    a4, a3, e4 = (_tone(f, 4.0, 32000) for f in (440.0, 220.0, 329.63))
+    assert chroma.similarity(a4, a3, 32000) == (32.0, 32)  # ceil(4 s * 32000 / 4096) frames
+    assert chroma.similarity(a4, e4, 32000) == (0.0, 32)
+    assert int(chroma(a4, 32000).argmax(-1)[5]) == 9  # A, counting from C
+    gen, ref = tmp_path / "g", tmp_path / "r"
+    for name, g, r in (("same", a4, a3), ("other", e4, a4)):
+        audio_write(gen / name, g, 32000, strategy="clip")
+        audio_write(ref / name, r, 32000, strategy="clip")
+    report = evaluate_objective(gen, ref, metrics=("chroma",), bootstrap=0, progress=False)
+    assert report["chroma"] == pytest.approx(0.5) and sorted(r["chroma"] for r in report["per_clip"]) == [0.0, 1.0]

@@ -56,7 +56,8 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--reference", required=True, metavar="DIR", help="reference audio, named like the generated")
     o.add_argument("--captions", default=None, metavar="FILE_OR_DIR",
                    help="captions for CLAP: JSON {name: caption}, a data.jsonl manifest, a TSV or side-car JSONs")
-    o.add_argument("--metrics", default=None, help="comma list among fad,kld (default: the preset's)")
+    o.add_argument("--metrics", default=None,
+                   help="comma list among fad,kld,chroma (default: the preset's fad,kld; chroma: the melody metric)")
     o.add_argument("--preset", default="audiocraft-music", choices=["audiocraft-music", "audiocraft-sound"])
     o.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"],
                    help="vggish (comparable with published FAD) or crepe (offline weights; comparable only with "

@@ -30,7 +30,7 @@ PathLike = tp.Union[str, os.PathLike]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 PRESETS = {"audiocraft-music": {"kld": "20s", "fad": "vggish", "metrics": ("fad", "kld")},
            "audiocraft-sound": {"kld": "10s", "fad": "vggish", "metrics": ("fad", "kld")}}
-METRICS = ("fad", "kld")  # CLAP joins when evaluation/clap.py lands (issue 16)
+METRICS = ("fad", "kld", "chroma")  # CLAP joins when evaluation/clap.py lands (issue 16)
 EMBEDDERS = ("vggish", "crepe")
 
 
@@ -93,6 +93,8 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
     `clap`, `n_clips`, `intervals`, `per_clip` rows, `settings` (preset, embedders, weights' fingerprints)."""
     from tqdm import tqdm
 
+    from ..audio import convert_audio
+
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     unknown = sorted(set(metrics) - set(METRICS))
@@ -122,6 +124,13 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
 
         passt = PaSST.load(PRESETS[preset]["kld"], weights_dir=weights_dir)
         settings["kld_model"] = {"name": f"passt-{passt.variant}", "weights": passt.fingerprint}
+    chroma = None
+    if "chroma" in metrics:
+        from .chroma import Chroma
+
+        chroma = Chroma(argmax=True)
+        settings["chroma"] = {"n_fft": chroma.n_fft, "hop": chroma.hop, "argmax": True}
+    chroma_rows: tp.List[tp.Tuple[float, int]] = []
     if "clap" in metrics:
         from .clap import ClapScorer
 
@@ -158,6 +167,12 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
                 row["kld"] = float(pq.mean())
             else:
                 kld_rows.append((0.0, 0.0, 0))
+        if chroma is not None:
+            resampled = gen_wav if gen_sr == ref_sr else convert_audio(gen_wav[None], gen_sr, ref_sr,
+                                                                       gen_wav.shape[0])[0]
+            total, frames = chroma.similarity(resampled, ref_wav, ref_sr)
+            chroma_rows.append((total, frames))
+            row["chroma"] = total / frames if frames else float("nan")
         if clap is not None:
             text = captions.get(pair.name) if captions else None
             if text is None:
@@ -205,6 +220,11 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
             return float(sums[idx, 0].sum() / n) if n else float("nan")
 
         report["intervals"]["kld"] = _bootstrap(np.arange(len(rows)), kld_of, bootstrap, seed)
+    if chroma is not None:
+        sums = np.array(chroma_rows, dtype=np.float64)
+        report["chroma"] = float(sums[:, 0].sum() / sums[:, 1].sum())
+        report["intervals"]["chroma"] = _bootstrap(
+            np.arange(len(rows)), lambda idx: float(sums[idx, 0].sum() / sums[idx, 1].sum()), bootstrap, seed)
     if clap is not None:
         scores = np.array([r["clap"] for r in rows])
         report["clap"] = float(scores.mean())
@@ -226,7 +246,7 @@ def summary_table(report: dict) -> str:
     """A markdown table of the headline numbers with their intervals and n."""
     lines = ["| metric | value | 95 % interval (clips resampled) |", "|---|---|---|"]
     for key, label in (("fad", "FAD"), ("kld", "KLD (ref -> gen)"), ("kld_gen_ref", "KLD (gen -> ref)"),
-                       ("clap", "CLAP")):
+                       ("clap", "CLAP"), ("chroma", "chroma cosine")):
         if key in report:
             ci = report["intervals"].get(key)
             interval = f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci else ""
