@@ -1,8 +1,11 @@
-"""Command-line parsers of `openmagnet eval train-classifier | adherence` (argparse only: importing this module
-costs nothing; evaluation/adherence.py, librosa and scikit-learn load when a command runs).
+"""Command-line parsers of `openmagnet eval ...` (argparse only: importing this module costs nothing; the
+metrics, librosa, scikit-learn and transformers load when a command runs).
 
     openmagnet eval train-classifier --data synth/ --out family_classifier.npz
     openmagnet eval adherence --labels synth/holdout --classifier family_classifier.npz [--audio generated/]
+    openmagnet eval objective --generated GEN/ --reference REF/ [--captions FILE] [--metrics fad,kld,clap,chroma]
+    openmagnet eval model facebook/magnet-small-10secs --dataset musiccaps/ --out eval/small10
+    openmagnet eval check-weights | fetch-crepe
 
 Generated audio is matched to its prompt by name: GENERATED/clip_000123.wav was generated from the description
 in LABELS/audio/clip_000123.json.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing as tp
+from pathlib import Path
 
 from ..files import atomic_write_text
 
@@ -21,7 +25,7 @@ def add_eval_parser(sub: tp.Any) -> None:
     e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
                        description="Text adherence of music: tempo, key and instrument families estimated from "
                                    "audio and compared with the labels of the prompt (needs the `eval` extra).")
-    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,check-weights,fetch-crepe}")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,model,check-weights,fetch-crepe}")
     t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
                             description="Fit a multi-label instrument-family classifier on the clips of an "
                                         "`openmagnet data synth` folder (its holdout/ is never used).")
@@ -57,7 +61,8 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--captions", default=None, metavar="FILE_OR_DIR",
                    help="captions for CLAP: JSON {name: caption}, a data.jsonl manifest, a TSV or side-car JSONs")
     o.add_argument("--metrics", default=None,
-                   help="comma list among fad,kld,chroma (default: the preset's fad,kld; chroma: the melody metric)")
+                   help="comma list among fad,kld,clap,chroma (default: the preset's; music: fad,kld,clap, clap only "
+                        "with --captions; chroma: the melody metric)")
     o.add_argument("--preset", default="audiocraft-music", choices=["audiocraft-music", "audiocraft-sound"])
     o.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"],
                    help="vggish (comparable with published FAD) or crepe (offline weights; comparable only with "
@@ -72,6 +77,28 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=objective_command)
+    m = eval_sub.add_parser("model", help="generate one clip per caption of a dataset, then score it (model cards)",
+                            description="Generate one clip per caption of MANIFEST at its reference's length with "
+                                        "the settings of audiocraft's evaluation grid (resumable; under torchrun the "
+                                        "batches are shared among the processes), then run `eval objective` on them "
+                                        "and put the numbers beside the model card's.")
+    m.add_argument("model", metavar="MODEL", help="hub id, local directory or state_dict.bin")
+    m.add_argument("--dataset", required=True, metavar="MANIFEST",
+                   help="data.jsonl (or its folder) of the reference clips, each with a side-car 'description'")
+    m.add_argument("--out", required=True, metavar="DIR", help="DIR/generated/NAME.wav, DIR/report.json")
+    m.add_argument("--metrics", default=None, help="comma list among fad,kld,clap,chroma (default: the preset's)")
+    m.add_argument("--preset", default=None, choices=["audiocraft-music", "audiocraft-sound"],
+                   help="default: by the model's sample rate (16 kHz: sound)")
+    m.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"])
+    m.add_argument("--settings", default="grid", choices=["grid", "model"],
+                   help="grid: audiocraft's evaluation settings; model: the model's own recommended ones")
+    m.add_argument("--weights", default=None, metavar="DIR", help="folder holding the metrics' weights files")
+    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--limit", type=int, default=None, help="only the first N clips of the manifest")
+    m.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=model_command)
     w = eval_sub.add_parser("check-weights", help="say which metric weights are found, and where to put the rest",
                             description="List the released weights files the metrics use, where each was found "
                                         "(--weights DIR, $OPENMAGNET_EVAL_HOME, the torch-hub cache) or where to get "
@@ -185,6 +212,30 @@ def objective_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_command(args: argparse.Namespace) -> int:
+    from .model_eval import evaluate_model, model_card_table
+    from .objective import summary_table
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    report = evaluate_model(args.model, args.dataset, args.out, metrics=metrics, fad_embedder=args.fad_embedder,
+                            weights_dir=args.weights, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
+                            device=args.device, settings=args.settings, preset=args.preset,
+                            progress=not args.quiet)
+    if report is None:  # not rank 0
+        return 0
+    print(summary_table(report))
+    print(model_card_table(report))
+    out = Path(args.out)
+    atomic_write_text(json.dumps({k: v for k, v in report.items() if k != "per_clip"}, indent=1) + "\n",
+                      out / "report.json")
+    from .objective import per_clip_csv
+
+    atomic_write_text(per_clip_csv(report), out / "per_clip.csv")
+    return 0
+
+
 def check_weights_command(args: argparse.Namespace) -> int:
     from .weights import ALL, CREPE_FULL, find_weights, search_roots
 
@@ -195,4 +246,12 @@ def check_weights_command(args: argparse.Namespace) -> int:
         missing += path is None
         print(f"{'found  ' if path else 'MISSING'} {file.name}: {file.what}; "
               + (str(path) if path else f"get it from {file.url}"))
+    from .clap import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(args.weights)
+        print(f"found   roberta-base tokenizer (CLAP): {tokenizer.name_or_path}")
+    except (FileNotFoundError, ValueError) as e:
+        missing += 1
+        print(f"MISSING roberta-base tokenizer (CLAP): {e}")
     return 1 if missing else 0

@@ -28,9 +28,9 @@ from .kld import KLDAccumulator
 
 PathLike = tp.Union[str, os.PathLike]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-PRESETS = {"audiocraft-music": {"kld": "20s", "fad": "vggish", "metrics": ("fad", "kld")},
+PRESETS = {"audiocraft-music": {"kld": "20s", "fad": "vggish", "metrics": ("fad", "kld", "clap")},
            "audiocraft-sound": {"kld": "10s", "fad": "vggish", "metrics": ("fad", "kld")}}
-METRICS = ("fad", "kld", "chroma")  # CLAP joins when evaluation/clap.py lands (issue 16)
+METRICS = ("fad", "kld", "clap", "chroma")
 EMBEDDERS = ("vggish", "crepe")
 
 
@@ -134,11 +134,11 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
     if "clap" in metrics:
         from .clap import ClapScorer
 
-        clap = ClapScorer.load(weights_dir=weights_dir)
-        settings["clap_model"] = {"weights": clap.fingerprint}
         if captions is None:
             raise ValueError("the CLAP score needs the captions: pass --captions MANIFEST (data.jsonl with "
                              "'path' and 'description', or a folder of side-car JSON)")
+        clap = ClapScorer.load(weights_dir=weights_dir, seed=seed)
+        settings["clap_model"] = {"weights": clap.fingerprint, "crop": f"10-s window at a random offset, seed {seed}"}
     rows: tp.List[dict] = []
     gen_frames: tp.List[torch.Tensor] = []
     ref_frames: tp.List[torch.Tensor] = []
