@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import re
@@ -401,12 +402,16 @@ class MAGNeT:
 
     # ------------------------------------------------------------------------------ generation
     def generate(self, descriptions: tp.List[tp.Optional[str]], progress: bool = False,
-                 return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None):
+                 return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None,
+                 negative_descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None):
         """Audio [B, 1, samples] for B text descriptions (and the tokens [B, K, T] if asked).
         generator: for reproducible sampling, on the model's device:
-        `torch.Generator(device=model.device).manual_seed(0)`."""
+        `torch.Generator(device=model.device).manual_seed(0)`.
+        negative_descriptions: one text (or None) per description, what to steer away from: its condition
+        replaces the null condition of classifier-free guidance (None: exactly the usual guidance)."""
         descriptions = check_descriptions(descriptions)
-        tokens = self._generate_tokens(descriptions, None, progress, generator)
+        negatives = check_negatives(negative_descriptions, len(descriptions))
+        tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives)
         return self._finish(tokens, return_tokens)
 
     def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
@@ -437,6 +442,49 @@ class MAGNeT:
         tokens = self._generate_tokens(descriptions, prompt_tokens.to(self.device), progress, generator)
         return self._finish(tokens, return_tokens)
 
+    def generate_infill(self, audio: torch.Tensor, sample_rate: int,
+                        regions: tp.Sequence[tp.Tuple[float, float]],
+                        descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None, progress: bool = False,
+                        return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None,
+                        negative_descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None,
+                        crossfade: tp.Optional[float] = None):
+        """Regenerate the time regions [(start_s, end_s), ...] of audio [C, T] or [B, C, T] (at most the
+        model's window long), with the rest fixed as context on both sides, optionally guided by descriptions.
+
+        The audio is encoded; the frames of each region (widened to whole 3-frame spans) are masked and decoded,
+        every other frame keeps the input's codes exactly. The result is the codec's decoding of those codes, at
+        the input's length (resampled to the model's rate). crossfade=None returns it as it is; crossfade=s puts
+        the original waveform back outside the regions, with linear cross-fades of s seconds at the edges."""
+        check_generator(generator, self.device)
+        wav = self._prepare_audio(audio, sample_rate, "audio", allow_full=True)
+        keep = infill_keep(regions, wav.shape[-1] / self.sample_rate, self.frame_rate, self.cfg.span_len,
+                           math.ceil(wav.shape[-1] / self.sample_rate * self.frame_rate))
+        if descriptions is None:
+            descriptions = [None] * wav.shape[0]
+        descriptions = check_descriptions(descriptions)
+        if len(descriptions) != wav.shape[0]:
+            raise ValueError(f"got {len(descriptions)} descriptions for {wav.shape[0]} clips: "
+                             f"pass one description (or None) per clip")
+        negatives = check_negatives(negative_descriptions, len(descriptions))
+        if crossfade is not None and not (isinstance(crossfade, (int, float)) and crossfade >= 0):
+            raise ValueError(f"crossfade must be a number of seconds >= 0 (or None), got {crossfade!r}")
+        with torch.inference_mode():
+            given = self.compression_model.encode(wav.to(self._codec_device))
+        if isinstance(given, tuple):
+            given = given[0]
+        given = given.to(self.device)
+        keep = keep[:given.shape[-1]]
+        if keep.shape[0] < given.shape[-1]:
+            keep = torch.cat([keep, torch.ones(given.shape[-1] - keep.shape[0], dtype=torch.bool)])
+        tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives,
+                                       infill=(given, keep))
+        if tokens.shape[-1] < given.shape[-1]:  # 'nonoverlap' trims to whole spans: the tail keeps its codes
+            tokens = torch.cat([tokens, given[..., tokens.shape[-1]:]], dim=-1)
+        out = self.generate_audio(tokens)[..., :wav.shape[-1]]
+        if crossfade is not None:
+            out = crossfade_regions(wav.to(out.device), out, regions, self.sample_rate, crossfade)
+        return (out, tokens) if return_tokens else out
+
     def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decode tokens [B, K, T] into audio [B, C, T * hop], on the tokens' device (the codec may run
         elsewhere, see `codec_device`)."""
@@ -451,47 +499,129 @@ class MAGNeT:
 
     # -------------------------------------------------------------------------------- internals
     def _prepare_prompt(self, prompt: tp.Any, prompt_sample_rate: tp.Any) -> torch.Tensor:
+        return self._prepare_audio(prompt, prompt_sample_rate, "prompt")
+
+    def _prepare_audio(self, prompt: tp.Any, prompt_sample_rate: tp.Any, what: str,
+                       allow_full: bool = False) -> torch.Tensor:
+        """Audio [C, T] or [B, C, T] checked and converted to the model's rate and channels. A prompt must be
+        shorter than the generated length; infill audio may fill the whole window (allow_full)."""
         if not isinstance(prompt, torch.Tensor):
-            raise TypeError(f"prompt must be a torch.Tensor shaped [C, T] or [B, C, T], got {type(prompt).__name__}")
+            raise TypeError(f"{what} must be a torch.Tensor shaped [C, T] or [B, C, T], got {type(prompt).__name__}")
         if prompt.dim() == 2:
             prompt = prompt[None]
         if prompt.dim() != 3:
-            raise ValueError(f"prompt must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
+            raise ValueError(f"{what} must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
         if not prompt.is_floating_point():
-            raise TypeError(f"prompt must be floating point audio, got dtype {prompt.dtype}")
+            raise TypeError(f"{what} must be floating point audio, got dtype {prompt.dtype}")
+        rate_name = "prompt_sample_rate" if what == "prompt" else "sample_rate"
         if isinstance(prompt_sample_rate, bool) or not isinstance(prompt_sample_rate, (int, float)) \
                 or prompt_sample_rate <= 0:
-            raise ValueError(f"prompt_sample_rate must be a positive number of Hz, got {prompt_sample_rate!r}")
-        limit = self.duration
+            raise ValueError(f"{rate_name} must be a positive number of Hz, got {prompt_sample_rate!r}")
         seconds = prompt.shape[-1] / prompt_sample_rate
-        if seconds * self.frame_rate >= int(limit * self.frame_rate):
-            raise ValueError(f"the prompt is {seconds:.2f} s long but this model generates {limit:g} s: "
-                             f"trim the prompt to less than {limit:g} s")
+        if allow_full:
+            limit = self.max_duration
+            if prompt.shape[-1] == 0 or seconds * self.frame_rate > int(limit * self.frame_rate):
+                raise ValueError(f"the {what} is {seconds:.2f} s long but this model's window is {limit:g} s: "
+                                 f"give between one frame and {limit:g} s of audio")
+        else:
+            limit = self.duration
+            if seconds * self.frame_rate >= int(limit * self.frame_rate):
+                raise ValueError(f"the {what} is {seconds:.2f} s long but this model generates {limit:g} s: "
+                                 f"trim the {what} to less than {limit:g} s")
+        if not torch.isfinite(prompt).all():
+            raise ValueError(f"the {what} holds NaN or inf samples; clean the audio first")
         prompt = convert_audio(prompt.float(), prompt_sample_rate, self.sample_rate, self.audio_channels)
         return prompt.to(self.device)
 
     def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
-                         progress: bool, generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+                         progress: bool, generator: tp.Optional[torch.Generator],
+                         negatives: tp.Optional[tp.List[tp.Optional[str]]] = None,
+                         infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         check_generator(generator, self.device)
-        if not 0 < self.duration <= self.max_duration:
-            raise ValueError(f"duration is {self.duration} s but this model generates at most {self.max_duration:g} s "
-                             f"(MAGNeT has a fixed length): set model.duration to at most {self.max_duration:g}")
-        seq_len = int(self.duration * self.frame_rate)  # generate_tokens refuses a prompt this long
+        if infill is not None:
+            seq_len = infill[0].shape[-1]
+        else:
+            if not 0 < self.duration <= self.max_duration:
+                raise ValueError(f"duration is {self.duration} s but this model generates at most "
+                                 f"{self.max_duration:g} s (MAGNeT has a fixed length): set model.duration to at most "
+                                 f"{self.max_duration:g}")
+            seq_len = int(self.duration * self.frame_rate)  # generate_tokens refuses a prompt this long
         callback = None
         if progress:
             callback = self._progress_callback or _print_progress
         with torch.inference_mode():
-            cond = self.conditioner.cfg_condition(descriptions)
+            cond = self.conditioner.cfg_condition(descriptions, negatives)
             logits_fn = guided_logits_fn(self.lm, cond, len(descriptions))
             tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
                                      span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
-                                     generator=generator, callback=callback)
+                                     generator=generator, callback=callback, infill=infill)
         warn_if_collapsed(tokens)
         return tokens
 
     def _finish(self, tokens: torch.Tensor, return_tokens: bool):
         audio = self.generate_audio(tokens)
         return (audio, tokens) if return_tokens else audio
+
+
+def check_negatives(negatives: tp.Any, count: int) -> tp.Optional[tp.List[tp.Optional[str]]]:
+    """None, or one negative text (or None) per description."""
+    if negatives is None:
+        return None
+    negatives = check_descriptions(negatives)
+    if len(negatives) != count:
+        raise ValueError(f"got {len(negatives)} negative descriptions for {count} descriptions: pass one (or None) "
+                         f"per description")
+    return negatives
+
+
+def infill_keep(regions: tp.Any, seconds: float, frame_rate: float, span_len: int, frames: int) -> torch.Tensor:
+    """Boolean [frames]: True for the frames kept, False for those of the regions (start_s, end_s), each widened
+    to whole spans of span_len frames. One-line errors for regions that are empty, outside the audio, overlap
+    or cover everything."""
+    if not isinstance(regions, (list, tuple)) or not regions:
+        raise ValueError("regions must be a non-empty list of (start_s, end_s) pairs, e.g. [(3.0, 5.5)]")
+    keep = torch.ones(frames, dtype=torch.bool)
+    spans = []
+    for i, region in enumerate(regions):
+        if not isinstance(region, (list, tuple)) or len(region) != 2 or \
+                not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in region):
+            raise ValueError(f"regions[{i}] must be a (start_s, end_s) pair of numbers, got {region!r}")
+        start, end = float(region[0]), float(region[1])
+        if end <= start:
+            raise ValueError(f"region {i} ({start:g}-{end:g} s) is empty: its end must come after its start")
+        if start < 0 or end > seconds + 1e-9:
+            raise ValueError(f"region {i} ({start:g}-{end:g} s) is outside the audio (0-{seconds:.2f} s)")
+        spans.append((start, end, i))
+    spans.sort()
+    for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ValueError(f"regions {i0} ({s0:g}-{e0:g} s) and {i1} ({s1:g}-{e1:g} s) overlap: merge them")
+    for start, end, _ in spans:
+        first = int(math.floor(start * frame_rate)) // span_len * span_len
+        last = min(frames, -(-int(math.ceil(end * frame_rate)) // span_len) * span_len)
+        keep[first:last] = False
+    if not bool(keep.any()):
+        raise ValueError("the regions cover the whole audio: leave some of it as context (or use generate)")
+    return keep
+
+
+def crossfade_regions(original: torch.Tensor, generated: torch.Tensor, regions: tp.Sequence[tp.Tuple[float, float]],
+                      sample_rate: int, seconds: float) -> torch.Tensor:
+    """original outside the regions, generated inside, with linear cross-fades of `seconds` centred on each
+    region edge (both [B, C, T])."""
+    T = generated.shape[-1]
+    weight = torch.zeros(T, dtype=generated.dtype, device=generated.device)  # 1 = generated
+    half = seconds * sample_rate / 2
+    t = torch.arange(T, device=generated.device, dtype=torch.float64)
+    for start, end in regions:
+        a, b = start * sample_rate, end * sample_rate
+        if half > 0:
+            rise = ((t - (a - half)) / (2 * half)).clamp(0, 1)
+            fall = (((b + half) - t) / (2 * half)).clamp(0, 1)
+        else:
+            rise, fall = (t >= a).double(), (t < b).double()
+        weight = torch.maximum(weight, torch.minimum(rise, fall).to(weight.dtype))
+    return original[..., :T] * (1 - weight) + generated * weight
 
 
 COLLAPSE_SHARE = 0.3  # one code filling more of a stage than this is a collapse worth a warning

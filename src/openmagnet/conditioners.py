@@ -145,9 +145,10 @@ class TextConditioner:
         other.projection = projection
         return other
 
-    def cfg_condition(self, descriptions: Descriptions) -> torch.Tensor:
-        """Condition for guided generation: [2B, S, D], the B conditional rows then B null rows."""
-        batch = list(descriptions) + [None] * len(descriptions)
+    def cfg_condition(self, descriptions: Descriptions, negatives: tp.Optional[Descriptions] = None) -> torch.Tensor:
+        """Condition for guided generation: [2B, S, D], the B conditional rows then B null rows (or, with
+        `negatives`, the B negative prompts' rows in place of the null ones; a None negative stays null)."""
+        batch = list(descriptions) + (list(negatives) if negatives is not None else [None] * len(descriptions))
         embeds, _ = self.encode(self.tokenize(batch))
         return embeds
 

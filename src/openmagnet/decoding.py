@@ -92,29 +92,52 @@ def least_probable_spans(scores: torch.Tensor, num_masked: int, span_len: int) -
     return mask
 
 
+def frozen_frames(seq_len: int, prompt_len: int = 0, keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Boolean [T]: the frames whose codes are given (a prefix of prompt_len frames, or any set `keep`)."""
+    if keep is not None:
+        return keep.to(torch.bool)
+    frozen = torch.zeros(seq_len, dtype=torch.bool)
+    frozen[:prompt_len] = True
+    return frozen
+
+
 def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: int, params: GenerationParams,
                  card: int, span_len: int, prompt: tp.Optional[torch.Tensor] = None,
                  generator: tp.Optional[torch.Generator] = None,
-                 on_step: tp.Optional[tp.Callable[[], None]] = None) -> torch.Tensor:
+                 on_step: tp.Optional[tp.Callable[[], None]] = None,
+                 keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
     """Decode codebook `stage` of codes [B, K, T] in place; returns codes (trimmed for nonoverlap).
 
-    prompt [B, K, Tp] holds fixed frames (Tp may be 0)."""
+    Fixed frames: prompt [B, K, Tp] holds the first Tp frames (Tp may be 0), or `keep` (boolean [T]) marks
+    any set of frames whose codes in `codes` are given (infill). Fixed frames are restored before every
+    forward pass and never counted among the units to re-mask; a 'nonoverlap' chunk is frozen when all its
+    frames are fixed."""
     B, _, T = codes.shape
     device = codes.device
     mask_id = card
-    prompt_len = 0 if prompt is None else prompt.shape[-1]
+    if keep is None:
+        prompt_len = 0 if prompt is None else prompt.shape[-1]
+        keep = frozen_frames(T, prompt_len)
+        known = None if prompt is None else torch.nn.functional.pad(prompt, (0, T - prompt_len))
+    else:
+        known = codes.clone()
+    keep = keep.to(device)
     chunked = span_len > 1 and params.span_arrangement == "nonoverlap"
     if chunked:
         n_chunks = T // span_len
         T = n_chunks * span_len
-        codes = codes[..., :T]
+        codes, keep = codes[..., :T], keep[:T]
+        frozen = keep.reshape(n_chunks, span_len).all(-1)
         scores = torch.zeros((B, 1, n_chunks), dtype=torch.float32, device=device)
-        scores[..., :prompt_len // span_len] = DONT_REMASK
-        units = n_chunks - prompt_len // span_len
+        scores[..., frozen] = DONT_REMASK
+        units = n_chunks - int(frozen.sum())
     else:
         scores = torch.zeros((B, 1, T), dtype=torch.float32, device=device)
-        scores[..., :prompt_len] = DONT_REMASK
-        units = T - prompt_len
+        scores[..., keep] = DONT_REMASK
+        units = T - int(keep.sum())
+    any_fixed = bool(keep.any())
+    if any_fixed:
+        fixed_codes = known[:, stage:stage + 1, :T][..., keep]  # [B, 1, n_fixed]
     stage_codes = torch.full((B, 1, T), mask_id, dtype=torch.long, device=device)
     schedule = torch.linspace(0, 1, steps, device=device)
 
@@ -131,8 +154,8 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
             remask = torch.zeros((B, 1, T), dtype=torch.bool, device=device)
             remask = remask.scatter(2, scores.topk(num, dim=-1).indices, True)
         stage_codes = stage_codes.masked_fill(remask, mask_id)
-        if prompt_len:
-            stage_codes[..., :prompt_len] = prompt[:, stage, :].unsqueeze(1)
+        if any_fixed:
+            stage_codes[..., keep] = fixed_codes
         codes[:, [stage], :] = stage_codes
 
         logits = logits_fn(codes, stage, cfg_coef(rate, params.max_cfg_coef, params.min_cfg_coef))
@@ -157,15 +180,30 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
 def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int, card: int,
                     params: GenerationParams, span_len: int = 3, prompt: tp.Optional[torch.Tensor] = None,
                     device: tp.Union[str, torch.device] = "cpu", generator: tp.Optional[torch.Generator] = None,
-                    callback: tp.Optional[ProgressFn] = None) -> torch.Tensor:
+                    callback: tp.Optional[ProgressFn] = None,
+                    infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """Run all stages. Returns codes [B, K, T'] (T' = T, or T trimmed to a multiple of span_len
-    for 'nonoverlap'). `callback(step, total)` is called after every decoding step."""
+    for 'nonoverlap'). `callback(step, total)` is called after every decoding step.
+    prompt [B, K, Tp]: fixed first frames (continuation). infill (codes [B, K, T], keep [T] boolean): the codes
+    of the frames marked in keep are fixed and every other frame is generated, with context on both sides."""
     codes = torch.full((batch_size, n_q, seq_len), card, dtype=torch.long, device=device)
+    keep = None
+    if prompt is not None and infill is not None:
+        raise ValueError("give a prompt (continuation) or infill codes, not both")
     if prompt is not None:
         if prompt.shape[-1] >= seq_len:
             raise ValueError(f"the prompt has {prompt.shape[-1]} frames but the model generates {seq_len}: "
                              f"use a shorter prompt")
         codes[..., :prompt.shape[-1]] = prompt
+    if infill is not None:
+        given, keep = infill
+        if given.shape != codes.shape or keep.shape != (seq_len,):
+            raise ValueError(f"infill codes must be {tuple(codes.shape)} with a keep mask of {seq_len} frames, got "
+                             f"{tuple(given.shape)} and {tuple(keep.shape)}")
+        if bool(keep.all()):
+            raise ValueError("every frame is kept: give at least one frame to generate")
+        keep = keep.to(device=device, dtype=torch.bool)
+        codes[..., keep] = given.to(device)[..., keep]
     total = params.total_steps
     done = 0
 
@@ -176,7 +214,10 @@ def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int
             callback(done, total)
 
     for stage, steps in enumerate(params.decoding_steps[:n_q]):
-        codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step)
+        codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step,
+                             keep=keep)
+        if keep is not None:
+            keep = keep[:codes.shape[-1]]
     return codes
 
 

@@ -1,0 +1,121 @@
+"""Infill (generate_infill, generate_tokens(infill=...)) and negative prompts, on the fixture checkpoints and the
+bundled demo model: kept frames keep the input's codes exactly, regions change, greedy infill of a suffix is
+greedy continuation, and negative_descriptions=None changes nothing."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from openmagnet.api import crossfade_regions, guided_logits_fn, infill_keep
+from openmagnet.config import GenerationParams
+from openmagnet.decoding import generate_tokens
+from tests.conftest import cfg_condition, load_fixture_model
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "openmagnet" / "assets" / "demo"
+GREEDY = dict(use_sampling=False, decoding_steps=[4, 2, 2, 2])
+
+
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
+def test_greedy_infill_of_a_suffix_is_greedy_continuation(arrangement):
+    """The same fixed prefix given as a prompt or as kept frames gives the same tokens (fixture music10)."""
+    model, _, cond = cfg_condition("music10")
+    params = GenerationParams(span_arrangement=arrangement, **GREEDY)
+    B, T = cond.shape[0] // 2, 60
+    prompt = torch.randint(0, 2048, (B, 4, 25), generator=torch.Generator().manual_seed(3))
+    logits_fn = guided_logits_fn(model.lm, cond, B)
+    with torch.inference_mode():
+        continued = generate_tokens(logits_fn, B, T, 4, 2048, params, prompt=prompt)
+        given = torch.zeros(B, 4, T, dtype=torch.long)
+        given[..., :25] = prompt
+        keep = torch.zeros(T, dtype=torch.bool)
+        keep[:25] = True
+        infilled = generate_tokens(logits_fn, B, T, 4, 2048, params, infill=(given, keep))
+    assert torch.equal(continued, infilled)
+
+
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
+def test_kept_frames_keep_their_codes_and_regions_change(arrangement):
+    model, _, cond = cfg_condition("music10")
+    B, T = cond.shape[0] // 2, 60
+    given = torch.randint(0, 2048, (B, 4, T), generator=torch.Generator().manual_seed(5))
+    keep = torch.ones(T, dtype=torch.bool)
+    keep[12:30] = False  # a hole in the middle: context on both sides
+    params = GenerationParams(span_arrangement=arrangement, **GREEDY)
+    with torch.inference_mode():
+        out = generate_tokens(guided_logits_fn(model.lm, cond, B), B, T, 4, 2048, params, infill=(given, keep))
+    assert out.shape == (B, 4, T) and ((out >= 0) & (out < 2048)).all()
+    assert torch.equal(out[..., keep], given[..., keep])
+    assert not torch.equal(out[..., ~keep], given[..., ~keep])
+
+
+def test_infill_keep_widens_regions_to_whole_spans_and_checks_them():
+    keep = infill_keep([(0.5, 0.61)], 2.0, 50, 3, 100)  # frames 25 .. 30.5 -> spans 24 .. 33
+    assert (~keep).nonzero().flatten().tolist() == list(range(24, 33))
+    keep = infill_keep([(1.9, 2.0), (0.0, 0.1)], 2.0, 50, 3, 100)
+    assert not keep[:6].any() and not keep[93:].any() and keep[6:93].all()
+    for regions, message in [([(1.0, 1.0)], r"region 0 \(1-1 s\) is empty"),
+                             ([(-0.5, 1.0)], r"region 0 \(-0.5-1 s\) is outside the audio \(0-2.00 s\)"),
+                             ([(1.0, 2.5)], r"is outside the audio"),
+                             ([(0.2, 1.0), (0.8, 1.5)], r"regions 0 \(0.2-1 s\) and 1 \(0.8-1.5 s\) overlap: merge them"),
+                             ([(0.0, 2.0)], r"the regions cover the whole audio"),
+                             ([], r"regions must be a non-empty list"),
+                             ([(0.0, float("nan"))], r"regions\[0\] must be a \(start_s, end_s\) pair of numbers")]:
+        with pytest.raises(ValueError, match=message):
+            infill_keep(regions, 2.0, 50, 3, 100)
+
+
+def test_generate_infill_on_the_demo_model():
+    """Audio in, the region regenerated, every other frame's codes equal to the input's encoding."""
+    model = _demo()
+    sr = model.sample_rate
+    t = torch.arange(int(4 * sr)) / sr
+    audio = 0.3 * torch.sin(2 * math.pi * 220 * t)[None]
+    with torch.inference_mode():
+        codes = model.compression_model.encode(audio[None])
+    out, tokens = model.generate_infill(audio, sr, [(1.0, 2.0)], ["a calm piano melody"], return_tokens=True,
+                                        generator=torch.Generator().manual_seed(0))
+    keep = infill_keep([(1.0, 2.0)], 4.0, model.frame_rate, 3, codes.shape[-1])
+    assert out.shape == (1, 1, audio.shape[-1]) and tokens.shape == codes.shape
+    assert torch.equal(tokens[..., keep], codes[..., keep])
+    assert not torch.equal(tokens[..., ~keep], codes[..., ~keep])
+    blended = model.generate_infill(audio, sr, [(1.0, 2.0)], crossfade=0.05,
+                                    generator=torch.Generator().manual_seed(0))
+    assert torch.equal(blended[..., :int(0.9 * sr)], audio[None, :, :int(0.9 * sr)])  # the original outside
+    with pytest.raises(ValueError, match=r"the audio is 12.00 s long but this model's window is 10 s"):
+        model.generate_infill(torch.zeros(1, 12 * sr), sr, [(1.0, 2.0)])
+    with pytest.raises(ValueError, match=r"got 2 descriptions for 1 clips"):
+        model.generate_infill(audio, sr, [(1.0, 2.0)], ["a", "b"])
+
+
+def _demo():
+    from openmagnet import MAGNeT
+
+    return MAGNeT.get_pretrained(DEMO, device="cpu")
+
+
+def test_crossfade_weights():
+    original, generated = torch.zeros(1, 1, 100), torch.ones(1, 1, 100)
+    out = crossfade_regions(original, generated, [(0.3, 0.6)], 100, 0.1)[0, 0]
+    assert out[:25].eq(0).all() and out[35:55].eq(1).all() and out[65:].eq(0).all()
+    assert 0 < float(out[30]) < 1 and float(out[30]) == pytest.approx(0.5)
+
+
+def test_negative_prompts_replace_the_null_condition():
+    model = load_fixture_model("music10")
+    model.set_generation_params(**GREEDY)
+    try:
+        plain = model.generate(["happy rock", "jazz"], return_tokens=True)[1]
+        same = model.generate(["happy rock", "jazz"], return_tokens=True, negative_descriptions=None)[1]
+        nulls = model.generate(["happy rock", "jazz"], return_tokens=True, negative_descriptions=[None, None])[1]
+        steered = model.generate(["happy rock", "jazz"], return_tokens=True,
+                                 negative_descriptions=["drums", "piano"])[1]
+    finally:
+        model.set_generation_params()
+    assert torch.equal(plain, same) and torch.equal(plain, nulls)
+    assert not torch.equal(plain, steered)
+    cond = model.conditioner.cfg_condition(["happy rock"], ["drums"])
+    direct = model.conditioner.cfg_condition(["happy rock", "drums"])
+    torch.testing.assert_close(cond[1], direct[1], rtol=0, atol=1e-6)  # the negative row is "drums"'s condition
+    with pytest.raises(ValueError, match=r"got 1 negative descriptions for 2 descriptions"):
+        model.generate(["a", "b"], negative_descriptions=["x"])
