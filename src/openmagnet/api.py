@@ -9,6 +9,7 @@ null rows (zero condition), as in the reference, also for unconditional generati
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -234,6 +235,9 @@ class MAGNeT:
         self.compression_model = compression_model
         self.max_duration: float = lm.cfg.segment_duration
         self.duration: float = self.max_duration
+        # beyond the window: each new window starts with the last (window - extend_stride) s of the previous
+        # ones as its prompt (None: half the window), as audiocraft's MusicGen extends with `extend_stride`
+        self.extend_stride: tp.Optional[float] = None
         self._conditioner = conditioner
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
@@ -536,16 +540,24 @@ class MAGNeT:
     def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
                          progress: bool, generator: tp.Optional[torch.Generator],
                          negatives: tp.Optional[tp.List[tp.Optional[str]]] = None,
-                         infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                         infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None,
+                         frames: tp.Optional[int] = None) -> torch.Tensor:
         check_generator(generator, self.device)
         if infill is not None:
             seq_len = infill[0].shape[-1]
+        elif frames is not None:  # one window of a long generation
+            seq_len = frames
         else:
-            if not 0 < self.duration <= self.max_duration:
-                raise ValueError(f"duration is {self.duration} s but this model generates at most "
-                                 f"{self.max_duration:g} s (MAGNeT has a fixed length): set model.duration to at most "
-                                 f"{self.max_duration:g}")
-            seq_len = int(self.duration * self.frame_rate)  # generate_tokens refuses a prompt this long
+            duration = self.duration
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
+                    or duration <= 0:
+                raise ValueError(f"duration must be a positive number of seconds, got {duration!r}: set "
+                                 f"model.duration (e.g. {self.max_duration:g}, or more for several windows)")
+            seq_len = int(duration * self.frame_rate)  # generate_tokens refuses a prompt this long
+            if seq_len < 1:
+                raise ValueError(f"duration {duration:g} s is shorter than one frame ({1 / self.frame_rate:g} s)")
+            if seq_len > int(self.max_duration * self.frame_rate):
+                return self._generate_long(descriptions, prompt_tokens, seq_len, progress, generator, negatives)
         callback = None
         if progress:
             callback = self._progress_callback or _print_progress
@@ -557,6 +569,55 @@ class MAGNeT:
                                      generator=generator, callback=callback, infill=infill)
         warn_if_collapsed(tokens)
         return tokens
+
+    def extend_plan(self, total: int) -> tp.List[tp.Tuple[int, int]]:
+        """[(prompt frames, window frames)] of the windows that make `total` frames: the first window is
+        full and unprompted, each next one is prompted with the last (window - stride) frames made so far."""
+        window = int(self.max_duration * self.frame_rate)
+        stride = self.max_duration / 2 if self.extend_stride is None else self.extend_stride
+        if isinstance(stride, bool) or not isinstance(stride, (int, float)) or not 0 < stride < self.max_duration:
+            raise ValueError(f"extend_stride must be between 0 and the window ({self.max_duration:g} s), exclusive, "
+                             f"got {stride!r}")
+        overlap = window - max(1, int(stride * self.frame_rate))
+        plan, made = [(0, window)], window
+        while made < total:
+            length = min(window, overlap + total - made)
+            plan.append((overlap, length))
+            made += length - overlap
+        return plan
+
+    def _generate_long(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],
+                       total: int, progress: bool, generator: tp.Optional[torch.Generator],
+                       negatives: tp.Optional[tp.List[tp.Optional[str]]]) -> torch.Tensor:
+        """`total` frames in overlapping windows (see `extend_plan`); a continuation prompt starts the first.
+        A window that 'nonoverlap' trims to whole spans adds a little less; the loop runs until `total`."""
+        plan = self.extend_plan(total)
+        window, overlap = plan[0][1], plan[1][0]
+        steps = self.params.total_steps
+        callback = (self._progress_callback or _print_progress) if progress else None
+        made: tp.Optional[torch.Tensor] = None
+        index = 0
+        while made is None or made.shape[-1] < total:
+            length = window if made is None else min(window, max(overlap + 3, overlap + total - made.shape[-1]))
+            prompt = prompt_tokens if made is None else made[..., made.shape[-1] - overlap:]
+
+            def report(step: int, _total: int, index: int = index) -> None:
+                callback(index * steps + step, max(len(plan), index + 1) * steps)
+
+            with self._progress_to(report if callback is not None else None):
+                chunk = self._generate_tokens(descriptions, prompt, progress, generator, negatives, frames=length)
+            made = chunk if made is None else torch.cat([made, chunk[..., overlap:]], dim=-1)
+            index += 1
+        return made[..., :total]
+
+    @contextlib.contextmanager
+    def _progress_to(self, callback: tp.Optional[tp.Callable[[int, int], None]]):
+        saved = self._progress_callback
+        self._progress_callback = callback or saved
+        try:
+            yield
+        finally:
+            self._progress_callback = saved
 
     def _finish(self, tokens: torch.Tensor, return_tokens: bool):
         audio = self.generate_audio(tokens)
