@@ -428,9 +428,11 @@ class MAGNeT:
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None,
                               progress: bool = False, return_tokens: bool = False,
-                              generator: tp.Optional[torch.Generator] = None):
+                              generator: tp.Optional[torch.Generator] = None,
+                              negative_descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None):
         """Continue prompt audio [C, T] or [B, C, T] (resampled and down-mixed to the model's
-        format, as the reference does), optionally guided by descriptions."""
+        format, as the reference does), optionally guided by descriptions (and negative_descriptions, as in
+        `generate`)."""
         check_generator(generator, self.device)  # before the codec's work on the prompt
         prompt = self._prepare_prompt(prompt, prompt_sample_rate)
         if descriptions is None:
@@ -443,7 +445,9 @@ class MAGNeT:
             prompt_tokens = self.compression_model.encode(prompt.to(self._codec_device))
         if isinstance(prompt_tokens, tuple):
             prompt_tokens = prompt_tokens[0]
-        tokens = self._generate_tokens(descriptions, prompt_tokens.to(self.device), progress, generator)
+        negatives = check_negatives(negative_descriptions, len(descriptions))
+        tokens = self._generate_tokens(descriptions, prompt_tokens.to(self.device), progress, generator,
+                                       negatives=negatives)
         return self._finish(tokens, return_tokens)
 
     def generate_infill(self, audio: torch.Tensor, sample_rate: int,

@@ -64,23 +64,65 @@ def _generate(args: argparse.Namespace) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    if args.duration is not None:
+        model.duration = args.duration
+    if args.extend_stride is not None:
+        model.extend_stride = args.extend_stride
     total = model.params.total_steps
     with tqdm(total=total, desc="decoding", unit="step", disable=args.quiet) as bar:
-        model.set_custom_progress_callback(lambda step, _total: bar.update(step - bar.n))
+        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
         if args.prompt_audio is not None:
             wav, sr = audio_read(args.prompt_audio, duration=args.prompt_seconds)
             batch = max(len(prompts), 1)
             descriptions = prompts or [None]
+            negatives = None if args.negative is None else [args.negative] * batch
             wavs = model.generate_continuation(wav[None].expand(batch, -1, -1), sr, descriptions,
-                                               progress=True, generator=generator)
+                                               progress=True, generator=generator, negative_descriptions=negatives)
         else:
             descriptions = prompts
-            wavs = model.generate(descriptions, progress=True, generator=generator)
+            negatives = None if args.negative is None else [args.negative] * len(prompts)
+            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives)
     out = Path(args.out)
     for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
         path = audio_write(out / slug(text, i), wav.cpu(), model.sample_rate, format=args.format,
                            strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
         print(path)
+    return 0
+
+
+def _advance(bar, step: int, total: int) -> None:
+    bar.total = total  # a generation past the window adds windows
+    bar.update(step - bar.n)
+
+
+def _edit(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .api import MAGNeT, check_device  # lazy: loads torch
+    from .audio import audio_read, audio_write  # lazy: loads torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.region:
+        raise ValueError("give at least one region to regenerate: --region START_S END_S")
+    device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
+    model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
+    model.set_generation_params(**model.recommended_params(
+        use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg))
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    wav, sr = audio_read(args.input)
+    description = args.prompt or None
+    negatives = None if args.negative is None else [args.negative]
+    with tqdm(total=model.params.total_steps, desc="infill", unit="step", disable=args.quiet) as bar:
+        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
+        out = model.generate_infill(wav, sr, [tuple(r) for r in args.region], [description], progress=True,
+                                    generator=generator, negative_descriptions=negatives, crossfade=args.crossfade)
+    stem = Path(args.input).stem + "_edit"
+    path = audio_write(Path(args.out) / stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
+    print(path)
     return 0
 
 
@@ -196,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-cfg", type=float, default=None, help="CFG coefficient at the start of each stage")
     g.add_argument("--min-cfg", type=float, default=None, help="CFG coefficient at the end of each stage")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    g.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="length to generate (default: the model's window); longer is made in overlapping windows")
+    g.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                   help="past the window, how far each new window moves on (default: half the window)")
+    g.add_argument("--negative", default=None, metavar="TEXT",
+                   help="what to steer away from (replaces the empty prompt of classifier-free guidance)")
     g.add_argument("--prompt-audio", default=None, help="audio file to continue")
     g.add_argument("--prompt-seconds", type=float, default=-1.0, help="use only the first N s of --prompt-audio")
     g.add_argument("--format", default="wav", choices=["wav", "flac", "mp3", "ogg"])
@@ -204,6 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+    e = sub.add_parser("edit", help="regenerate time regions of an audio file (infill)",
+                       description="Regenerate the given regions of INPUT (at most the model's window long) with the "
+                                   "rest as context on both sides, optionally guided by a text prompt.")
+    e.add_argument("input", metavar="INPUT", help="audio file")
+    e.add_argument("prompt", nargs="?", default=None, help="text description of the new material (optional)")
+    e.add_argument("--region", type=float, nargs=2, action="append", metavar=("START_S", "END_S"), default=[],
+                   help="a region to regenerate, in seconds (repeat for several)")
+    e.add_argument("--out", default="out", help="output directory (default ./out)")
+    e.add_argument("--crossfade", type=float, default=None, metavar="SECONDS",
+                   help="keep the original audio outside the regions, cross-faded over this many seconds")
+    e.add_argument("--negative", default=None, metavar="TEXT", help="what to steer away from")
+    e.add_argument("--model", default=None, help="hub id, local directory or state_dict.bin (default: the bundled demo)")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--device", default=None)
+    e.add_argument("--temperature", type=float, default=None)
+    e.add_argument("--max-cfg", type=float, default=None)
+    e.add_argument("--greedy", action="store_true")
+    e.add_argument("--format", default="wav", choices=["wav", "flac", "mp3", "ogg"])
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_edit)
+
     a = sub.add_parser("app", help="serve the web page (gradio)",
                        description="Serve a local web page for text-to-music, text-to-sound and continuation "
                                    "(needs the `app` extra).")
