@@ -407,16 +407,59 @@ class MAGNeT:
     # ------------------------------------------------------------------------------ generation
     def generate(self, descriptions: tp.List[tp.Optional[str]], progress: bool = False,
                  return_tokens: bool = False, generator: tp.Optional[torch.Generator] = None,
-                 negative_descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None):
+                 negative_descriptions: tp.Optional[tp.List[tp.Optional[str]]] = None,
+                 loop: bool = False, loop_seam: float = 1.0):
         """Audio [B, 1, samples] for B text descriptions (and the tokens [B, K, T] if asked).
         generator: for reproducible sampling, on the model's device:
         `torch.Generator(device=model.device).manual_seed(0)`.
         negative_descriptions: one text (or None) per description, what to steer away from: its condition
-        replaces the null condition of classifier-free guidance (None: exactly the usual guidance)."""
+        replaces the null condition of classifier-free guidance (None: exactly the usual guidance).
+        loop: make a clip that repeats without a seam (see `_loop_tokens`): after the generation, `loop_seam`
+        seconds around the wrap point are regenerated with the clip's end and start as their context, and the
+        audio is decoded as one period of the repeated clip. A loop is at most one window long."""
         descriptions = check_descriptions(descriptions)
         negatives = check_negatives(negative_descriptions, len(descriptions))
+        if loop:
+            if self.duration > self.max_duration:
+                raise ValueError(f"a loop is made in one window: set model.duration to at most {self.max_duration:g} s "
+                                 f"(it is {self.duration:g} s)")
+            if isinstance(loop_seam, bool) or not isinstance(loop_seam, (int, float)) or \
+                    not 1 / self.frame_rate <= loop_seam < self.duration:
+                raise ValueError(f"loop_seam must be between one frame and the clip's length ({self.duration:g} s), "
+                                 f"got {loop_seam!r}")
+            tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives)
+            tokens = self._loop_tokens(tokens, descriptions, negatives, loop_seam, generator)
+            audio = self.decode_loop(tokens)
+            return (audio, tokens) if return_tokens else audio
         tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives)
         return self._finish(tokens, return_tokens)
+
+    def _loop_tokens(self, tokens: torch.Tensor, descriptions: tp.List[tp.Optional[str]],
+                     negatives: tp.Optional[tp.List[tp.Optional[str]]], seam: float,
+                     generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+        """Close the loop: rotate the clip so that its end and start meet in the middle, regenerate `seam`
+        seconds there (whole spans) with both sides as context, rotate back."""
+        T = tokens.shape[-1]
+        span = self.cfg.span_len
+        if isinstance(seam, bool) or not isinstance(seam, (int, float)) or not 0 < seam * self.frame_rate < T - span:
+            raise ValueError(f"loop_seam must be between one frame and the clip's length ({T / self.frame_rate:g} s), "
+                             f"got {seam!r}")
+        shift = (T // 2) // span * span
+        half = max(span, int(round(seam * self.frame_rate / 2)) // span * span)
+        keep = torch.ones(T, dtype=torch.bool)
+        keep[max(0, shift - half):min(T, shift + half)] = False
+        rotated = torch.roll(tokens, shifts=shift, dims=-1)  # frame 0 now at `shift`, frame T-1 just before it
+        closed = self._generate_tokens(descriptions, None, False, generator, negatives=negatives,
+                                       infill=(rotated, keep))
+        return torch.roll(closed, shifts=-shift, dims=-1)
+
+    def decode_loop(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Audio of one period of the clip repeated: the middle of three copies decoded together, so that the
+        codec sees the wrap on both sides."""
+        T = tokens.shape[-1]
+        audio = self.generate_audio(torch.cat([tokens, tokens, tokens], dim=-1))
+        hop = audio.shape[-1] // (3 * T)
+        return audio[..., T * hop:2 * T * hop]
 
     def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
                                generator: tp.Optional[torch.Generator] = None):
