@@ -158,13 +158,16 @@ def test_text_encoder_override_accepts_a_local_directory():
     assert model.generate(["happy rock"]).shape == (1, 1, 498 * 640)
 
 
-def test_duration_beyond_the_segment(model):
+def test_duration_beyond_the_segment_makes_more_windows(model):
+    """Past the window (issue 17): 12 s from a 10-s model, in two overlapping windows (tests/test_long.py)."""
+    model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1], span_arrangement="stride1")
     model.duration = 12
     try:
-        with pytest.raises(ValueError, match="duration is 12 s but this model generates at most 10 s"):
-            model.generate(["x"])
+        tokens = model.generate(["x"], return_tokens=True)[1]
     finally:
         model.duration = model.max_duration
+        model.set_generation_params()
+    assert tokens.shape[-1] == 600
 
 
 def test_shorter_duration_is_allowed(model):
