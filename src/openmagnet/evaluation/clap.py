@@ -156,15 +156,12 @@ class Clap(nn.Module):
     def released_names(self) -> tp.Dict[str, str]:
         """Our state-dict key -> the released checkpoint's key (without 'module.'); query/key/value of a Swin
         block map to the block's fused `qkv` (see `from_released`)."""
-        names: tp.Dict[str, str] = {}
-        for key in self.state_dict():
-            names[key] = _released_name(key)
-        return names
+        return {key: _released_name(key) for key in self.state_dict()}
 
     def from_released(self, state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
         """The released checkpoint's state dict (keys without 'module.') as our state dict: renamed, each
-        fused qkv split in three rows of equal height. Constant buffers the file keeps (Swin's shifted-window
-        attention masks, RoBERTa's position ids) are checked against the values the modules compute."""
+        fused qkv split in three rows of equal height. The constant buffers only the file keeps (Swin's
+        shifted-window attention masks, RoBERTa's position ids) are left out (see `check_constant_buffers`)."""
         out: tp.Dict[str, torch.Tensor] = {}
         for key, name in self.released_names().items():
             if name.endswith(("qkv.weight", "qkv.bias")):
@@ -192,7 +189,7 @@ class Clap(nn.Module):
                 raise ValueError(f"CLAP: {path} holds a {name} unlike HTSAT-base/roberta's; is it the right file?")
 
 
-_RENAMES = (  # (our fragment, released fragment), applied in order to our key
+_RENAMES = (  # (our fragment, released fragment), applied in order to our audio keys
     ("front.conv_real", "audio_branch.spectrogram_extractor.stft.conv_real.weight"),
     ("front.conv_imag", "audio_branch.spectrogram_extractor.stft.conv_imag.weight"),
     ("front.mel", "audio_branch.logmel_extractor.melW"),
@@ -208,7 +205,6 @@ _RENAMES = (  # (our fragment, released fragment), applied in order to our key
     (".attention.output.dense.", ".attn.proj."),
     (".intermediate.dense.", ".mlp.fc1."),
     (".output.dense.", ".mlp.fc2."),
-    ("text.", "text_branch."),
 )
 
 
@@ -256,7 +252,7 @@ def load_clap(path: str) -> Clap:
 
 
 def clap_from_state(data: tp.Mapping[str, tp.Any], path: str = "the checkpoint") -> Clap:
-    from .checkpoints import check_state
+    from .checkpoints import _names, check_state
 
     what = "CLAP"
     state = data.get("state_dict", data)
@@ -267,13 +263,12 @@ def clap_from_state(data: tp.Mapping[str, tp.Any], path: str = "the checkpoint")
     known = set(model.released_names().values())
     unexpected = [k for k in state if k not in known and not k.endswith(_CONSTANT_BUFFERS)]
     if unexpected:
-        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (unexpected "
-                         f"{', '.join(sorted(unexpected)[:5])}{' and more' if len(unexpected) > 5 else ''}); "
+        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (unexpected {_names(unexpected)}); "
                          f"is it the right file?")
-    missing = sorted(known - set(state))
+    missing = known - set(state)
     if missing:
-        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (missing {', '.join(missing[:5])}"
-                         f"{' and more' if len(missing) > 5 else ''}); is it the right file?")
+        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (missing {_names(missing)}); "
+                         f"is it the right file?")
     model.fill_constant_buffers()
     model.check_constant_buffers(state, path)
     mapped = model.from_released(state)
