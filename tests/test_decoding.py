@@ -1,4 +1,5 @@
 """The decoding schedule and selection rules, against values from SPEC §3 and invariants."""
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from tests.conftest import load_fixture_model
 from openmagnet.config import GenerationParams
 from openmagnet.decoding import (DONT_REMASK, cfg_coef, generate_tokens, least_probable_spans, mask_rate,
-                                 num_to_mask, spans_mask, temperature)
+                                 noisy_scores, num_to_mask, spans_mask, temperature)
 
 
 def test_nonoverlap_mask_counts_for_498_frames():
@@ -112,3 +113,56 @@ def test_top_code_share():
 
     tokens = torch.tensor([[[1, 2, 3, 4], [5, 5, 5, 5]], [[0, 0, 1, 1], [9, 8, 9, 9]]])  # [B=2, K=2, T=4]
     assert torch.equal(top_code_share(tokens), torch.tensor([[0.25, 1.0], [0.5, 0.75]]))
+
+
+def test_noisy_scores_keep_frozen_units_and_vanish_at_scale_zero():
+    scores = torch.tensor([[[0.5, DONT_REMASK, 2.0, DONT_REMASK, 1.0]]])
+    noisy = noisy_scores(scores, 3.0, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy[scores == DONT_REMASK], scores[scores == DONT_REMASK])
+    assert not torch.equal(noisy, scores)
+    assert torch.equal(noisy_scores(scores, 0.0, torch.Generator().manual_seed(0)), scores)
+
+
+def test_remask_noise_must_be_finite_and_non_negative():
+    for bad in (-1.0, float("inf"), float("nan"), True, "3"):
+        with pytest.raises(ValueError, match="remask_noise must be a finite number >= 0"):
+            GenerationParams(remask_noise=bad)
+
+
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
+def test_remask_noise_keeps_fixed_frames_and_is_reproducible(arrangement):
+    def logits_fn(codes, stage, coef):
+        return torch.randn(codes.shape[0], codes.shape[-1], 16, generator=torch.Generator().manual_seed(stage))
+
+    prompt = torch.randint(0, 16, (2, 4, 7), generator=torch.Generator().manual_seed(0))
+    noisy = GenerationParams(decoding_steps=(4, 2, 2, 2), span_arrangement=arrangement, remask_noise=2.0)
+    runs = [generate_tokens(logits_fn, 2, 21, 4, 16, noisy, prompt=prompt, generator=torch.Generator().manual_seed(s))
+            for s in (5, 5)]
+    plain = generate_tokens(logits_fn, 2, 21, 4, 16, dataclasses.replace(noisy, remask_noise=0.0), prompt=prompt,
+                            generator=torch.Generator().manual_seed(5))
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0][..., :7], prompt)
+    assert ((runs[0] >= 0) & (runs[0] < 16)).all()
+    assert not torch.equal(runs[0], plain)
+
+
+def test_remask_noise_breaks_a_self_reinforcing_code():
+    """The demo model's failure in miniature: code 0 grows more likely the more of the clip it already fills
+    (as the codec's silence does). Confidence re-masking keeps it wherever it is sampled and it spreads;
+    noise on the confidence lets the other codes survive the early steps."""
+    card, frames = 32, 100
+    base = torch.randn(1, frames, card, generator=torch.Generator().manual_seed(1))
+
+    def logits_fn(codes, stage, coef):
+        current = codes[:, stage]
+        share = (current == 0).float().mean(-1, keepdim=True)
+        logits = base.expand(codes.shape[0], -1, -1).clone()
+        logits[..., 0] += 1.0 + 12.0 * share
+        return logits
+
+    def share_of_code_0(noise):
+        params = GenerationParams(decoding_steps=(20, 10, 10, 10), span_arrangement="stride1", remask_noise=noise)
+        return sum(float((generate_tokens(logits_fn, 1, frames, 1, card, params,
+                                          generator=torch.Generator().manual_seed(seed))[0, 0] == 0).float().mean())
+                   for seed in range(8)) / 8
+
+    assert share_of_code_0(3.0) < share_of_code_0(0.0) - 0.15

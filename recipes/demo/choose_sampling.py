@@ -13,7 +13,8 @@ Then the tempo probe at each setting: 8 prompts asking for 160-180 bpm and 8 ask
 and instruments), onsets per second of each clip (librosa), fast minus slow with its bootstrap interval.
 
 Writes OUT/grid.json and OUT/grid.md; the chosen setting is the one with the largest sum of the three margins'
-lower bounds among those without collapse (at least 100 distinct codebook-0 codes), printed last and written as
+lower bounds among those without collapse (at least 100 distinct codebook-0 codes, and the commonest code filling at
+most a quarter of a clip on average; the rendered clips: median 5 %), printed last and written as
 set_generation_params() keywords to OUT/chosen.json (for `openmagnet export --generation KEY=VALUE`).
 """
 import argparse
@@ -33,6 +34,7 @@ STYLES = [("rock anthem", "electric guitar, bass and drums"), ("jazz tune", "sax
           ("pop song", "piano, bass and drums"), ("classical piece", "violin and strings"),
           ("folk tune", "acoustic guitar and fiddle"), ("electronic track", "lead synth and drum machine"),
           ("funk groove", "slap bass, brass and drums"), ("blues shuffle", "electric guitar and organ")]
+COLLAPSED = 0.25  # mean share of a clip's commonest codebook-0 code above which a setting counts as collapsed
 FAST = [f"a very fast {style} with {parts} at {bpm} bpm" for (style, parts), bpm in zip(STYLES, range(160, 184, 3))]
 SLOW = [f"a slow {style} with {parts} at {bpm} bpm" for (style, parts), bpm in zip(STYLES, [60, 61, 62, 63, 64, 60,
                                                                                            62, 64])]
@@ -72,6 +74,8 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0, 10.0])
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    p.add_argument("--remask-noise", type=float, nargs="+", default=[0.0],
+                   help="re-masking noise (set_generation_params remask_noise; 0 = the reference's sampler)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -80,44 +84,48 @@ def main() -> None:
     clips = load_labels(a.labels)[:a.prompts]
     floor = reference_rows(a.labels, classifier, seed=a.seed)["shuffled prompts (floor)"]
     out, results, settings = Path(a.out), {}, {}
-    for cfg in a.cfg:
-        for temperature in a.temperature:
-            name = f"cfg{cfg:g}_t{temperature:g}"
-            settings[name] = dict(temperature=temperature, max_cfg_coef=cfg)
-            folder = out / name
-            model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10], top_p=0.9,
-                                        temperature=temperature, max_cfg_coef=cfg, min_cfg_coef=1.0)
-            stems = [path.stem for path, _ in clips]
-            generate(model, [labels["description"] for _, labels in clips], folder, stems, a.batch, a.seed)
-            tokens = torch.stack([torch.from_numpy(np.load(folder / f"{s}.codes.npy")) for s in stems])  # [N, K, T]
-            generated = score_generated(folder, a.labels, classifier)
-            row = {k: v for k, v in generated.items() if k != "per_clip"}
-            row["margins"] = margins(generated, floor, seed=a.seed)
-            row["distinct_codes_0"] = int(tokens[:, 0].unique().numel())
-            row["max_code_share_0"] = float(top_code_share(tokens)[:, 0].max())
-            tempo = out / "tempo" / name
-            generate(model, FAST + SLOW, tempo, [f"fast_{i}" for i in range(8)] + [f"slow_{i}" for i in range(8)],
-                     a.batch, a.seed)
-            fast = [onset_rate(tempo / f"fast_{i}.wav") for i in range(8)]
-            slow = [onset_rate(tempo / f"slow_{i}.wav") for i in range(8)]
-            row["onsets_per_s"] = {"fast": float(np.mean(fast)), "slow": float(np.mean(slow)),
-                                   **bootstrap_margin(fast, slow, seed=a.seed)}
-            results[name] = row
-            print(name, json.dumps({k: row[k] for k in ("distinct_codes_0", "max_code_share_0", "onsets_per_s")}),
-                  {k: round(m["low"], 3) for k, m in row["margins"].items()}, flush=True)
+    grid = [(cfg, temperature, noise) for cfg in a.cfg for temperature in a.temperature for noise in a.remask_noise]
+    for cfg, temperature, noise in grid:
+        name = f"cfg{cfg:g}_t{temperature:g}" + (f"_n{noise:g}" if noise else "")
+        settings[name] = dict(temperature=temperature, max_cfg_coef=cfg, remask_noise=noise)
+        folder = out / name
+        model.set_generation_params(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10], top_p=0.9,
+                                    temperature=temperature, max_cfg_coef=cfg, min_cfg_coef=1.0,
+                                    remask_noise=noise)
+        stems = [path.stem for path, _ in clips]
+        generate(model, [labels["description"] for _, labels in clips], folder, stems, a.batch, a.seed)
+        tokens = torch.stack([torch.from_numpy(np.load(folder / f"{s}.codes.npy")) for s in stems])  # [N, K, T]
+        generated = score_generated(folder, a.labels, classifier)
+        row = {k: v for k, v in generated.items() if k != "per_clip"}
+        row["margins"] = margins(generated, floor, seed=a.seed)
+        row["distinct_codes_0"] = int(tokens[:, 0].unique().numel())
+        row["max_code_share_0"] = float(top_code_share(tokens)[:, 0].max())
+        row["mean_code_share_0"] = float(top_code_share(tokens)[:, 0].mean())
+        tempo = out / "tempo" / name
+        generate(model, FAST + SLOW, tempo, [f"fast_{i}" for i in range(8)] + [f"slow_{i}" for i in range(8)],
+                 a.batch, a.seed)
+        fast = [onset_rate(tempo / f"fast_{i}.wav") for i in range(8)]
+        slow = [onset_rate(tempo / f"slow_{i}.wav") for i in range(8)]
+        row["onsets_per_s"] = {"fast": float(np.mean(fast)), "slow": float(np.mean(slow)),
+                               **bootstrap_margin(fast, slow, seed=a.seed)}
+        results[name] = row
+        print(name, json.dumps({k: row[k] for k in ("distinct_codes_0", "max_code_share_0", "mean_code_share_0",
+                                                     "onsets_per_s")}),
+              {k: round(m["low"], 3) for k, m in row["margins"].items()}, flush=True)
     (out / "grid.json").write_text(json.dumps({"floor": {k: v for k, v in floor.items() if k != "per_clip"},
                                                "settings": results}, indent=1) + "\n")
     lines = ["| setting | tempo acc2 | key MIREX | family detected | margins' lower bounds | distinct codes (cb 0) |"
-             " max code share | onsets/s fast - slow [95 %] |", "|---|---|---|---|---|---|---|---|"]
+             " code share: max, mean | onsets/s fast - slow [95 %] |", "|---|---|---|---|---|---|---|---|"]
     for name, row in results.items():
         lows = ", ".join(f"{m['low']:+.2f}" for m in row["margins"].values())
         o = row["onsets_per_s"]
         lines.append(f"| {name} | {row['tempo_acc2']:.2f} | {row['key_weighted']:.2f} | "
                      f"{row.get('family_detected', float('nan')):.2f} | {lows} | {row['distinct_codes_0']} | "
-                     f"{row['max_code_share_0']:.2f} | {o['margin']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}] |")
+                     f"{row['max_code_share_0']:.2f}, {row['mean_code_share_0']:.2f} | {o['margin']:+.2f} [{o['low']:+.2f}, {o['high']:+.2f}] |")
     (out / "grid.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    usable = {n: r for n, r in results.items() if r["distinct_codes_0"] >= 100} or results
+    usable = {n: r for n, r in results.items()
+              if r["distinct_codes_0"] >= 100 and r["mean_code_share_0"] <= COLLAPSED} or results
     best = max(usable, key=lambda n: sum(m["low"] for m in usable[n]["margins"].values()))
     chosen = dict(span_arrangement="stride1", decoding_steps=[20, 10, 10, 10], top_p=0.9, min_cfg_coef=1.0,
                   **settings[best])

@@ -376,21 +376,24 @@ class MAGNeT:
         p = self.params
         return dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
                     max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
-                    decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
+                    decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement,
+                    remask_noise=p.remask_noise)
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,
                               temperature: float = 3.0, max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                               decoding_steps: tp.Sequence[int] = (20, 10, 10, 10),
-                              span_arrangement: str = "nonoverlap") -> None:
+                              span_arrangement: str = "nonoverlap", remask_noise: float = 0.0) -> None:
         """Same names and defaults as audiocraft. The demos use span_arrangement='stride1', and
-        decoding_steps=[60, 10, 10, 10] for the 30-second models."""
+        decoding_steps=[60, 10, 10, 10] for the 30-second models. remask_noise (ours, 0 = the reference's
+        sampler): Gumbel noise on the re-masking confidence, annealed with the mask rate (MaskGIT's choice
+        temperature); a few units keep one confident code from filling the clip."""
         if isinstance(decoding_steps, tp.Sequence) and not isinstance(decoding_steps, str):
             decoding_steps = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in decoding_steps)
         self.params = GenerationParams(use_sampling=bool(use_sampling), top_k=int(top_k), top_p=top_p,
                                        temperature=temperature, max_cfg_coef=max_cfg_coef,
                                        min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
-                                       span_arrangement=span_arrangement)
+                                       span_arrangement=span_arrangement, remask_noise=remask_noise)
 
     def recommended_params(self, **given: tp.Any) -> dict:
         """set_generation_params() keywords for this model: its own stored settings where it has them

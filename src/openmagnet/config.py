@@ -109,6 +109,10 @@ class GenerationParams:
     min_cfg_coef: float = 1.0
     decoding_steps: tp.Tuple[int, ...] = (20, 10, 10, 10)
     span_arrangement: str = "nonoverlap"
+    # Not in the reference (0 = audiocraft's sampler, unchanged): MaskGIT's "choice temperature". Gumbel noise
+    # of this scale, annealed with the mask rate, is added to the confidence that decides which tokens are
+    # re-masked, so one confident code (e.g. the codec's silence) cannot lock itself in from the first step.
+    remask_noise: float = 0.0
 
     def __post_init__(self):
         steps = self.decoding_steps
@@ -126,6 +130,10 @@ class GenerationParams:
         if self.span_arrangement not in MASK_SPAN_ARRANGEMENTS:
             raise ValueError(f"span_arrangement must be one of {', '.join(MASK_SPAN_ARRANGEMENTS)}; "
                              f"got {self.span_arrangement!r}")
+        if not isinstance(self.remask_noise, (int, float)) or isinstance(self.remask_noise, bool) \
+                or not 0.0 <= self.remask_noise < math.inf:
+            raise ValueError(f"remask_noise must be a finite number >= 0 (0 = the reference's sampler); "
+                             f"got {self.remask_noise!r}")
         for name in ("max_cfg_coef", "min_cfg_coef", "temperature", "top_p"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):

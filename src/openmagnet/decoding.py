@@ -92,6 +92,14 @@ def least_probable_spans(scores: torch.Tensor, num_masked: int, span_len: int) -
     return mask
 
 
+def noisy_scores(scores: torch.Tensor, scale: float, generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+    """MaskGIT's choice temperature: re-masking scores (-log p, higher = re-masked first) minus `scale` times
+    Gumbel noise, i.e. the confidence log p + scale * g ranks the tokens; frozen units stay frozen."""
+    uniform = torch.rand(scores.shape, generator=generator, device=scores.device).clamp_(1e-20, 1.0)
+    gumbel = -torch.log(-torch.log(uniform))
+    return torch.where(scores == DONT_REMASK, scores, scores - scale * gumbel)
+
+
 def frozen_frames(seq_len: int, prompt_len: int = 0, keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
     """Boolean [T]: the frames whose codes are given (a prefix of prompt_len frames, or any set `keep`)."""
     if keep is not None:
@@ -144,6 +152,8 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
     for step in range(steps):
         rate = mask_rate(schedule, step)
         num = num_to_mask(rate, units)
+        if params.remask_noise > 0 and step > 0:
+            scores = noisy_scores(scores, params.remask_noise * float(rate), generator)
         if chunked:
             chunk_mask = torch.zeros((B, 1, n_chunks), dtype=torch.bool, device=device)
             chunk_mask = chunk_mask.scatter(2, scores.topk(num, dim=-1).indices, True)
@@ -169,7 +179,9 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
         token_probs = torch.gather(probs, 3, tokens)[..., 0]  # [B, 1, T]
         if chunked:
             best = torch.max(token_probs.reshape(B, 1, n_chunks, -1), dim=-1)[0]
-            scores = (1 - best).masked_fill(~chunk_mask, DONT_REMASK)
+            # with noise, chunks are scored like tokens (-log p) so that the noise has one scale for both
+            scores = (1 - best) if params.remask_noise == 0 else -torch.log(best)
+            scores = scores.masked_fill(~chunk_mask, DONT_REMASK)
         else:
             scores = (-torch.log(token_probs)).masked_fill(~masked, DONT_REMASK)
         if on_step is not None:
