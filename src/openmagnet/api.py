@@ -204,7 +204,8 @@ def recommended_params(sample_rate: int, max_duration: float, **given: tp.Any) -
     sound = sample_rate == 16000
     params = dict(use_sampling=True, top_k=0, top_p=0.8 if sound else 0.9, temperature=3.5 if sound else 3.0,
                   max_cfg_coef=20.0 if sound else 10.0, min_cfg_coef=1.0,
-                  decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1")
+                  decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1",
+                  remask_noise=0.0)
     unknown = sorted(set(given) - set(params))
     if unknown:
         raise TypeError(f"recommended_params() takes set_generation_params() keywords {sorted(params)}, got {unknown}")

@@ -59,7 +59,7 @@ def _generate(args: argparse.Namespace) -> int:
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
-        decoding_steps=args.steps, span_arrangement=args.span_arrangement))
+        decoding_steps=args.steps, span_arrangement=args.span_arrangement, remask_noise=args.remask_noise))
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -109,7 +109,8 @@ def _edit(args: argparse.Namespace) -> int:
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
     model.set_generation_params(**model.recommended_params(
-        use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg))
+        use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
+        remask_noise=args.remask_noise))
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--max-cfg", type=float, default=None, help="CFG coefficient at the start of each stage")
+    g.add_argument("--remask-noise", type=float, default=None,
+                   help="Gumbel noise on the re-masking confidence (ours; 0 = the reference's sampler; about 3 "
+                        "keeps a small model from collapsing into one code)")
     g.add_argument("--min-cfg", type=float, default=None, help="CFG coefficient at the end of each stage")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     g.add_argument("--duration", type=float, default=None, metavar="SECONDS",
@@ -268,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--temperature", type=float, default=None)
     e.add_argument("--max-cfg", type=float, default=None)
+    e.add_argument("--remask-noise", type=float, default=None)
     e.add_argument("--greedy", action="store_true")
     e.add_argument("--format", default="wav", choices=["wav", "flac", "mp3", "ogg"])
     e.add_argument("--threads", type=int, default=None)
