@@ -48,23 +48,28 @@ fi
 
 # 4. sampling settings chosen on held-out prompts (a grid over max CFG and temperature, scored by the adherence
 #    margins over the shuffled-prompt floor, codebook-0 collapse and the fast/slow tempo probe), then stored with
-#    the model and bundled (safetensors only, fp16) into the package
+#    the model and bundled (safetensors only, fp16) into the package. With the reference's sampler this small LM
+#    collapses into the codec's silence code (one code fills 41-100 % of a clip at every setting tried, RESULTS.md),
+#    so the grid uses the re-masking noise (remask_noise 3: Gumbel noise on the confidence that picks what to re-mask)
 $OM export "$WORK/lm16" --out "$WORK/model"
 [ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth_wide" \
     --out "$WORK/family_classifier.npz"
 [ -f "$WORK/sampling/chosen.json" ] || .venv/bin/python recipes/demo/choose_sampling.py --model "$WORK/model" \
     --labels "$WORK/synth_wide/holdout" --classifier "$WORK/family_classifier.npz" --out "$WORK/sampling" \
-    --prompts 16 --cfg 1 3 5 --temperature 1 2 3
+    --prompts 16 --cfg 3 5 1 --temperature 3 2 --remask-noise 3
 GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generation {k}=' + (','.join(map(str, v)) \
     if isinstance(v, list) else str(v)) for k, v in json.load(open(sys.argv[1])).items()))" "$WORK/sampling/chosen.json")
 $OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION
 
 # 5. does it follow the text? generated audio for the 64 held-out prompts (at the stored settings) against the
-#    rendered clips (ceiling) and shuffled prompts (floor): tempo, key and mode, instrument family
+#    rendered clips (ceiling) and shuffled prompts (floor): tempo, key and mode, instrument family; then FAD (CREPE)
+#    and chroma between the codec's reconstructions (ceiling) and a shuffled pairing (floor)
 .venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/synth_wide/holdout" \
     --out "$WORK/generated"
 $OM eval adherence --labels "$WORK/synth_wide/holdout" --audio "$WORK/generated" \
     --classifier "$WORK/family_classifier.npz" --json "$WORK/adherence.json"
+.venv/bin/python recipes/demo/objective_rows.py --model openmagnet/demo --labels "$WORK/synth_wide/holdout" \
+    --generated "$WORK/generated" --out "$WORK/objective"
 
 # 6. the README's media: example clips + spectrograms, and a screenshot of the web app (needs Chromium)
 .venv/bin/python recipes/demo/make_media.py --out docs/demo --screenshot docs/app.png
