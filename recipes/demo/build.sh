@@ -56,7 +56,7 @@ $OM export "$WORK/lm16" --out "$WORK/model"
     --out "$WORK/family_classifier.npz"
 [ -f "$WORK/sampling/chosen.json" ] || .venv/bin/python recipes/demo/choose_sampling.py --model "$WORK/model" \
     --labels "$WORK/synth_wide/holdout" --classifier "$WORK/family_classifier.npz" --out "$WORK/sampling" \
-    --prompts 16 --cfg 3 5 1 --temperature 3 2 --remask-noise 3
+    --prompts 16 --cfg 3 5 10 --temperature 3 --remask-noise 3
 GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generation {k}=' + (','.join(map(str, v)) \
     if isinstance(v, list) else str(v)) for k, v in json.load(open(sys.argv[1])).items()))" "$WORK/sampling/chosen.json")
 $OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION
