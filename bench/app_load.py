@@ -122,6 +122,7 @@ class Args(tp.NamedTuple):
     model: str
     steps: tp.Sequence[int]
     long_upload: str
+    http_timeout: float
 
 
 def inputs(kind: str, a: Args, i: int) -> list:
@@ -192,20 +193,28 @@ def one_request(client, kind: str, a: Args, i: int, timeout: float, rng: np.rand
 
 def client_jobs(url: str, kinds: tp.List[str], first: int, a: Args, timeout: float, seed: int,
                 burst: bool) -> tp.List[dict]:
-    """One client: submit its jobs (all at once when burst, else one after another) and wait."""
+    """One client: connect (reading the page's config), submit its jobs (all at once when burst, else
+    one after another) and wait for each answer."""
     from gradio_client import Client
 
     rng = np.random.default_rng(seed)
-    try:
-        client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="openmagnet-load-"))
+    started = time.perf_counter()
+    try:  # HTTP calls wait up to http_timeout, as a browser would (gradio_client's default is 5 s)
+        client = Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="openmagnet-load-"),
+                        httpx_kwargs={"timeout": a.http_timeout})
     except Exception as exc:  # noqa: BLE001 - the client could not even connect
-        return [dict(kind=k, outcome="no answer", detail=f"connect: {exc}", seconds=0.0, cancel_after=None)
+        return [dict(kind=k, outcome="no answer", detail=f"connect: {type(exc).__name__}: {exc}",
+                     seconds=time.perf_counter() - started, cancel_after=None, connect_s=None, client=first)
                 for k in kinds]
+    connect = time.perf_counter() - started
     if not burst:
-        return [one_request(client, k, a, first + j, timeout, rng) for j, k in enumerate(kinds)]
-    with cf.ThreadPoolExecutor(len(kinds)) as pool:
-        futures = [pool.submit(one_request, client, k, a, first + j, timeout, rng) for j, k in enumerate(kinds)]
-        return [f.result() for f in futures]
+        records = [one_request(client, k, a, first + j, timeout, rng) for j, k in enumerate(kinds)]
+    else:
+        with cf.ThreadPoolExecutor(len(kinds)) as pool:
+            futures = [pool.submit(one_request, client, k, a, first + j, timeout, rng) for j, k in enumerate(kinds)]
+            records = [f.result() for f in futures]
+    client.close()
+    return [dict(r, connect_s=connect, client=first) for r in records]
 
 
 def percentile(values: tp.List[float], q: float) -> tp.Optional[float]:
@@ -221,9 +230,11 @@ def summarise(records: tp.List[dict], wall: float, peak_rss: int) -> dict:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     answered = [r["seconds"] for r in records if r["outcome"] != "no answer"]
     audio = [r["seconds"] for r in records if r["outcome"] == "audio"]
+    connects = list({r["client"]: r["connect_s"] for r in records if r["connect_s"] is not None}.values())
     return dict(requests=len(records), outcomes=dict(sorted(outcomes.items())), wall_s=wall,
                 p50_s=percentile(answered, 50), p95_s=percentile(answered, 95),
                 audio_p50_s=percentile(audio, 50), audio_p95_s=percentile(audio, 95),
+                connect_p50_s=percentile(connects, 50), connect_max_s=max(connects, default=None),
                 peak_rss_mb=peak_rss / 2**20, records=records)
 
 
@@ -258,16 +269,18 @@ def write_results(results: dict) -> None:
              "submitting its requests back to back; requests cycle through a valid prompt, an empty prompt, a "
              "temperature out of range, a valid prompt cancelled midway (`job.cancel()`), an upload longer than "
              "the 120-s limit, and a model outside the list. Latency is from submit to answer (queue wait "
-             "included); peak RSS is the server process's, sampled every 50 ms. The single row is one client "
-             "making generations one after another on the same server. Raw: app_load.json.", "",
+             "included); peak RSS is the server process's, sampled every 50 ms. Each single row is one client "
+             "making generations one after another on the same server just before the N clients; connect is "
+             "the time a client takes to open the page (gradio_client reads its config). Raw: app_load.json.", "",
              "| N | requests | " + " | ".join(columns + others) + " | p50 s | p95 s | audio p50 s | audio p95 s "
-             "| wall s | peak RSS MiB | server up |",
-             "|---" * (len(columns) + len(others) + 9) + "|"]
+             "| connect p50 / max s | wall s | peak RSS MiB | server up |",
+             "|---" * (len(columns) + len(others) + 10) + "|"]
     for n, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
-        for label, phase in (("1 (single)", run["single"]), (n, run["load"])):
+        for label, phase in ((f"1 (single, before N={n})", run["single"]), (n, run["load"])):
             counts = [str(phase["outcomes"].get(c, 0)) for c in columns + others]
             lines.append(f"| {label} | {phase['requests']} | " + " | ".join(counts) + f" | {fmt(phase['p50_s'])} | "
                          f"{fmt(phase['p95_s'])} | {fmt(phase['audio_p50_s'])} | {fmt(phase['audio_p95_s'])} | "
+                         f"{fmt(phase.get('connect_p50_s'))} / {fmt(phase.get('connect_max_s'))} | "
                          f"{fmt(phase['wall_s'], 0)} | {fmt(phase['peak_rss_mb'], 0)} | "
                          f"{'yes' if run['server_up'] else 'NO'} |")
     first = next(iter(runs.values()))
@@ -287,9 +300,15 @@ def main() -> int:
     p.add_argument("--steps", type=int, nargs=4, default=[2, 1, 1, 1])
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     p.add_argument("--timeout", type=float, default=600, help="seconds a request may wait for its answer")
+    p.add_argument("--http-timeout", type=float, default=120,
+                   help="seconds each HTTP call of a client (connect, upload) may take")
     p.add_argument("--no-write", action="store_true", help="print, do not write bench/results")
     p.add_argument("--verbose", action="store_true", help="print every request of the load phase")
+    p.add_argument("--table", action="store_true", help="only rewrite app_load.md from app_load.json")
     a = p.parse_args()
+    if a.table:
+        write_results(json.loads((RESULTS / "app_load.json").read_text()))
+        return 0
     results = {"runs": {}}
     if (RESULTS / "app_load.json").exists() and not a.no_write:
         results = json.loads((RESULTS / "app_load.json").read_text())
@@ -299,7 +318,7 @@ def main() -> int:
             tmp = Path(tmp)
             upload = tmp / "long.wav"  # 130 s at 8 kHz mono, 2 MB: above the 120-s default limit
             soundfile.write(upload, np.zeros(130 * 8000, dtype="int16"), 8000)
-            args = Args(a.model, a.steps, str(upload))
+            args = Args(a.model, a.steps, str(upload), a.http_timeout)
             port = free_port()
             url = f"http://127.0.0.1:{port}/"
             server = start_server(port, tmp / "out", a.model, a.threads, tmp / "server.log")
