@@ -26,9 +26,7 @@ import concurrent.futures as cf
 import json
 import os
 import platform
-import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

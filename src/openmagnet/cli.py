@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     a.add_argument("--share", action="store_true",
                    help="also open a public gradio.live link (needs the internet and --auth or --auth-file)")
-    a.add_argument("--share-unsafe", action="store_true", help="--share without a login: anyone with the link can use it")
+    a.add_argument("--share-unsafe", action="store_true",
+                   help="--share without a login: anyone with the link can use it")
     a.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
                    help="require this login (repeatable); other users on this machine can see it in the process "
                         "list, so prefer --auth-file")
