@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import unicodedata
 import uuid
 import typing as tp
 from pathlib import Path
@@ -27,8 +28,10 @@ FILE_MODE = _default_mode()  # some writers (safetensors) create private 0600 fi
 
 def slug(text: tp.Optional[str], index: int) -> str:
     """A file stem for the `index`-th generated clip of prompt `text`: `03_happy_rock`, lowercase
-    ASCII letters, digits and underscores only (at most 48 of them from the prompt)."""
-    words = re.sub(r"[^a-z0-9]+", "_", (text or "unconditional").lower()).strip("_")[:48]
+    ASCII letters, digits and underscores only (at most 48 of them from the prompt; accents are
+    dropped, `Café` -> `cafe`, other non-ASCII text, slashes, dots and control characters become _)."""
+    ascii_text = unicodedata.normalize("NFKD", text or "unconditional").encode("ascii", "ignore").decode()
+    words = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")[:48]
     return f"{index:02d}_{words or 'prompt'}"
 
 

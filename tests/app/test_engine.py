@@ -7,7 +7,9 @@ import torch
 
 from openmagnet.app.engine import MAX_CLIPS, AppError, Engine, Interrupted, Request, check_request, \
     load_prompt_audio
-from tests.app.conftest import EMPTY_PROMPT, FAST, MODEL
+from openmagnet.app.security import Policy
+from tests.app.conftest import EMPTY_PROMPT, FAST, FIXTURE_POLICY, MODEL
+from tests.conftest import FIXTURES
 
 
 def request(**kw) -> Request:
@@ -51,7 +53,7 @@ def test_prompt_audio_is_trimmed_with_a_note(tmp_path):
 
 
 def test_engine_generates_files_and_reuses_the_model(tmp_path):
-    engine = Engine(tmp_path)
+    engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     steps = []
     out = engine.generate(request(variations=2), progress=lambda s, t: steps.append((s, t)))
     assert [c.caption for c in out.clips] == ["happy rock (variation 1)", "happy rock (variation 2)"]
@@ -67,7 +69,7 @@ def test_engine_generates_files_and_reuses_the_model(tmp_path):
 
 
 def test_interrupt_stops_the_decoding_loop(tmp_path):
-    engine = Engine(tmp_path)
+    engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     seen = []
 
     def progress(step, total):
@@ -85,11 +87,15 @@ def test_interrupt_stops_the_decoding_loop(tmp_path):
 
 
 def test_model_errors_are_sentences(tmp_path):
-    engine = Engine(tmp_path)
+    engine = Engine(tmp_path, policy=Policy(allow_any_model=True))
     with pytest.raises(AppError, match=r"^Could not load model 'facebook/magnet-nope': .*offline"):
         engine.generate(request(model="facebook/magnet-nope"))
     with pytest.raises(AppError, match=r"^Could not load model '/no/such/dir': /no/such/dir: no such file"):
         engine.generate(request(model="/no/such/dir"))
+    engine = Engine(tmp_path, policy=FIXTURE_POLICY)
+    missing = str(FIXTURES / "no_such_model")
+    with pytest.raises(AppError, match=rf"^Could not load model '{missing}': {missing}: no such file"):
+        engine.generate(request(model=missing))
     if not torch.cuda.is_available():
         with pytest.raises(AppError, match=r"^CUDA is not available on this machine \(.*\): choose cpu or auto\.$"):
             engine.generate(request(device="cuda"))
@@ -102,7 +108,7 @@ def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
     from openmagnet import MAGNeT
     from openmagnet.quantize import cast_float_matrices
 
-    engine = Engine(tmp_path)
+    engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     cast = kw.pop("cast", None)
     model = MAGNeT.get_pretrained(MODEL, device="cpu", **kw)
     if cast is not None:  # bf16 matrices as CUDA loads them (get_pretrained refuses bf16 on a CPU without it)
@@ -114,7 +120,7 @@ def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
 def test_fast_mode_is_loaded_and_shown(tmp_path):
     from openmagnet.api import fast_mode
 
-    engine = Engine(tmp_path)
+    engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     model = engine.model(MODEL, "cpu", fast=True)
     mode = fast_mode("cpu")
     assert model.lm.quantized == mode.quantize and model.lm.dtype == mode.dtype and model.lm.banded_attention

@@ -18,8 +18,8 @@ import torch
 from ..api import MAGNeT, check_device, describe_mode, recommended_params
 from ..audio import audio_read, audio_write, save_spectrogram
 from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
-from ..files import slug
 from ..hardware import mps_available
+from .security import AppError, Policy, check_model, check_upload, output_stem
 
 RELEASED_MODELS = (
     "facebook/magnet-small-10secs",
@@ -34,16 +34,17 @@ SPANS = ("stride1", "nonoverlap")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class AppError(ValueError):
-    """A problem the user can fix, told in one sentence."""
-
-
 class Interrupted(Exception):
     """Raised inside the decoding loop when Interrupt is pressed."""
 
     def __init__(self, step: int, total: int):
         super().__init__(f"interrupted at decoding step {step} of {total}")
         self.step, self.total = step, total
+
+
+def listed_models() -> tp.Tuple[str, ...]:
+    """Every name the page may load without --model-dir or --allow-any-model: bundled and released."""
+    return (*BUNDLED_MODELS, *RELEASED_MODELS)
 
 
 def model_choices() -> tp.List[str]:
@@ -176,24 +177,24 @@ def device_summary() -> str:
     return f"torch {torch.__version__} · CUDA: {cuda} · MPS: {mps} · CPU threads: {torch.get_num_threads()}"
 
 
-def load_prompt_audio(path: str, sample_rate: int, channels: int, seconds: float,
-                      limit: float) -> tp.Tuple[torch.Tensor, int, str]:
+def load_prompt_audio(path: str, sample_rate: int, channels: int, seconds: float, limit: float,
+                      policy: Policy = Policy()) -> tp.Tuple[torch.Tensor, int, str]:  # noqa: B008 - frozen
     """Read an upload for continuation and keep its first `seconds` (at most `limit`, the model's
-    length less one frame). Returns (wav [C, T] at its own rate, that rate, a note of what was done;
-    the model resamples and down-mixes it)."""
+    length less one frame); uploads above the policy's size or duration are refused before decoding.
+    Returns (wav [C, T] at its own rate, that rate, a note of what was done; the model resamples and
+    down-mixes it)."""
+    length = check_upload(path, policy)
+    if seconds > limit:
+        raise AppError(f"Prompt length {seconds:g} s is too long: this model generates {limit + 0.02:g} s, "
+                       f"so keep at most {limit:g} s of prompt.")
     try:
-        wav, sr = audio_read(path)
+        wav, sr = audio_read(path, duration=seconds)
     except (ValueError, FileNotFoundError):
         raise AppError(f"The uploaded file ({Path(path).name}) is not audio that can be read: "
                        f"upload a wav, flac, ogg or mp3 file.") from None
     if wav.shape[-1] == 0:
         raise AppError(f"The uploaded file ({Path(path).name}) holds no audio: upload a longer recording.")
-    length = wav.shape[-1] / sr
-    if seconds > limit:
-        raise AppError(f"Prompt length {seconds:g} s is too long: this model generates {limit + 0.02:g} s, "
-                       f"so keep at most {limit:g} s of prompt.")
     keep = min(seconds, length)
-    wav = wav[:, : int(round(keep * sr))]
     done = []
     if keep < length:
         done.append(f"kept the first {keep:g} s of {length:.1f} s")
@@ -217,11 +218,14 @@ def error_message(exc: BaseException) -> str:
 
 class Engine:
     """Shared by every visitor of one app: one cached model, one generation at a time (the page's
-    queue orders the rest), and an interrupt flag that belongs to the visitor whose job is running."""
+    queue orders the rest), and an interrupt flag that belongs to the visitor whose job is running.
+    `policy` says which models visitors may load and how large an upload may be (security.Policy)."""
 
-    def __init__(self, out_dir: tp.Union[str, Path], threads: tp.Optional[int] = None):
+    def __init__(self, out_dir: tp.Union[str, Path], threads: tp.Optional[int] = None,
+                 policy: tp.Optional[Policy] = None):
         self.out_dir = Path(out_dir)
         self.threads = threads
+        self.policy = policy or Policy()
         self._model = None
         self._model_key: tp.Optional[tuple] = None
         self._lock = threading.Lock()  # one generation at a time
@@ -233,12 +237,13 @@ class Engine:
         """The model `name` on `device` (auto, cpu, cuda, mps), loaded once and kept until another is
         asked for; `fast`: get_pretrained(fast=True), the fastest close-to-exact mode of the device."""
         name = name.strip()
+        target = check_model(name, self.policy, listed_models())
         dev = resolve_device(device)
         key = (name, str(dev), bool(fast))
         if self._model_key != key:
             self._model = self._model_key = None  # free the old one first
             try:
-                self._model = MAGNeT.get_pretrained(name, device=dev, fast=bool(fast))
+                self._model = MAGNeT.get_pretrained(target, device=dev, fast=bool(fast))
             except Exception as exc:  # noqa: BLE001 - told to the user as a sentence
                 raise AppError(f"Could not load model {name!r}: {error_message(exc)}") from exc
             self._model_key = key
@@ -264,6 +269,7 @@ class Engine:
                  progress: tp.Optional[tp.Callable[[int, int], None]] = None) -> Outcome:
         """Run one request; raises AppError (readable) or Interrupted (after the step in progress)."""
         checked = check_request(req)
+        check_model(req.model, self.policy, listed_models())  # refused before waiting for the lock
         with self._lock:
             self._stop.clear()
             self._running_session = session
@@ -287,7 +293,7 @@ class Engine:
         if req.prompt_audio:
             limit = (int(model.duration * model.frame_rate) - 1) / model.frame_rate
             wav, sr, note = load_prompt_audio(req.prompt_audio, model.sample_rate, model.audio_channels,
-                                              checked.prompt_seconds, limit)
+                                              checked.prompt_seconds, limit, self.policy)
             prompt = (wav, sr)
             notes.append(note)
 
@@ -316,9 +322,9 @@ class Engine:
         clips = []
         for i, (text, wav) in enumerate(zip(checked.prompts, wavs, strict=True)):
             variation = i % checked.variations + 1
-            stem = self.out_dir / f"{stamp}_{slug(text, i)}"
+            stem = output_stem(self.out_dir, text, i, stamp)
             audio = audio_write(stem, wav.cpu(), model.sample_rate, strategy="loudness", loudness_compressor=True)
-            label = text or "continuation"
+            label = "".join(c if c.isprintable() else " " for c in text or "continuation")  # no control chars
             if checked.variations > 1:
                 label += f" (variation {variation})"
             image = save_spectrogram(wav.cpu(), model.sample_rate, stem.with_suffix(".png"), title=label)

@@ -27,6 +27,10 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         choices = [default_model] + choices
     default_model = default_model or choices[0]
     d = recommended_params_for_name(default_model)
+    policy = engine.policy
+    model_info_text = ("a listed model, or type a hub id or a local model directory" if policy.allow_any_model
+                       else "a listed model, or type a model directory inside the server's --model-dir folders"
+                       if policy.model_dirs else "a listed model")
 
     with gr.Blocks(title="openmagnet") as demo:
         gr.Markdown(INTRO)
@@ -41,7 +45,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 status = gr.Markdown("", elem_id="status")
             with gr.Column(scale=2):
                 model = gr.Dropdown(choices, value=default_model, allow_custom_value=True, label="Model",
-                                    info="a listed model, or type a local model directory", elem_id="model")
+                                    info=model_info_text, elem_id="model")
                 device = gr.Radio(list(DEVICES), value="auto", label="Device",
                                   info="auto: CUDA, then MPS, then CPU")
                 fast = gr.Checkbox(False, label="Fast mode", elem_id="fast",
@@ -60,7 +64,9 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 max_cfg = gr.Number(d["max_cfg_coef"], label="Max CFG")
                 min_cfg = gr.Number(d["min_cfg_coef"], label="Min CFG")
         with gr.Accordion("Continuation (optional)", open=False):
-            prompt_audio = gr.Audio(sources=["upload"], type="filepath", label="Audio to continue")
+            prompt_audio = gr.Audio(sources=["upload"], type="filepath", elem_id="prompt-audio",
+                                    label=f"Audio to continue (at most {policy.max_upload_mb:g} MB and "
+                                          f"{policy.max_upload_seconds:g} s)")
             prompt_seconds = gr.Number(3.0, label="Seconds of it to keep (from the start)")
         slots: tp.List[tp.Tuple[gr.Audio, gr.Image]] = []
         for i in range(MAX_CLIPS):
