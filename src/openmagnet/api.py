@@ -748,7 +748,8 @@ def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE) -
     if stages:
         worst = ", ".join(f"codebook {k}: {share[k]:.0%}" for k in stages)
         warnings.warn(f"the sampling collapsed: one code fills more than {threshold:.0%} of the frames ({worst}); "
-                      f"lower max_cfg_coef or the temperature (set_generation_params)", RuntimeWarning, stacklevel=4)
+                      f"lower max_cfg_coef or the temperature, or add remask_noise=3 (set_generation_params)",
+                      RuntimeWarning, stacklevel=4)
     return stages
 
 

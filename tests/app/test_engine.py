@@ -126,3 +126,43 @@ def test_fast_mode_is_loaded_and_shown(tmp_path):
     assert model.lm.quantized == mode.quantize and model.lm.dtype == mode.dtype and model.lm.banded_attention
     assert ", fast mode) · 32 kHz" in engine.model_info()
     assert engine.model(MODEL, "cpu") is not model  # exact and fast are different models
+
+
+def test_length_loop_negative_and_edit_checks_name_the_field():
+    with pytest.raises(AppError, match=r"^Duration must be from 0 to 120, got 500\.$"):
+        check_request(request(duration=500))
+    with pytest.raises(AppError, match=r"^Duration 0.05 s is too short: ask for at least 0.1 s"):
+        check_request(request(duration=0.05))
+    with pytest.raises(AppError, match=r"^Re-masking noise must be from 0 to 20, got -1\.$"):
+        check_request(request(remask_noise=-1))
+    with pytest.raises(AppError, match=r"^The region to regenerate is empty \(3 s to 2 s\): set its end after"):
+        check_request(request(prompt_audio="x.wav", audio_mode="edit", region_start=3, region_end=2))
+    with pytest.raises(AppError, match=r"^Editing a region keeps the upload's length: set Duration to 0"):
+        check_request(request(prompt_audio="x.wav", audio_mode="edit", region_start=1, region_end=2, duration=20))
+    with pytest.raises(AppError, match=r"^A loop starts from silence: remove the uploaded audio, or untick Loop\.$"):
+        check_request(request(prompt_audio="x.wav", loop=True))
+    with pytest.raises(AppError, match=r"^Audio mode must be one of continue, edit, got 'mix'\.$"):
+        check_request(request(audio_mode="mix"))
+    checked = check_request(request(duration=0, negative="  drums \n", remask_noise=3))
+    assert checked.duration is None and checked.negative == "drums" and checked.params["remask_noise"] == 3
+    assert "remask_noise" not in check_request(request()).params  # the model's own setting is kept
+
+
+def test_engine_makes_long_clips_loops_and_edits(tmp_path):
+    engine = Engine(tmp_path / "out", policy=FIXTURE_POLICY)
+    out = engine.generate(request(duration=12.5, negative="drums"))
+    wav, sr = soundfile.read(out.clips[0].audio)
+    assert len(wav) == 12.5 * 32000 and "clip(s) of 12.50 s" in out.message
+    out = engine.generate(request())  # the shared model goes back to its window
+    assert len(soundfile.read(out.clips[0].audio)[0]) == 320000
+    out = engine.generate(request(loop=True))
+    assert "a seamless loop" in out.message
+    path = tmp_path / "in.wav"
+    soundfile.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 32000 * 4).astype("float32"), 32000)
+    out = engine.generate(request(prompts="", prompt_audio=str(path), audio_mode="edit", region_start=1,
+                                  region_end=2))
+    assert len(soundfile.read(out.clips[0].audio)[0]) == 4 * 32000
+    assert "Edited 1-2 s of the upload; the rest keeps its codes." in out.message
+    assert out.clips[0].caption == "edit"
+    with pytest.raises(AppError, match=r"^The region 3-6 s ends after the audio that is edited \(4.00 s\): end it"):
+        engine.generate(request(prompt_audio=str(path), audio_mode="edit", region_start=3, region_end=6))

@@ -30,6 +30,8 @@ RELEASED_MODELS = (
     "facebook/audio-magnet-medium",
 )
 MAX_CLIPS = 8  # result slots on the page: prompts x variations
+MAX_SECONDS = 120.0  # longest clip the page makes (past the model's window: overlapping windows)
+AUDIO_MODES = ("continue", "edit")  # what an upload is for: continue it, or regenerate a region of it
 SPANS = ("stride1", "nonoverlap")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -78,6 +80,13 @@ class Request:
     prompt_seconds: float = 3.0
     device: str = "auto"
     fast: bool = False  # get_pretrained(fast=True)
+    duration: float = 0.0  # seconds; 0: the model's window; past it, overlapping windows
+    negative: str = ""  # what to steer away from (replaces the null condition of the guidance)
+    loop: bool = False  # a clip that repeats without a seam (one window at most)
+    remask_noise: tp.Optional[float] = None  # None: the model's own setting (0 = the reference's sampler)
+    audio_mode: str = "continue"  # the upload is continued, or edited ("edit": region_start..region_end regenerated)
+    region_start: float = 0.0
+    region_end: float = 0.0
 
 
 @dataclasses.dataclass
@@ -119,6 +128,9 @@ class Checked:
     seed: int
     variations: int
     prompt_seconds: float
+    duration: tp.Optional[float] = None  # None: the model's window
+    negative: tp.Optional[str] = None
+    region: tp.Optional[tp.Tuple[float, float]] = None  # set in edit mode
 
 
 def check_request(req: Request) -> Checked:
@@ -153,9 +165,30 @@ def check_request(req: Request) -> Checked:
         raise AppError(f"{len(prompts)} prompts x {variations} variations make {len(prompts) * variations} clips; "
                        f"the page shows at most {MAX_CLIPS}: use fewer prompts or variations.")
     prompt_seconds = _number(req.prompt_seconds, "Prompt length", 0.1, 60)
+    duration = _number(req.duration, "Duration", 0, MAX_SECONDS) or None
+    if duration is not None and duration < 0.1:
+        raise AppError(f"Duration {duration:g} s is too short: ask for at least 0.1 s, or 0 for the model's length.")
     params = dict(use_sampling=True, top_k=0, top_p=top_p, temperature=temperature, max_cfg_coef=max_cfg,
                   min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement)
-    return Checked([p for p in prompts for _ in range(variations)], params, seed, variations, prompt_seconds)
+    if req.remask_noise is not None:
+        params["remask_noise"] = _number(req.remask_noise, "Re-masking noise", 0, 20)
+    negative = " ".join((req.negative or "").split()) or None
+    if req.audio_mode not in AUDIO_MODES:
+        raise AppError(f"Audio mode must be one of {', '.join(AUDIO_MODES)}, got {req.audio_mode!r}.")
+    region = None
+    if req.prompt_audio and req.audio_mode == "edit":
+        start = _number(req.region_start, "Region start", 0, MAX_SECONDS)
+        end = _number(req.region_end, "Region end", 0, MAX_SECONDS)
+        if end <= start:
+            raise AppError(f"The region to regenerate is empty ({start:g} s to {end:g} s): set its end after its "
+                           f"start.")
+        region = (start, end)
+        if req.loop or duration is not None:
+            raise AppError("Editing a region keeps the upload's length: set Duration to 0 and untick Loop.")
+    if req.loop and req.prompt_audio and region is None:
+        raise AppError("A loop starts from silence: remove the uploaded audio, or untick Loop.")
+    return Checked([p for p in prompts for _ in range(variations)], params, seed, variations, prompt_seconds,
+                   duration, negative, region)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -203,6 +236,29 @@ def load_prompt_audio(path: str, sample_rate: int, channels: int, seconds: float
     if wav.shape[0] != channels:
         done.append(f"{'mixed down' if wav.shape[0] > channels else 'spread'} {wav.shape[0]} -> {channels} channel(s)")
     note = f"Prompt audio: {', '.join(done) if done else 'used as is'}; the clip continues it."
+    return wav, sr, note
+
+
+def load_edit_audio(path: str, window: float, region: tp.Tuple[float, float],
+                    policy: Policy = Policy()) -> tp.Tuple[torch.Tensor, int, str]:  # noqa: B008 - frozen
+    """Read an upload to edit: at most the model's window (`window` s) from its start; the region must lie inside
+    what is kept. Returns (wav [C, T] at its own rate, that rate, a note for the status line)."""
+    length = check_upload(path, policy)
+    try:
+        wav, sr = audio_read(path, duration=window)
+    except (ValueError, FileNotFoundError):
+        raise AppError(f"The uploaded file ({Path(path).name}) is not audio that can be read: "
+                       f"upload a wav, flac, ogg or mp3 file.") from None
+    kept = wav.shape[-1] / sr
+    if wav.shape[-1] == 0:
+        raise AppError(f"The uploaded file ({Path(path).name}) holds no audio: upload a longer recording.")
+    start, end = region
+    if end > kept + 1e-6:
+        raise AppError(f"The region {start:g}-{end:g} s ends after the audio that is edited ({kept:.2f} s"
+                       + (f", the model's window, of {length:.1f} s" if kept < length - 1e-3 else "")
+                       + f"): end it by {kept:.2f} s.")
+    note = (f"Edited {start:g}-{end:g} s of the upload" + (f" (its first {kept:.2f} s)" if kept < length - 1e-3
+                                                          else "") + "; the rest keeps its codes.")
     return wav, sr, note
 
 
@@ -288,10 +344,15 @@ class Engine:
             model.set_generation_params(**checked.params)
         except ValueError as exc:
             raise AppError(error_message(exc)) from None
+        model.duration = checked.duration or model.max_duration  # the engine's model is shared: set every time
         notes = []
         prompt = None
-        if req.prompt_audio:
-            limit = (int(model.duration * model.frame_rate) - 1) / model.frame_rate
+        if req.prompt_audio and checked.region is not None:
+            wav, sr, note = load_edit_audio(req.prompt_audio, model.max_duration, checked.region, self.policy)
+            prompt = (wav, sr)
+            notes.append(note)
+        elif req.prompt_audio:
+            limit = (int(model.max_duration * model.frame_rate) - 1) / model.frame_rate
             wav, sr, note = load_prompt_audio(req.prompt_audio, model.sample_rate, model.audio_channels,
                                               checked.prompt_seconds, limit, self.policy)
             prompt = (wav, sr)
@@ -305,13 +366,21 @@ class Engine:
 
         model.set_custom_progress_callback(on_step)
         generator = torch.Generator(device=model.device).manual_seed(checked.seed)
+        negatives = None if checked.negative is None else [checked.negative] * len(checked.prompts)
         try:
-            if prompt is not None:
+            if prompt is not None and checked.region is not None:
                 wav, sr = prompt
                 batch = wav[None].expand(len(checked.prompts), -1, -1)
-                wavs = model.generate_continuation(batch, sr, checked.prompts, progress=True, generator=generator)
+                wavs = model.generate_infill(batch, sr, [checked.region], checked.prompts, progress=True,
+                                             generator=generator, negative_descriptions=negatives, crossfade=0.05)
+            elif prompt is not None:
+                wav, sr = prompt
+                batch = wav[None].expand(len(checked.prompts), -1, -1)
+                wavs = model.generate_continuation(batch, sr, checked.prompts, progress=True, generator=generator,
+                                                   negative_descriptions=negatives)
             else:
-                wavs = model.generate(checked.prompts, progress=True, generator=generator)
+                wavs = model.generate(checked.prompts, progress=True, generator=generator,
+                                      negative_descriptions=negatives, loop=req.loop)
         except Interrupted:
             raise
         except Exception as exc:  # noqa: BLE001 - a sentence on the page, the server stays up
@@ -324,12 +393,14 @@ class Engine:
             variation = i % checked.variations + 1
             stem = output_stem(self.out_dir, text, i, stamp)
             audio = audio_write(stem, wav.cpu(), model.sample_rate, strategy="loudness", loudness_compressor=True)
-            label = "".join(c if c.isprintable() else " " for c in text or "continuation")  # no control chars
+            label = "".join(c if c.isprintable() else " " for c in text or ("edit" if checked.region else
+                                                                             "continuation"))  # no control chars
             if checked.variations > 1:
                 label += f" (variation {variation})"
             image = save_spectrogram(wav.cpu(), model.sample_rate, stem.with_suffix(".png"), title=label)
             clips.append(Clip(audio, image, label))
         seconds = time.perf_counter() - started
-        notes.insert(0, f"Generated {len(clips)} clip(s) of {model.duration:g} s in {seconds:.1f} s "
-                        f"(seed {checked.seed}).")
+        length = wavs.shape[-1] / model.sample_rate
+        notes.insert(0, f"Generated {len(clips)} clip(s) of {length:.2f} s in {seconds:.1f} s (seed {checked.seed})"
+                        + (", a seamless loop" if req.loop else "") + ".")
         return Outcome(clips, " ".join(notes), self.model_info())

@@ -7,14 +7,15 @@ import typing as tp
 
 import gradio as gr
 
-from .engine import DEVICES, MAX_CLIPS, SPANS, AppError, Engine, Interrupted, Request, error_message, \
-    model_choices, recommended_params_for_name
+from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, AppError, Engine, Interrupted, Request, \
+    error_message, model_choices, recommended_params_for_name
 
 log = logging.getLogger(__name__)
 
 INTRO = """# openmagnet
 Text-to-music and text-to-sound with MAGNeT (masked, non-autoregressive). One prompt per line; each prompt
-gives *variations* clips. Upload audio to continue it instead of starting from silence."""
+gives *variations* clips. Upload audio to continue it, or to regenerate a region of it (edit); ask for more than
+the model's window and the clip is made in overlapping windows."""
 
 
 def _status(kind: str, text: str) -> str:
@@ -63,11 +64,27 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 top_p = gr.Number(d["top_p"], label="Top-p")
                 max_cfg = gr.Number(d["max_cfg_coef"], label="Max CFG")
                 min_cfg = gr.Number(d["min_cfg_coef"], label="Min CFG")
-        with gr.Accordion("Continuation (optional)", open=False):
+                remask_noise = gr.Number(d.get("remask_noise", 0.0), label="Re-masking noise", elem_id="remask-noise",
+                                         info="0: the reference's sampler; ~3 keeps a small model from collapsing")
+        with gr.Accordion("Length, loop and negative prompt", open=False):
+            with gr.Row():
+                duration = gr.Slider(0, MAX_SECONDS, value=0, step=0.5, label="Duration (s)", elem_id="duration",
+                                     info="0: the model's window; longer clips are made in overlapping windows")
+                loop = gr.Checkbox(False, label="Loop", elem_id="loop",
+                                   info="a clip that repeats without a seam (one window at most)")
+            negative = gr.Textbox(label="Negative prompt", elem_id="negative", placeholder="drums, distortion",
+                                  info="what to steer away from: replaces the empty prompt of the guidance")
+        with gr.Accordion("Audio prompt: continue or edit (optional)", open=False):
             prompt_audio = gr.Audio(sources=["upload"], type="filepath", elem_id="prompt-audio",
-                                    label=f"Audio to continue (at most {policy.max_upload_mb:g} MB and "
+                                    label=f"Audio to continue or edit (at most {policy.max_upload_mb:g} MB and "
                                           f"{policy.max_upload_seconds:g} s)")
-            prompt_seconds = gr.Number(3.0, label="Seconds of it to keep (from the start)")
+            audio_mode = gr.Radio(list(AUDIO_MODES), value="continue", label="Use it to", elem_id="audio-mode",
+                                  info="continue: keep its start and generate the rest; edit: regenerate one region, "
+                                       "the rest stays (the model's window at most)")
+            with gr.Row():
+                prompt_seconds = gr.Number(3.0, label="Continue: seconds to keep (from the start)")
+                region_start = gr.Number(0.0, label="Edit: region start (s)", elem_id="region-start")
+                region_end = gr.Number(0.0, label="Edit: region end (s)", elem_id="region-end")
         slots: tp.List[tp.Tuple[gr.Audio, gr.Image]] = []
         for i in range(MAX_CLIPS):
             with gr.Row(visible=False) as row:
@@ -81,13 +98,16 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
 
         def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
-                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
+                temperature_value, top_p_value, max_cfg_value, min_cfg_value, noise_value, duration_value, loop_value,
+                negative_value, audio_path, mode_value, seconds, start_value, end_value,
                 request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
                           variations=variations_value, prompt_audio=audio_path, prompt_seconds=seconds,
-                          device=device_value, fast=bool(fast_value))
+                          device=device_value, fast=bool(fast_value), remask_noise=noise_value,
+                          duration=duration_value, loop=bool(loop_value), negative=negative_value or "",
+                          audio_mode=mode_value or "continue", region_start=start_value, region_end=end_value)
             session = getattr(request, "session_hash", None) or "local"
             try:
                 outcome = engine.generate(req, session,
@@ -120,13 +140,14 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
             v = recommended_params_for_name(name or "")
             return [gr.update(value=x) for x in v["decoding_steps"]] + [
                 gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg_coef"]),
-                gr.update(value=v["min_cfg_coef"])]
+                gr.update(value=v["min_cfg_coef"]), gr.update(value=v.get("remask_noise", 0.0))]
 
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
-                  prompt_audio, prompt_seconds]
+                  remask_noise, duration, loop, negative, prompt_audio, audio_mode, prompt_seconds, region_start,
+                  region_end]
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         stop.click(interrupt, None, status, queue=False)
-        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg], queue=False)
+        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg, remask_noise], queue=False)
     demo.queue(max_size=32)
     return demo
