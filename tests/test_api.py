@@ -323,7 +323,7 @@ def test_collapsed_sampling_is_warned(model):
     collapsed[0, 2, :50] = 5  # 50 % of clip 0's third stage
     with pytest.warns(RuntimeWarning, match=r"^the sampling collapsed: one code fills more than 30% of the frames "
                                             r"\(codebook 0: 31%, codebook 2: 50%\); lower max_cfg_coef or the "
-                                            r"temperature \(set_generation_params\)$"):
+                                            r"temperature, or add remask_noise=3 \(set_generation_params\)$"):
         assert warn_if_collapsed(collapsed) == [0, 2]
     # and generation checks its own tokens: an LM whose heads prefer one code collapses every stage
     lm = model.lm
