@@ -5,7 +5,9 @@ A model is two files, `state_dict.bin` (LM: fp16 `best_state` + `xp.cfg` YAML) a
 `resolve_file` finds them from a hub id (downloaded into the standard Hugging Face cache), a local
 directory, or an explicit file. Files are read with `torch.load(weights_only=True)` only. A directory
 without `state_dict.bin` may hold the LM as `model.safetensors` instead (xp.cfg in its metadata, as
-written by `openmagnet.train.export`). `resolve_codec` finds the frozen codec a training run uses.
+written by `hub.export_model`), and the codec as `compression_model.safetensors` (`MAGNeT.save_pretrained`)
+or `compression.safetensors` (the bundled models). A save_pretrained directory is read through its
+config.json by `hub.read_model_files`. `resolve_codec` finds the frozen codec a training run uses.
 
 Loading is strict: every tensor of the checkpoint must land in a parameter and every parameter
 must come from the checkpoint, with matching shapes; otherwise one error lists all offenders.
@@ -28,9 +30,11 @@ from .lm import MagnetLM
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
-LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (train/export.py)
+LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (hub.export_model)
+CODEC_HF_FILE = "compression_model.safetensors"  # the codec of a save_pretrained directory (hub.py)
 CODEC_SAFETENSORS_FILE = "compression.safetensors"  # a full codec the same way (the bundled models)
-SAFETENSORS_FORMS = {LM_FILE: LM_SAFETENSORS_FILE, CODEC_FILE: CODEC_SAFETENSORS_FILE}
+# what a directory may hold instead of each audiocraft file, in the order looked for
+SAFETENSORS_FORMS = {LM_FILE: (LM_SAFETENSORS_FILE,), CODEC_FILE: (CODEC_HF_FILE, CODEC_SAFETENSORS_FILE)}
 # Models that ship inside the package (safetensors under src/openmagnet/assets/), by name.
 BUNDLED_MODELS = {"openmagnet/demo": "demo"}
 
@@ -78,14 +82,12 @@ def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Pat
     if path.is_file():
         return path
     if path.is_dir():
-        candidate = path / filename
-        alternative = path / SAFETENSORS_FORMS.get(filename, filename)
-        if not candidate.is_file() and alternative.is_file():
-            return alternative
-        if not candidate.is_file():
-            raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds "
-                                  f"{LM_FILE} and {CODEC_FILE}")
-        return candidate
+        for candidate in (filename, *SAFETENSORS_FORMS.get(filename, ())):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds {LM_FILE} and {CODEC_FILE} "
+                              f"(audiocraft's layout), or config.json, {LM_SAFETENSORS_FILE} and {CODEC_HF_FILE} "
+                              f"(MAGNeT.save_pretrained)")
     name = str(name_or_path)
     if _is_path_like(name):
         raise CheckpointError(f"{name}: no such file or directory")
@@ -147,9 +149,8 @@ def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     return pkg
 
 
-def _load_safetensors_package(path: Path) -> dict:
-    """An LM `model.safetensors` as the dict `state_dict.bin` holds: tensors as `best_state`, the
-    `xp.cfg` YAML from the file's metadata."""
+def read_safetensors(path: tp.Union[str, os.PathLike]) -> tp.Tuple[tp.Dict[str, torch.Tensor], tp.Dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, on the CPU; a corrupt or truncated file gets a clear error."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -159,9 +160,19 @@ def _load_safetensors_package(path: Path) -> dict:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read this safetensors file, it is truncated or corrupt "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
+    return state, metadata
+
+
+def _load_safetensors_package(path: Path) -> dict:
+    """A safetensors file as the dict the audiocraft file holds: tensors as `best_state`, the `xp.cfg`
+    YAML from the file's metadata; a codec file with no tensors and `pretrained` in its metadata as the
+    `{'pretrained': name}` pointer."""
+    state, metadata = read_safetensors(path)
+    if "pretrained" in metadata and not state:
+        return {"pretrained": metadata["pretrained"]}
     if "xp.cfg" not in metadata:
         raise CheckpointError(f"{path}: no 'xp.cfg' in the safetensors metadata; export the model with "
-                              f"openmagnet.train.export.export_model, which stores it there")
+                              f"openmagnet.hub.export_model or MAGNeT.save_pretrained, which store it there")
     return {"best_state": state, "xp.cfg": metadata["xp.cfg"]}
 
 
@@ -317,4 +328,4 @@ def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
 
 __all__ = ["CheckpointError", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg", "check_state_dict",
            "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
-           "LM_SAFETENSORS_FILE", "AUDIOCRAFT_FORMAT_VERSION"]
+           "LM_SAFETENSORS_FILE", "CODEC_HF_FILE", "AUDIOCRAFT_FORMAT_VERSION", "read_safetensors"]
