@@ -1,5 +1,5 @@
-"""Model folders in both layouts: the hub-native one of `MAGNeT.save_pretrained` / `from_pretrained` /
-`push_to_hub`, and audiocraft 1.3.0's released one (`export_model`; audiocraft utils/export.py).
+"""Model folders in both layouts: `MAGNeT.save_pretrained` / `from_pretrained` / `push_to_hub`, in the hub-native
+layout, or in audiocraft 1.3.0's released one (written by checkpoint.export_model).
 
 A save_pretrained folder (layout 'hf'):
 
@@ -12,18 +12,19 @@ A save_pretrained folder (layout 'hf'):
                                    and `pretrained: NAME` in the metadata
     README.md                      a model card
 
-Layout 'audiocraft' is what audiocraft's `MAGNeT.get_pretrained(dir)` loads: `state_dict.bin` ({'best_state': the
-LM tensors in fp16, 'xp.cfg': YAML, 'version': '1.3.0', 'exported': True, 'openmagnet_version': ...}),
-`compression_state_dict.bin` (the codec package, see checkpoint.resolve_codec) and the same fp16 LM as
-`model.safetensors`. Every file loads with `torch.load(weights_only=True)` or safetensors.
+`from_pretrained` builds the model from config.json; the xp.cfg copies in the safetensors metadata let one file be
+read alone (`get_pretrained('dir/model.safetensors')`), as the files `openmagnet export` writes.
+
+Layout 'audiocraft' is what audiocraft's `MAGNeT.get_pretrained(dir)` loads: `state_dict.bin` (the LM in fp16),
+`compression_state_dict.bin` and the same fp16 LM as `model.safetensors` (see checkpoint.export_model), plus the
+card. Every file loads with `torch.load(weights_only=True)` or safetensors.
 
 Every file is written to a temporary file beside its target and fsynced; the targets are replaced only once all
-are complete, so a failure leaves the folder as it was. huggingface_hub, safetensors and yaml are imported by the
-functions that use them.
+are complete (files.write_all_atomically), so a failure leaves the folder as it was. huggingface_hub, safetensors
+and yaml are imported by the functions that use them.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -36,11 +37,11 @@ import torch
 from . import __version__
 from .checkpoint import (AUDIOCRAFT_FORMAT_VERSION, BUNDLED_MODELS, CODEC_FILE, CODEC_HF_FILE, LM_FILE,
                          LM_SAFETENSORS_FILE, TEXT_PROJ_KEY, CheckpointError, _hub_download, _hub_file,
-                         _is_path_like, _package_part, check_state_dict, load_package, parse_xp_cfg, read_safetensors,
-                         resolve_file)
+                         _is_path_like, _package_part, audiocraft_writers, check_lm_state, dump_yaml, load_package,
+                         parse_xp_cfg, read_safetensors, resolve_file)
 from .config import (LMConfig, TextConfig, check_generation, codec_config_from_xp, generation_from_xp,
                      lm_config_from_xp, text_config_from_xp)
-from .files import FILE_MODE, fsync, temp_beside
+from .files import safetensors_save, write_all_atomically
 from .lm import MagnetLM
 
 CONFIG_FILE = "config.json"
@@ -109,12 +110,12 @@ def _hub_config(repo_id: str) -> tp.Optional[Path]:
     the audiocraft layout's errors then say what to do."""
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(repo_id, CONFIG_FILE), str) and \
-            isinstance(try_to_load_from_cache(repo_id, LM_FILE), str):
-        return None  # a released-layout model already downloaded: no request for a config.json it lacks
     try:
+        if not isinstance(try_to_load_from_cache(repo_id, CONFIG_FILE), str) and \
+                isinstance(try_to_load_from_cache(repo_id, LM_FILE), str):
+            return None  # a released-layout model already downloaded: no request for a config.json it lacks
         return _hub_file(repo_id, CONFIG_FILE)
-    except Exception:  # not in the repo, no such repo, offline, network: all mean "not this layout here"
+    except Exception:  # not in the repo, no such repo, a malformed id, offline, network: "not this layout here"
         return None
 
 
@@ -238,21 +239,21 @@ def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_
     card = model_card(card_id or out.as_posix(), summary, generation, license, lm_cfg)
     if layout == "audiocraft":
         codec_package = ({"pretrained": codec_cfg["pretrained"]} if pointer else
-                         {"best_state": codec_state, "xp.cfg": _yaml(codec_cfg["xp.cfg"], "the codec's xp.cfg")})
+                         {"best_state": codec_state, "xp.cfg": dump_yaml(codec_cfg["xp.cfg"], "the codec's xp.cfg")})
         codec_package.update(exported=True, version=AUDIOCRAFT_FORMAT_VERSION)
         writers = audiocraft_writers(lm.state_dict(), xp, codec_package)
     else:
         lm_state = _cpu_state(lm.state_dict(), dtype)
-        _check_lm_state(lm_state, xp)
+        check_lm_state(lm_state, xp)
         meta = {"format": "pt", "openmagnet_version": __version__}
         codec_meta = {**meta, "pretrained": codec_cfg["pretrained"]} if pointer else \
-            {**meta, "xp.cfg": _yaml(codec_cfg["xp.cfg"], "the codec's xp.cfg")}
+            {**meta, "xp.cfg": dump_yaml(codec_cfg["xp.cfg"], "the codec's xp.cfg")}
         config = {"library_name": "openmagnet", "model_type": "magnet", "format_version": FORMAT_VERSION,
                   "openmagnet_version": __version__, **summary,
                   "generation": {k: _plain(v) for k, v in generation.items()} if generation else None,
                   "lm": {"xp.cfg": xp}, "compression_model": copy.deepcopy(codec_cfg)}
         config_text = _json(config)
-        lm_meta = {**meta, "xp.cfg": _yaml(xp, "the LM's xp.cfg")}
+        lm_meta = {**meta, "xp.cfg": dump_yaml(xp, "the LM's xp.cfg")}
         writers = {LM_SAFETENSORS_FILE: lambda f: safetensors_save(lm_state, lm_meta, f),
                    CODEC_HF_FILE: lambda f: safetensors_save(codec_state, codec_meta, f),
                    CONFIG_FILE: lambda f: f.write_text(config_text, encoding="utf-8")}
@@ -295,16 +296,6 @@ def _cpu_state(state: tp.Mapping[str, torch.Tensor], dtype: tp.Optional[torch.dt
 def _plain(value: tp.Any) -> tp.Any:
     """YAML- and JSON-safe: tuples as lists."""
     return list(value) if isinstance(value, tuple) else value
-
-
-def _yaml(cfg: dict, what: str) -> str:
-    import yaml
-
-    try:
-        return yaml.safe_dump(cfg, sort_keys=False)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{what} holds a value YAML cannot store ({exc}); use plain dicts, lists, strings and "
-                         f"numbers") from None
 
 
 def _json(config: dict) -> str:
@@ -368,113 +359,6 @@ def with_generation(xp_cfg: dict, generation: tp.Mapping[str, tp.Any]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# The audiocraft layout
-# ------------------------------------------------------------------------------------------------
-def export_model(out_dir: PathLike, lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
-                 codec_package: dict) -> Path:
-    """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
-    lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
-    model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
-    files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
-    writers = audiocraft_writers(lm_state, xp_cfg, codec_package)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    write_all_atomically(out, writers)
-    return out
-
-
-def audiocraft_writers(lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
-                       codec_package: dict) -> tp.Dict[str, tp.Callable[[Path], None]]:
-    """The writers of the three files of `export_model`, once everything is checked."""
-    best_state = fp16_state(lm_state)
-    _check_lm_state(best_state, xp_cfg)
-    _check_codec_package(codec_package)
-    cfg_text = _yaml(xp_cfg, "xp_cfg")
-    lm_pkg = {"best_state": best_state, "xp.cfg": cfg_text, "version": AUDIOCRAFT_FORMAT_VERSION,
-              "exported": True, "openmagnet_version": __version__}
-    metadata = {"xp.cfg": cfg_text, "format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION,
-                "openmagnet_version": __version__}
-    return {LM_FILE: lambda f: torch_save(lm_pkg, f),
-            CODEC_FILE: lambda f: torch_save(codec_package, f),
-            LM_SAFETENSORS_FILE: lambda f: safetensors_save(best_state, metadata, f)}
-
-
-def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
-    """CPU copies of the tensors, floating ones cast to float16 (the released layout). Each copy
-    owns its storage. Raises ValueError for a non-tensor or a value that is not finite in fp16."""
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"lm_state[{key!r}] is a {type(value).__name__}, expected a tensor")
-        dtype = torch.float16 if value.is_floating_point() else value.dtype
-        copied = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
-        if copied.is_floating_point() and not bool(torch.isfinite(copied).all()):
-            raise ValueError(f"lm_state[{key!r}] has values that are not finite in float16 (NaN, inf, or "
-                             f"|x| > 65504): the model cannot be exported in audiocraft's fp16 layout")
-        out[key] = copied
-    return out
-
-
-def _check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
-    """The state must be exactly the LM that xp_cfg describes (strict keys and shapes)."""
-    if TEXT_PROJ_KEY not in state:
-        raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
-    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
-    model = MagnetLM.empty(lm_config_from_xp(xp_cfg, text_dim=text_dim))
-    text_config_from_xp(xp_cfg, text_dim=text_dim)  # the text section must parse too
-    check_state_dict(model, state, "lm_state")
-
-
-def _check_codec_package(pkg: tp.Any) -> None:
-    if not isinstance(pkg, dict) or not ("pretrained" in pkg or {"best_state", "xp.cfg"} <= set(pkg)):
-        raise ValueError("codec_package must be a compression_state_dict.bin dict ('best_state' and 'xp.cfg', or "
-                         "'pretrained'): use the package returned by checkpoint.resolve_codec")
-
-
-# ------------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------------
-def torch_save(obj: dict, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def safetensors_save(state: tp.Dict[str, torch.Tensor], metadata: tp.Dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file(state, str(path), metadata=metadata)
-
-
-def write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]]) -> None:
-    """Write every file to a temporary file in `out`, fsync it, then os.replace them all into place, in the
-    writers' order. On any error the temporary files are removed and the existing files stay untouched."""
-    temps: tp.Dict[str, Path] = {}
-    try:
-        for name, write in writers.items():
-            temps[name] = _write_temp(out, name, write)
-        for name, temp in temps.items():
-            os.replace(temp, out / name)
-    finally:
-        for temp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-
-
-def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
-    """A complete, fsynced temporary file `out/.NAME.XXXX.tmp` written by `write(path)`."""
-    temp = temp_beside(out / name)
-    try:
-        write(temp)
-        fsync(temp)
-        os.chmod(temp, FILE_MODE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    return temp
-
-
-# ------------------------------------------------------------------------------------------------
 # The hub
 # ------------------------------------------------------------------------------------------------
 def push_folder(write: tp.Callable[[Path], Path], repo_id: str, *, private: bool = False,
@@ -495,5 +379,5 @@ def push_folder(write: tp.Callable[[Path], Path], repo_id: str, *, private: bool
                                  repo_type="model")
 
 
-__all__ = ["read_model_files", "saved_config", "save_model", "export_model", "fp16_state", "with_generation",
-           "push_folder", "model_card", "ModelFiles", "CONFIG_FILE", "LAYOUTS"]
+__all__ = ["read_model_files", "saved_config", "save_model", "with_generation", "push_folder", "model_card",
+           "ModelFiles", "CONFIG_FILE", "LAYOUTS"]
