@@ -175,7 +175,9 @@ def test_export_bundle_refuses_what_it_cannot_bundle(pipeline, tmp_path, capsys)
     root, _ = pipeline
     assert main(["export", str(root / "run"), "--bundle", "--out", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err == (f"openmagnet: error: {root / 'run'} has no state_dict.bin: a MAGNeT model "
-                                       "directory holds state_dict.bin and compression_state_dict.bin\n")
+                                       "directory holds state_dict.bin and compression_state_dict.bin (audiocraft's "
+                                       "layout), or config.json, model.safetensors and compression_model.safetensors "
+                                       "(MAGNeT.save_pretrained)\n")
     hf = FIXTURES / "music10_hf"
     assert main(["export", str(hf), "--bundle", "--out", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err == (f"openmagnet: error: {hf}: its codec is a pointer to 'facebook/encodec_32khz', "

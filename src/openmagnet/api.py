@@ -18,16 +18,17 @@ import platform
 import re
 import typing as tp
 import warnings
+from pathlib import Path
 
 import torch
 
 from .audio import convert_audio
-from .checkpoint import (CODEC_FILE, LM_FILE, CheckpointError, codec_from_package, lm_from_package, load_package,
-                         parse_xp_cfg, resolve_file)
+from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
-from .config import GenerationParams, LMConfig, TextConfig, generation_from_xp
+from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens, top_code_share
 from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
+from .hub import DEFAULT_LICENSE, check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
@@ -221,12 +222,16 @@ class MAGNeT:
     """A MAGNeT LM, its text encoder and its codec. Build it with `MAGNeT.get_pretrained`."""
 
     def __init__(self, name: str, lm: MagnetLM, text: TextConfig, compression_model: tp.Any,
-                 conditioner: tp.Any = None, generation: tp.Optional[dict] = None):
+                 conditioner: tp.Any = None, generation: tp.Optional[dict] = None,
+                 xp_cfg: tp.Optional[dict] = None, codec_cfg: tp.Optional[dict] = None):
         """`conditioner`: a text conditioner already loaded (`conditioners.make_conditioner`, e.g. a
         training run's), whose projection must be `lm`'s; by default it is loaded on first use.
         `generation`: the model's own generation settings (set_generation_params() keywords, stored in
         its checkpoint by `openmagnet export --generation`): in force from the start, and the base of
-        `recommended_params()`; None keeps audiocraft's API defaults."""
+        `recommended_params()`; None keeps audiocraft's API defaults.
+        `xp_cfg`, `codec_cfg`: the audiocraft configs the checkpoint stores (the LM's xp.cfg; the codec's as
+        {'xp.cfg': dict}, or {'pretrained': name} for a pointer codec), as loaded, which `save_pretrained`
+        writes back; None for a model built in memory (a training run's), which cannot be saved that way."""
         if conditioner is not None and conditioner.projection is not lm.condition_provider.output_proj:
             raise ValueError("the conditioner projects with another LM's output_proj: give it this LM's "
                              "(conditioner.with_projection(lm.condition_provider.output_proj))")
@@ -243,6 +248,8 @@ class MAGNeT:
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
         self.stored_generation = dict(generation) if generation else None
+        self.xp_cfg = xp_cfg
+        self.codec_cfg = codec_cfg
         if self.stored_generation:
             self.set_generation_params(**self.stored_generation)
 
@@ -255,7 +262,8 @@ class MAGNeT:
                        banded_attention: tp.Optional[bool] = None, fast: bool = False) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
-        from the same directory unless `codec` names another file, directory or hub id).
+        from the same directory unless `codec` names another file, directory or hub id); or a model
+        written by `save_pretrained` / `push_to_hub`, by its directory or hub id (see `from_pretrained`).
 
         device: None picks cuda, then mps, then cpu. dtype: the LM's weight dtype (None: float32 on
         CPU/MPS, bfloat16 on CUDA); the text encoder and the codec always run in float32.
@@ -302,32 +310,71 @@ class MAGNeT:
         if reason is not None:
             raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (here: {fast_mode(device)}) "
                              f"or the default float32")
-        lm_path = resolve_file(name, LM_FILE)
-        codec_source = codec if codec is not None else (lm_path.parent if _is_file(name) else name)
-        codec_path = resolve_file(codec_source, CODEC_FILE)
+        files = read_model_files(name, codec)
         # quantization starts from float32 matrices; the ones left as floats then take `dtype`
         load_dtype = torch.float32 if quantize is not None else dtype
-        lm_package = load_package(lm_path)
-        lm, _, text_cfg = lm_from_package(lm_package, str(lm_path), device, load_dtype)
-        try:
-            generation = generation_from_xp(parse_xp_cfg(lm_package["xp.cfg"], str(lm_path)))
-        except ValueError as exc:
-            raise CheckpointError(f"{lm_path}: {exc}") from None
+        lm, _, text_cfg = lm_from_package(files.lm_package, files.lm_source, device, load_dtype)
         if quantize is not None:
             cast_float_matrices(quantize_lm(lm, quantize), dtype)
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
             banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
         lm.banded_attention = bool(banded_attention)
-        compression_model = codec_from_package(load_package(codec_path), str(codec_path), codec_device(device))
+        compression_model = codec_from_package(files.codec_package, files.codec_source, codec_device(device))
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
                              f"{lm.cfg.frame_rate} Hz")
+        if files.summary is not None and codec is None:
+            check_summary(files.summary, describe(compression_model.sample_rate, compression_model.channels,
+                                                  compression_model.frame_rate, lm.cfg, text_cfg))
         if text_encoder is not None:
             text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
-        model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=generation)
+        model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=files.generation,
+                       xp_cfg=files.xp_cfg, codec_cfg=files.codec_cfg)
         if mode is not None:
             logger.info("fast mode: %s", model.mode)
         return model
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: PathLike, device: tp.Optional[tp.Union[str, torch.device]] = None,
+                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, **options: tp.Any) -> "MAGNeT":
+        """Load a model by hub id or local directory, in the layout `save_pretrained` writes (config.json,
+        model.safetensors, compression_model.safetensors) or in audiocraft's (state_dict.bin,
+        compression_state_dict.bin): the same loader as `get_pretrained`, whose keywords (quantize, fast,
+        codec, text_encoder, banded_attention) `options` passes on. A hub id is fetched through
+        huggingface_hub's cache (HF_HUB_CACHE; HF_HUB_OFFLINE=1 reads the cache only). Loading is strict:
+        every tensor of the files lands in a parameter and every parameter comes from them."""
+        return cls.get_pretrained(name_or_path, device=device, dtype=dtype, **options)
+
+    def save_pretrained(self, save_directory: PathLike, layout: str = "hf", dtype: tp.Optional[torch.dtype] = None,
+                        license: str = DEFAULT_LICENSE) -> Path:
+        """Write the model into `save_directory` (created), for `from_pretrained` / `get_pretrained`:
+
+        layout='hf': config.json (the LM's and the codec's audiocraft xp.cfg as loaded, the stored generation
+        settings, the text encoder, sample rate, window), model.safetensors (the LM), compression_model.safetensors
+        (the codec, or the name of the Hugging Face EnCodec it points to) and a README.md model card.
+        layout='audiocraft': the released layout audiocraft loads, state_dict.bin (fp16) and
+        compression_state_dict.bin (plus model.safetensors and the card), as `openmagnet export` writes it.
+
+        dtype (layout 'hf'): the LM's floating tensors in this dtype, e.g. torch.float16 (the released
+        precision, half the size); None keeps the model's own, so the files load back identical. license: the
+        model card's (default: that of Meta's released weights). The files are written completely before any
+        existing one is replaced. Returns the directory."""
+        return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: tp.Optional[str] = None,
+                    commit_message: str = "Upload MAGNeT model", layout: str = "hf",
+                    dtype: tp.Optional[torch.dtype] = None, license: str = DEFAULT_LICENSE) -> tp.Any:
+        """Upload the model to the Hugging Face hub as `repo_id` ('your-name/my-magnet'; created when it does not
+        exist, `private` then): `save_pretrained(layout, dtype, license)` into a temporary directory, then one
+        commit of it. token: None uses the login of `huggingface-cli login` / HF_TOKEN. Returns the commit info;
+        `MAGNeT.from_pretrained(repo_id)` then loads it anywhere."""
+        return push_folder(lambda folder: save_model(folder, **self._saved_parts(), layout=layout, dtype=dtype,
+                                                     license=license, card_id=repo_id),
+                           repo_id, private=private, token=token, commit_message=commit_message)
+
+    def _saved_parts(self) -> dict:
+        return dict(lm=self.lm, codec=self.compression_model, xp_cfg=self.xp_cfg, codec_cfg=self.codec_cfg,
+                    generation=self.stored_generation)
 
     @property
     def conditioner(self):
@@ -751,10 +798,6 @@ def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE) -
                       f"lower max_cfg_coef or the temperature, or add remask_noise=3 (set_generation_params)",
                       RuntimeWarning, stacklevel=4)
     return stages
-
-
-def _is_file(name: PathLike) -> bool:
-    return os.path.isfile(os.path.expanduser(str(name)))
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,

@@ -1,11 +1,15 @@
-"""Finding, reading and strictly loading audiocraft MAGNeT checkpoints (SPEC §7).
+"""Finding, reading, strictly loading and writing audiocraft MAGNeT checkpoints (SPEC §7).
 
 A model is two files, `state_dict.bin` (LM: fp16 `best_state` + `xp.cfg` YAML) and
 `compression_state_dict.bin` (codec: `best_state` + `xp.cfg`, or a `{'pretrained': name}` pointer).
 `resolve_file` finds them from a hub id (downloaded into the standard Hugging Face cache), a local
 directory, or an explicit file. Files are read with `torch.load(weights_only=True)` only. A directory
 without `state_dict.bin` may hold the LM as `model.safetensors` instead (xp.cfg in its metadata, as
-written by `openmagnet.train.export`). `resolve_codec` finds the frozen codec a training run uses.
+written by `export_model`), and the codec as `compression_model.safetensors` (`MAGNeT.save_pretrained`)
+or `compression.safetensors` (the bundled models). A save_pretrained directory is read through its
+config.json by `hub.read_model_files`. `resolve_codec` finds the frozen codec a training run uses.
+`export_model` writes the layout (audiocraft utils/export.py), for `openmagnet export` and
+`MAGNeT.save_pretrained(layout='audiocraft')`.
 
 Loading is strict: every tensor of the checkpoint must land in a parameter and every parameter
 must come from the checkpoint, with matching shapes; otherwise one error lists all offenders.
@@ -21,16 +25,20 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import __version__
 from .codec.encodec import EncodecModel
 from .codec.hf import HFEncodec
 from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_config_from_xp, text_config_from_xp
+from .files import safetensors_save, torch_save, write_all_atomically
 from .lm import MagnetLM
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
-LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (train/export.py)
+LM_SAFETENSORS_FILE = "model.safetensors"  # the same LM tensors, xp.cfg in the metadata (hub.export_model)
+CODEC_HF_FILE = "compression_model.safetensors"  # the codec of a save_pretrained directory (hub.py)
 CODEC_SAFETENSORS_FILE = "compression.safetensors"  # a full codec the same way (the bundled models)
-SAFETENSORS_FORMS = {LM_FILE: LM_SAFETENSORS_FILE, CODEC_FILE: CODEC_SAFETENSORS_FILE}
+# what a directory may hold instead of each audiocraft file, in the order looked for
+SAFETENSORS_FORMS = {LM_FILE: (LM_SAFETENSORS_FILE,), CODEC_FILE: (CODEC_HF_FILE, CODEC_SAFETENSORS_FILE)}
 # Models that ship inside the package (safetensors under src/openmagnet/assets/), by name.
 BUNDLED_MODELS = {"openmagnet/demo": "demo"}
 
@@ -78,14 +86,12 @@ def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Pat
     if path.is_file():
         return path
     if path.is_dir():
-        candidate = path / filename
-        alternative = path / SAFETENSORS_FORMS.get(filename, filename)
-        if not candidate.is_file() and alternative.is_file():
-            return alternative
-        if not candidate.is_file():
-            raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds "
-                                  f"{LM_FILE} and {CODEC_FILE}")
-        return candidate
+        for candidate in (filename, *SAFETENSORS_FORMS.get(filename, ())):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise CheckpointError(f"{path} has no {filename}: a MAGNeT model directory holds {LM_FILE} and {CODEC_FILE} "
+                              f"(audiocraft's layout), or config.json, {LM_SAFETENSORS_FILE} and {CODEC_HF_FILE} "
+                              f"(MAGNeT.save_pretrained)")
     name = str(name_or_path)
     if _is_path_like(name):
         raise CheckpointError(f"{name}: no such file or directory")
@@ -147,9 +153,8 @@ def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     return pkg
 
 
-def _load_safetensors_package(path: Path) -> dict:
-    """An LM `model.safetensors` as the dict `state_dict.bin` holds: tensors as `best_state`, the
-    `xp.cfg` YAML from the file's metadata."""
+def read_safetensors(path: tp.Union[str, os.PathLike]) -> tp.Tuple[tp.Dict[str, torch.Tensor], tp.Dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, on the CPU; a corrupt or truncated file gets a clear error."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -159,9 +164,19 @@ def _load_safetensors_package(path: Path) -> dict:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read this safetensors file, it is truncated or corrupt "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
+    return state, metadata
+
+
+def _load_safetensors_package(path: Path) -> dict:
+    """A safetensors file as the dict the audiocraft file holds: tensors as `best_state`, the `xp.cfg`
+    YAML from the file's metadata; a codec file with no tensors and `pretrained` in its metadata as the
+    `{'pretrained': name}` pointer."""
+    state, metadata = read_safetensors(path)
+    if "pretrained" in metadata and not state:
+        return {"pretrained": metadata["pretrained"]}
     if "xp.cfg" not in metadata:
         raise CheckpointError(f"{path}: no 'xp.cfg' in the safetensors metadata; export the model with "
-                              f"openmagnet.train.export.export_model, which stores it there")
+                              f"openmagnet.checkpoint.export_model or MAGNeT.save_pretrained, which store it there")
     return {"best_state": state, "xp.cfg": metadata["xp.cfg"]}
 
 
@@ -181,6 +196,18 @@ def parse_xp_cfg(text: tp.Any, source: str) -> dict:
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{source}: 'xp.cfg' does not hold a mapping")
     return cfg
+
+
+def dump_yaml(cfg: dict, what: str) -> str:
+    """An xp.cfg dict as the YAML text the audiocraft files store; ValueError naming `what` for a value YAML
+    cannot store."""
+    import yaml
+
+    try:
+        return yaml.safe_dump(cfg, sort_keys=False)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} holds a value YAML cannot store ({exc}); use plain dicts, lists, strings and "
+                         f"numbers") from None
 
 
 def _package_part(pkg: dict, key: str, source: str) -> tp.Any:
@@ -271,6 +298,70 @@ def codec_from_package(pkg: dict, source: str, device: torch.device):
 
 
 # ------------------------------------------------------------------------------------------------
+# Writing the audiocraft layout (audiocraft utils/export.py)
+# ------------------------------------------------------------------------------------------------
+def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
+                 codec_package: dict) -> Path:
+    """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
+    lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
+    model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
+    files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
+    writers = audiocraft_writers(lm_state, xp_cfg, codec_package)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    write_all_atomically(out, writers)
+    return out
+
+
+def audiocraft_writers(lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
+                       codec_package: dict) -> tp.Dict[str, tp.Callable[[Path], None]]:
+    """The writers of the three files of `export_model`, once everything is checked."""
+    best_state = fp16_state(lm_state)
+    check_lm_state(best_state, xp_cfg)
+    _check_codec_package(codec_package)
+    cfg_text = dump_yaml(xp_cfg, "xp_cfg")
+    lm_pkg = {"best_state": best_state, "xp.cfg": cfg_text, "version": AUDIOCRAFT_FORMAT_VERSION,
+              "exported": True, "openmagnet_version": __version__}
+    metadata = {"xp.cfg": cfg_text, "format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION,
+                "openmagnet_version": __version__}
+    return {LM_FILE: lambda f: torch_save(lm_pkg, f),
+            CODEC_FILE: lambda f: torch_save(codec_package, f),
+            LM_SAFETENSORS_FILE: lambda f: safetensors_save(best_state, metadata, f)}
+
+
+def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
+    """CPU copies of the tensors, floating ones cast to float16 (the released layout). Each copy
+    owns its storage. Raises ValueError for a non-tensor or a value that is not finite in fp16."""
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"lm_state[{key!r}] is a {type(value).__name__}, expected a tensor")
+        dtype = torch.float16 if value.is_floating_point() else value.dtype
+        copied = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
+        if copied.is_floating_point() and not bool(torch.isfinite(copied).all()):
+            raise ValueError(f"lm_state[{key!r}] has values that are not finite in float16 (NaN, inf, or "
+                             f"|x| > 65504): the model cannot be exported in audiocraft's fp16 layout")
+        out[key] = copied
+    return out
+
+
+def check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
+    """The state must be exactly the LM that xp_cfg describes (strict keys and shapes)."""
+    if TEXT_PROJ_KEY not in state:
+        raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
+    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
+    model = MagnetLM.empty(lm_config_from_xp(xp_cfg, text_dim=text_dim))
+    text_config_from_xp(xp_cfg, text_dim=text_dim)  # the text section must parse too
+    check_state_dict(model, state, "lm_state")
+
+
+def _check_codec_package(pkg: tp.Any) -> None:
+    if not isinstance(pkg, dict) or not ("pretrained" in pkg or {"best_state", "xp.cfg"} <= set(pkg)):
+        raise ValueError("codec_package must be a compression_state_dict.bin dict ('best_state' and 'xp.cfg', or "
+                         "'pretrained'): use the package returned by checkpoint.resolve_codec")
+
+
+# ------------------------------------------------------------------------------------------------
 # Resolving a codec for training
 # ------------------------------------------------------------------------------------------------
 def resolve_codec(spec: tp.Union[str, os.PathLike], device: tp.Union[str, torch.device] = "cpu"):
@@ -317,4 +408,5 @@ def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
 
 __all__ = ["CheckpointError", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg", "check_state_dict",
            "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
-           "LM_SAFETENSORS_FILE", "AUDIOCRAFT_FORMAT_VERSION"]
+           "LM_SAFETENSORS_FILE", "CODEC_HF_FILE", "AUDIOCRAFT_FORMAT_VERSION", "read_safetensors", "dump_yaml",
+           "export_model", "audiocraft_writers", "fp16_state"]

@@ -268,16 +268,21 @@ def generation_from_xp(cfg: dict) -> tp.Optional[dict]:
     """The generation settings a model stores for itself (xp.cfg `openmagnet: generation:`, written by
     `openmagnet export --generation KEY=VALUE`), as set_generation_params() keywords; None when it
     stores none, as the released checkpoints (which keep audiocraft's API defaults)."""
-    section = _get(cfg, GENERATION_SECTION)
+    return check_generation(_get(cfg, GENERATION_SECTION), f"xp.cfg {GENERATION_SECTION}")
+
+
+def check_generation(section: tp.Any, where: str) -> tp.Optional[dict]:
+    """`section` (None, or set_generation_params() keywords stored `where`) checked as set_generation_params
+    would check them; ValueError naming `where` otherwise."""
     if section is None:
         return None
     if not isinstance(section, dict):
-        raise ValueError(f"xp.cfg {GENERATION_SECTION} must be a mapping of set_generation_params() keywords, "
+        raise ValueError(f"{where} must be a mapping of set_generation_params() keywords, "
                          f"got {type(section).__name__}")
     known = {f.name for f in dataclasses.fields(GenerationParams)}
     unknown = sorted(set(section) - known)
     if unknown:
-        raise ValueError(f"xp.cfg {GENERATION_SECTION} has unknown keys {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{where} has unknown keys {unknown}; known: {sorted(known)}")
     GenerationParams(**section)  # validated as set_generation_params would
     return dict(section)
 

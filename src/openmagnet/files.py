@@ -1,6 +1,7 @@
 """Writing files so that nothing is ever half-written: everything openmagnet saves (audio, manifests,
 checkpoints, exports, adapters, token caches) goes through a complete temporary file in the same
-folder, flushed to disk, then renamed over the target in one step (`os.replace`). Also the names
+folder, flushed to disk, then renamed over the target in one step (`os.replace`); a model folder's files are
+all complete before the first is renamed (`write_all_atomically`). Also the names
 of generated files (`slug`), shared by the command line and the app.
 """
 from __future__ import annotations
@@ -77,3 +78,48 @@ def atomic_save(obj: tp.Any, path: PathLike) -> None:
 def atomic_write_text(text: str, path: PathLike) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def torch_save(obj: tp.Any, path: PathLike) -> None:
+    """torch.save into `path` (a writer for `write_all_atomically`)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def safetensors_save(state: tp.Mapping[str, tp.Any], metadata: tp.Mapping[str, str], path: PathLike) -> None:
+    """safetensors' save_file into `path` (a writer for `write_all_atomically`)."""
+    from safetensors.torch import save_file
+
+    save_file(dict(state), str(path), metadata=dict(metadata))
+
+
+def write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]]) -> None:
+    """Write every file `out/NAME` of writers {NAME: write(path)} to a temporary file in `out`, fsync it, then
+    os.replace them all into place, in the writers' order. On any error the temporary files are removed and
+    the existing files stay untouched."""
+    temps: tp.Dict[str, Path] = {}
+    try:
+        for name, write in writers.items():
+            temps[name] = _write_temp(out, name, write)
+        for name, temp in temps.items():
+            os.replace(temp, out / name)
+    finally:
+        for temp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
+    """A complete, fsynced temporary file `out/.NAME.XXXX.tmp` written by `write(path)`."""
+    temp = temp_beside(out / name)
+    try:
+        write(temp)
+        fsync(temp)
+        os.chmod(temp, FILE_MODE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return temp

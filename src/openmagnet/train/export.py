@@ -9,7 +9,9 @@ An exported model directory holds
 
 and loads with `openmagnet.MAGNeT.get_pretrained(dir)` and with audiocraft's `MAGNeT.get_pretrained(dir)`.
 audiocraft's loader reads only `xp.cfg` and `best_state`, so the extra `openmagnet_version` key is
-ignored there. Every file loads with `torch.load(weights_only=True)`.
+ignored there. Every file loads with `torch.load(weights_only=True)`. The writers live in the inference
+room (`checkpoint.export_model`, `hub.with_generation`, `files.write_all_atomically`), which
+`MAGNeT.save_pretrained(layout='audiocraft')` shares; this module adds what only a training run knows.
 
 `build_xp_cfg` writes the experiment config from which audiocraft's `load_lm_model_magnet`,
 `builders.get_lm_model` and `builders.get_conditioner_provider` rebuild exactly our LM: the sections a
@@ -17,21 +19,18 @@ released MAGNeT xp.cfg has, with every architecture flag set to what `openmagnet
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import typing as tp
 from pathlib import Path
 
-import torch
-
 from .. import __version__
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSORS_FILE, LM_FILE, LM_SAFETENSORS_FILE,
-                          TEXT_PROJ_KEY, check_state_dict, load_package, parse_xp_cfg, resolve_file)
-from ..config import LMConfig, TextConfig, generation_from_xp, lm_config_from_xp, text_config_from_xp
-from ..files import FILE_MODE, fsync, temp_beside
-from ..lm import MagnetLM
+                          export_model, fp16_state, load_package, parse_xp_cfg, resolve_file)
+from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
+from ..files import safetensors_save, write_all_atomically
+from ..hub import with_generation
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}
@@ -200,37 +199,8 @@ def _check_round_trip(cfg: dict, lm_cfg: LMConfig, text_cfg: TextConfig) -> None
 
 
 # ------------------------------------------------------------------------------------------------
-# Files
+# The bundled form (safetensors only)
 # ------------------------------------------------------------------------------------------------
-def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
-                 codec_package: dict) -> Path:
-    """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
-    lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
-    model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
-    files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
-    import yaml
-
-    best_state = fp16_state(lm_state)
-    _check_lm_state(best_state, xp_cfg)
-    _check_codec_package(codec_package)
-    try:
-        cfg_text = yaml.safe_dump(xp_cfg, sort_keys=False)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"xp_cfg holds a value YAML cannot store ({exc}); use plain dicts, lists, "
-                         f"strings and numbers") from None
-    lm_pkg = {"best_state": best_state, "xp.cfg": cfg_text, "version": AUDIOCRAFT_FORMAT_VERSION,
-              "exported": True, "openmagnet_version": __version__}
-    metadata = {"xp.cfg": cfg_text, "format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION,
-                "openmagnet_version": __version__}
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    writers = {LM_FILE: lambda f: _torch_save(lm_pkg, f),
-               CODEC_FILE: lambda f: _torch_save(codec_package, f),
-               LM_SAFETENSORS_FILE: lambda f: _safetensors_save(best_state, metadata, f)}
-    _write_all_atomically(out, writers)
-    return out
-
-
 def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, os.PathLike],
                  generation: tp.Optional[dict] = None) -> Path:
     """The safetensors-only form of an exported model, as models ship inside the package
@@ -253,98 +223,11 @@ def bundle_model(model_dir: tp.Union[str, os.PathLike], out_dir: tp.Union[str, o
     lm_state, codec_state = fp16_state(lm_pkg["best_state"]), fp16_state(codec_pkg["best_state"])
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    _write_all_atomically(out, {
-        LM_SAFETENSORS_FILE: lambda f: _safetensors_save(lm_state, {**meta, "xp.cfg": lm_xp}, f),
-        CODEC_SAFETENSORS_FILE: lambda f: _safetensors_save(codec_state, {**meta, "xp.cfg": codec_pkg["xp.cfg"]}, f),
+    write_all_atomically(out, {
+        LM_SAFETENSORS_FILE: lambda f: safetensors_save(lm_state, {**meta, "xp.cfg": lm_xp}, f),
+        CODEC_SAFETENSORS_FILE: lambda f: safetensors_save(codec_state, {**meta, "xp.cfg": codec_pkg["xp.cfg"]}, f),
     })
     return out
 
 
-def with_generation(xp_cfg: dict, generation: tp.Mapping[str, tp.Any]) -> dict:
-    """A copy of xp_cfg storing `generation` (set_generation_params() keywords, checked) as the model's own
-    settings (`openmagnet: generation:`, read back by config.generation_from_xp), over any it had."""
-    cfg = copy.deepcopy(xp_cfg)
-    section = _section(cfg, "openmagnet")
-    section["generation"] = {**(section.get("generation") or {}), **{k: _plain(v) for k, v in generation.items()}}
-    generation_from_xp(cfg)  # raises on an unknown key or a bad value
-    return cfg
-
-
-def _plain(value: tp.Any) -> tp.Any:
-    """YAML-safe: tuples as lists."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
-    """CPU copies of the tensors, floating ones cast to float16 (the released layout). Each copy
-    owns its storage. Raises ValueError for a non-tensor or a value that is not finite in fp16."""
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"lm_state[{key!r}] is a {type(value).__name__}, expected a tensor")
-        dtype = torch.float16 if value.is_floating_point() else value.dtype
-        copied = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
-        if copied.is_floating_point() and not bool(torch.isfinite(copied).all()):
-            raise ValueError(f"lm_state[{key!r}] has values that are not finite in float16 (NaN, inf, or "
-                             f"|x| > 65504): the model cannot be exported in audiocraft's fp16 layout")
-        out[key] = copied
-    return out
-
-
-def _check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
-    """The state must be exactly the LM that xp_cfg describes (strict keys and shapes)."""
-    if TEXT_PROJ_KEY not in state:
-        raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
-    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
-    model = MagnetLM.empty(lm_config_from_xp(xp_cfg, text_dim=text_dim))
-    text_config_from_xp(xp_cfg, text_dim=text_dim)  # the text section must parse too
-    check_state_dict(model, state, "lm_state")
-
-
-def _check_codec_package(pkg: tp.Any) -> None:
-    if not isinstance(pkg, dict) or not ("pretrained" in pkg or {"best_state", "xp.cfg"} <= set(pkg)):
-        raise ValueError("codec_package must be a compression_state_dict.bin dict ('best_state' and 'xp.cfg', or "
-                         "'pretrained'): use the package returned by checkpoint.resolve_codec")
-
-
-def _torch_save(obj: dict, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def _safetensors_save(state: tp.Dict[str, torch.Tensor], metadata: tp.Dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file(state, str(path), metadata=metadata)
-
-
-def _write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]]) -> None:
-    """Write every file to a temporary file in `out`, fsync it, then os.replace them all into place.
-    On any error the temporary files are removed and the existing files stay untouched."""
-    temps: tp.Dict[str, Path] = {}
-    try:
-        for name, write in writers.items():
-            temps[name] = _write_temp(out, name, write)
-        for name, temp in temps.items():
-            os.replace(temp, out / name)
-    finally:
-        for temp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-
-
-def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
-    """A complete, fsynced temporary file `out/.NAME.XXXX.tmp` written by `write(path)`."""
-    temp = temp_beside(out / name)
-    try:
-        write(temp)
-        fsync(temp)
-        os.chmod(temp, FILE_MODE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    return temp
-
-
-__all__ = ["build_xp_cfg", "export_model", "fp16_state", "TASKS", "T5_DIMS"]
+__all__ = ["build_xp_cfg", "bundle_model", "export_model", "fp16_state", "with_generation", "TASKS", "T5_DIMS"]
