@@ -14,18 +14,21 @@ import typing as tp
 
 MASK_SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+_SHORT = reprlib.Repr()  # attributes, not keywords: Repr() takes none before Python 3.12
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 2, 60, 40, 60
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxarray = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = \
+    _SHORT.maxdeque = 4
 
 
 def show(value: tp.Any) -> str:
-    """repr(value) cut to a few dozen characters, for error messages about values read from files: those
+    """repr(value) cut to at most 120 characters, for error messages about values read from files: those
     may be huge, deeply nested or built from YAML aliases (a "billion laughs" list), whose full repr
     would take hours."""
     try:
-        return _SHORT.repr(value)
+        text = _SHORT.repr(value)
     except Exception:  # an int too long for str(), a broken __repr__
         return f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
