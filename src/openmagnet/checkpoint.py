@@ -19,7 +19,10 @@ dtype on the way), so a fp16 file never costs more than one full-precision copy 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import typing as tp
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,7 +31,8 @@ import torch.nn as nn
 from . import __version__
 from .codec.encodec import EncodecModel
 from .codec.hf import HFEncodec
-from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_config_from_xp, text_config_from_xp
+from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_config_from_xp, show, \
+    text_config_from_xp
 from .files import safetensors_save, torch_save, write_all_atomically
 from .lm import MagnetLM
 
@@ -39,6 +43,13 @@ CODEC_HF_FILE = "compression_model.safetensors"  # the codec of a save_pretraine
 CODEC_SAFETENSORS_FILE = "compression.safetensors"  # a full codec the same way (the bundled models)
 # what a directory may hold instead of each audiocraft file, in the order looked for
 SAFETENSORS_FORMS = {LM_FILE: (LM_SAFETENSORS_FILE,), CODEC_FILE: (CODEC_HF_FILE, CODEC_SAFETENSORS_FILE)}
+HUB_CONFIG_FILE = "config.json"  # the openmagnet config of a save_pretrained repo (hub.py)
+# the only files ever fetched from a hub repo: the audiocraft layout and the save_pretrained one
+HUB_FILES = (LM_FILE, CODEC_FILE, HUB_CONFIG_FILE, LM_SAFETENSORS_FILE, CODEC_HF_FILE)
+# A hub repo id: `name` or `owner/name`, letters, digits, '-', '_', '.' (huggingface_hub's rule), so that it
+# can only ever name a repo, never a path (no '..', no '/' beyond the owner's, no '?', '#', '@' or spaces).
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+MAX_XP_CFG = 1 << 20  # characters; audiocraft's experiment configs are a few thousand
 # Models that ship inside the package (safetensors under src/openmagnet/assets/), by name.
 BUNDLED_MODELS = {"openmagnet/demo": "demo"}
 
@@ -112,14 +123,32 @@ def _hub_reason(exc: BaseException) -> str:
     return "offline mode is on (HF_HUB_OFFLINE)" if _offline() else f"{type(exc).__name__}: {_first_line(exc)}"
 
 
+def check_hub_id(name: str) -> str:
+    """`name` when it can only name a Hugging Face hub repo (`owner/name`); otherwise a CheckpointError."""
+    if not isinstance(name, str) or not _HUB_ID.fullmatch(name) or ".." in name or "--" in name \
+            or name.endswith((".", "-")):
+        raise CheckpointError(
+            f"{show(name)} is not a local file or directory, nor a Hugging Face hub id (owner/name: letters, digits, "
+            f"'-', '_', '.'; no '..' or '--'): pass a directory holding {LM_FILE} and {CODEC_FILE}, or a hub id "
+            f"such as facebook/magnet-small-10secs")
+    return name
+
+
 def _hub_file(repo_id: str, filename: str) -> Path:
-    """hf_hub_download, raising the hub's own exception on failure."""
+    """hf_hub_download of one of HUB_FILES from a checked repo id, raising the hub's own exception on failure."""
     from huggingface_hub import hf_hub_download  # imported on first download only
 
-    return Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+    check_hub_id(repo_id)
+    if filename not in HUB_FILES:
+        raise CheckpointError(f"openmagnet fetches only {' and '.join(HUB_FILES)} from the hub, not {show(filename)}")
+    path = Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+    if path.name != filename:
+        raise CheckpointError(f"the hub cache gave {path} for {filename} of {repo_id}: clear that cache entry")
+    return path
 
 
 def _hub_download(repo_id: str, filename: str) -> Path:
+    check_hub_id(repo_id)
     try:
         return _hub_file(repo_id, filename)
     except Exception as exc:  # the hub raises many types: offline, missing repo, network, auth
@@ -143,8 +172,13 @@ def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     path = Path(path)
     if path.suffix == ".safetensors":
         return _load_safetensors_package(path)
+    _check_archive(path)
     try:
         pkg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler refused something
+        raise CheckpointError(f"{path}: refused: its pickle asks for {_refusal(exc)}, which torch's weights-only "
+                              f"loader does not allow (openmagnet never runs code from a checkpoint); the file is "
+                              f"corrupt or not a MAGNeT checkpoint: delete it and download it again") from None
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read this checkpoint, it is truncated or corrupt "
                               f"({type(exc).__name__}: {_first_line(exc)}); delete it and download it again") from None
@@ -153,17 +187,47 @@ def load_package(path: tp.Union[str, os.PathLike]) -> dict:
     return pkg
 
 
+def _check_archive(path: Path) -> None:
+    """torch.save writes a zip of stored (uncompressed) members. A compressed member could inflate to gigabytes
+    inside torch.load (a zip bomb), so any archive that is not made of stored members only is refused first."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except Exception as exc:  # zipfile raises BadZipFile, OSError, ValueError, EOFError, ... on a damaged file
+        raise CheckpointError(f"{path}: cannot read this checkpoint, it is truncated or corrupt "
+                              f"({type(exc).__name__}: {_first_line(exc)}); delete it and download it again") from None
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed or sum(m.file_size for m in members) > path.stat().st_size:
+        what = f"its member {show(packed[0])} is compressed" if packed else "its members add up to more than the file"
+        raise CheckpointError(f"{path}: refused: {what}, which torch.save never writes; the file is corrupt or was "
+                              f"re-packed: delete it and download it again")
+
+
+def _refusal(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, in a few words ('Unsupported global: GLOBAL posix.system ...'),
+    without its advice to retry with weights_only=False."""
+    boilerplate = ("Weights only load failed", "(1)", "(2)", "Please file an issue", "Check the documentation")
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith(boilerplate):
+            sentence = line.split(". ")[0].rstrip(".")
+            return sentence if len(sentence) <= 200 else sentence[:200] + "..."
+    return "something it cannot name"
+
+
 def read_safetensors(path: tp.Union[str, os.PathLike]) -> tp.Tuple[tp.Dict[str, torch.Tensor], tp.Dict[str, str]]:
     """(tensors, metadata) of a safetensors file, on the CPU; a corrupt or truncated file gets a clear error."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
+    except Exception as exc:  # SafetensorError, OSError, or torch refusing a dtype the header names
         raise CheckpointError(f"{path}: cannot read this safetensors file, it is truncated or corrupt "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+                              f"({type(exc).__name__}: {_first_line(exc)}); delete it and download it again") from None
     return state, metadata
 
 
@@ -182,17 +246,24 @@ def _load_safetensors_package(path: Path) -> dict:
 
 def parse_xp_cfg(text: tp.Any, source: str) -> dict:
     """audiocraft's `xp.cfg` YAML. OmegaConf interpolations (`${...}`) stay plain strings: only the
-    plain values that openmagnet needs are read from it."""
+    plain values that openmagnet needs are read from it. Safe YAML only (no tags that build objects),
+    at most MAX_XP_CFG characters and a few aliases (no "billion laughs")."""
     import yaml
 
     if isinstance(text, dict):
         return text
     if not isinstance(text, str):
         raise CheckpointError(f"{source}: 'xp.cfg' is a {type(text).__name__}, expected a YAML string")
+    if len(text) > MAX_XP_CFG:
+        raise CheckpointError(f"{source}: 'xp.cfg' is {len(text):,} characters long, far more than an experiment "
+                              f"config; the file is corrupt: delete it and download it again")
     try:
-        cfg = yaml.safe_load(text)
+        cfg = yaml.load(text, Loader=_xp_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise CheckpointError(f"{source}: 'xp.cfg' is not valid YAML ({_first_line(exc)})") from None
+    except Exception as exc:  # RecursionError (nesting), ValueError (a date or an int too long), ...
+        raise CheckpointError(f"{source}: 'xp.cfg' is not valid YAML ({type(exc).__name__}: "
+                              f"{show(_first_line(exc))[1:-1]})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{source}: 'xp.cfg' does not hold a mapping")
     return cfg
@@ -210,9 +281,29 @@ def dump_yaml(cfg: dict, what: str) -> str:
                          f"numbers") from None
 
 
+MAX_XP_ALIASES = 64  # audiocraft's configs (OmegaConf.to_yaml) have none
+
+
+def _xp_loader():
+    """yaml.SafeLoader that refuses more than MAX_XP_ALIASES aliases."""
+    import yaml
+
+    class XPLoader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_XP_ALIASES:
+                    raise yaml.YAMLError(f"more than {MAX_XP_ALIASES} aliases (*name): not an experiment config")
+            return super().compose_node(parent, index)
+
+    return XPLoader
+
+
 def _package_part(pkg: dict, key: str, source: str) -> tp.Any:
     if key not in pkg:
-        raise CheckpointError(f"{source}: no {key!r} entry (keys: {', '.join(map(str, pkg))}); "
+        raise CheckpointError(f"{source}: no {key!r} entry (keys: {_names(pkg)}); "
                               f"is this an audiocraft-exported MAGNeT file?")
     return pkg[key]
 
@@ -220,21 +311,34 @@ def _package_part(pkg: dict, key: str, source: str) -> tp.Any:
 # ------------------------------------------------------------------------------------------------
 # Strict loading
 # ------------------------------------------------------------------------------------------------
+def _names(keys: tp.Iterable[tp.Any], limit: int = 40) -> str:
+    """Sorted keys for a message, each cut short, at most `limit` of them."""
+    names = sorted(k if isinstance(k, str) and len(k) <= 200 else show(k) for k in keys)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def check_state_dict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    """Raise CheckpointError naming every missing, unexpected, mis-shaped or mistyped tensor."""
+    expected = {k: v for k, v in module.state_dict().items()}
     problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
     if missing:
-        problems.append("missing: " + ", ".join(missing))
+        problems.append("missing: " + _names(missing))
     if unexpected:
-        problems.append("unexpected: " + ", ".join(unexpected))
+        problems.append("unexpected: " + _names(unexpected))
     for k in sorted(set(expected) & set(state)):
-        if not isinstance(state[k], torch.Tensor):
-            problems.append(f"{k} is a {type(state[k]).__name__}, not a tensor")
-        elif tuple(state[k].shape) != expected[k]:
-            problems.append(f"{k} has shape {list(state[k].shape)}, expected {list(expected[k])}")
+        v, want = state[k], expected[k]
+        if not isinstance(v, torch.Tensor):
+            problems.append(f"{k} is a {type(v).__name__}, not a tensor")
+        elif tuple(v.shape) != tuple(want.shape):
+            problems.append(f"{k} has shape {list(v.shape)}, expected {list(want.shape)}")
+        elif v.is_meta:
+            problems.append(f"{k} holds no data (a meta tensor)")
+        elif v.is_floating_point() != want.is_floating_point() or v.is_complex() or v.is_quantized or \
+                v.layout != torch.strided:
+            problems.append(f"{k} is {v.dtype}{'' if v.layout == torch.strided else f' ({v.layout})'}, "
+                            f"expected {want.dtype}")
     if problems:
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
 
@@ -244,8 +348,12 @@ def load_strict(module: nn.Module, state: tp.Mapping[str, torch.Tensor], source:
                 dtype: tp.Union[None, torch.dtype, tp.Callable[[str], torch.dtype]]) -> nn.Module:
     """Assign checkpoint tensors to a (meta-device) module, casting floating tensors to `dtype`
     (one dtype, or a function of the key). Each tensor is converted once and the converted copy
-    is what the module keeps."""
+    is what the module keeps. Tensors holding NaN or inf (bit rot in a download) are refused."""
     check_state_dict(module, state, source)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{source}: {_names(broken, 5)} hold NaN or inf values: the file is corrupt; "
+                              f"delete it and download it again")
     converted = {}
     for k, v in state.items():
         wanted = dtype(k) if callable(dtype) else dtype
@@ -268,14 +376,18 @@ def lm_from_package(pkg: dict, source: str, device: torch.device, dtype: torch.d
         state = state["model"]  # a raw solver checkpoint rather than an export
     if not isinstance(state, dict) or TEXT_PROJ_KEY not in state:
         raise CheckpointError(f"{source}: 'best_state' has no {TEXT_PROJ_KEY}; not a MAGNeT LM checkpoint")
+    proj = state[TEXT_PROJ_KEY]
+    if not isinstance(proj, torch.Tensor) or proj.dim() != 2 or not 1 <= proj.shape[1] <= 1 << 16:
+        raise CheckpointError(f"{source}: {TEXT_PROJ_KEY} is not a [dim, text_dim] matrix "
+                              f"({show(getattr(proj, 'shape', proj))}); the file is corrupt")
     xp = parse_xp_cfg(_package_part(pkg, "xp.cfg", source), source)
-    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
+    text_dim = int(proj.shape[1])
     try:
         lm_cfg = lm_config_from_xp(xp, text_dim=text_dim)
         text_cfg = text_config_from_xp(xp, text_dim=text_dim)
+        lm = MagnetLM.empty(lm_cfg)
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    lm = MagnetLM.empty(lm_cfg)
     load_strict(lm, state, source, device, lambda key: MagnetLM.weight_dtype(key, dtype))
     return lm.eval().requires_grad_(False), lm_cfg, text_cfg
 
@@ -284,17 +396,36 @@ def codec_from_package(pkg: dict, source: str, device: torch.device):
     """The codec from a loaded `compression_state_dict.bin`: the full audiocraft EnCodec, or the
     `{'pretrained': name}` pointer resolved through transformers' EncodecModel. Always float32."""
     if "pretrained" in pkg:
-        return HFEncodec.from_pretrained(str(pkg["pretrained"]), device=device)
+        return _pointed_codec(pkg["pretrained"], source, device)
     state = _package_part(pkg, "best_state", source)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: 'best_state' is a {type(state).__name__}, not a dict of tensors")
     xp = parse_xp_cfg(_package_part(pkg, "xp.cfg", source), source)
     try:
         cfg: CodecConfig = codec_config_from_xp(xp)
+        with torch.device("meta"):
+            codec = EncodecModel(cfg)
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    with torch.device("meta"):
-        codec = EncodecModel(cfg)
     load_strict(codec, state, source, device, torch.float32)
     return codec.eval().requires_grad_(False)
+
+
+def _pointed_codec(name: tp.Any, source: str, device: torch.device):
+    """The Hugging Face EnCodec a `{'pretrained': 'facebook/encodec_32khz'}` codec file points to: a hub id
+    only (never a local path a downloaded file could aim at)."""
+    try:
+        check_hub_id(name)
+    except CheckpointError:
+        raise CheckpointError(f"{source}: its codec pointer {show(name)} is not a Hugging Face hub id such as "
+                              f"facebook/encodec_32khz; the file is corrupt or not a MAGNeT codec file") from None
+    try:
+        return HFEncodec.from_pretrained(name, device=device)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing or foreign repo
+        raise CheckpointError(
+            f"{source}: cannot load the Hugging Face EnCodec {name!r} it points to ({type(exc).__name__}: "
+            f"{_first_line(exc)}); run once with network access, or point HF_HUB_CACHE at a cache that holds it"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,6 +506,7 @@ def resolve_codec(spec: tp.Union[str, os.PathLike], device: tp.Union[str, torch.
     path = Path(name).expanduser()
     if path.exists() or _is_path_like(name):
         return _codec_from_file(resolve_file(spec, CODEC_FILE), device)
+    check_hub_id(name)
     try:
         file = _hub_file(name, CODEC_FILE)
     except Exception as exc:  # no such file in the repo, no such repo, offline: try an HF EnCodec
@@ -406,7 +538,7 @@ def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
     return codec.float().eval().requires_grad_(False), pkg
 
 
-__all__ = ["CheckpointError", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg", "check_state_dict",
-           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
+__all__ = ["CheckpointError", "check_hub_id", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg",
+           "check_state_dict", "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
            "LM_SAFETENSORS_FILE", "CODEC_HF_FILE", "AUDIOCRAFT_FORMAT_VERSION", "read_safetensors", "dump_yaml",
            "export_model", "audiocraft_writers", "fp16_state"]

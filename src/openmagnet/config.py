@@ -9,9 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import typing as tp
 
 MASK_SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
+
+_SHORT = reprlib.Repr()  # attributes, not keywords: Repr() takes none before Python 3.12
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 2, 60, 40, 60
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxarray = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = \
+    _SHORT.maxdeque = 4
+
+
+def show(value: tp.Any) -> str:
+    """repr(value) cut to at most 120 characters, for error messages about values read from files: those
+    may be huge, deeply nested or built from YAML aliases (a "billion laughs" list), whose full repr
+    would take hours."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # an int too long for str(), a broken __repr__
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,25 +136,29 @@ class GenerationParams:
         if isinstance(steps, (str, bytes)) or not isinstance(steps, tp.Sequence) or len(steps) != 4 \
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in steps):
             raise ValueError(f"decoding_steps must be 4 positive integers (one per codebook), "
-                             f"e.g. [20, 10, 10, 10]; got {steps!r}")
+                             f"e.g. [20, 10, 10, 10]; got {show(steps)}")
         object.__setattr__(self, "decoding_steps", tuple(int(s) for s in steps))
+        if not isinstance(self.remask_noise, (int, float)) or isinstance(self.remask_noise, bool) \
+                or not 0.0 <= self.remask_noise < math.inf:
+            raise ValueError(f"remask_noise must be a finite number >= 0 (0 = the reference's sampler); "
+                             f"got {show(self.remask_noise)}")
+        for name in ("max_cfg_coef", "min_cfg_coef", "temperature", "top_p"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number; got {show(value)}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool):
+            raise ValueError(f"top_k must be an integer (0 disables top-k sampling); got {show(self.top_k)}")
+        if not isinstance(self.use_sampling, bool):
+            raise ValueError(f"use_sampling must be true or false; got {show(self.use_sampling)}")
         if not 0.0 <= self.top_p <= 1.0:
             raise ValueError(f"top_p must be in [0, 1] (0 disables nucleus sampling); got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 disables top-k sampling); got {self.top_k}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0; got {self.temperature}")
-        if self.span_arrangement not in MASK_SPAN_ARRANGEMENTS:
+        if not isinstance(self.span_arrangement, str) or self.span_arrangement not in MASK_SPAN_ARRANGEMENTS:
             raise ValueError(f"span_arrangement must be one of {', '.join(MASK_SPAN_ARRANGEMENTS)}; "
-                             f"got {self.span_arrangement!r}")
-        if not isinstance(self.remask_noise, (int, float)) or isinstance(self.remask_noise, bool) \
-                or not 0.0 <= self.remask_noise < math.inf:
-            raise ValueError(f"remask_noise must be a finite number >= 0 (0 = the reference's sampler); "
-                             f"got {self.remask_noise!r}")
-        for name in ("max_cfg_coef", "min_cfg_coef", "temperature", "top_p"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number; got {value!r}")
+                             f"got {show(self.span_arrangement)}")
 
     @property
     def total_steps(self) -> int:
@@ -156,16 +177,58 @@ def _get(cfg: dict, path: str, default: tp.Any = None) -> tp.Any:
     return node
 
 
-def _number(value: tp.Any, what: str) -> float:
+def _number(value: tp.Any, what: str) -> tp.Union[int, float]:
     """Accept ints/floats and numeric strings; reject unresolved `${...}` interpolations clearly."""
     if isinstance(value, bool):
         raise ValueError(f"xp.cfg: {what} is a boolean, expected a number")
     if isinstance(value, (int, float)):
         return value
+    if not isinstance(value, str):
+        raise ValueError(f"xp.cfg: {what} = {show(value)} is not a number")
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"xp.cfg: {what} = {value!r} is not a number") from None
+    except ValueError:
+        raise ValueError(f"xp.cfg: {what} = {show(value)} is not a number") from None
+
+
+def _whole(value: tp.Any, what: str, low: int, high: int) -> int:
+    """A whole number in [low, high]: the bounds keep a corrupt file from building a model of 10**30 layers."""
+    number = _number(value, what)
+    if isinstance(number, float):
+        if not number.is_integer():  # also nan and inf
+            raise ValueError(f"xp.cfg: {what} = {show(value)} is not a whole number")
+        number = int(number)
+    if not low <= number <= high:
+        raise ValueError(f"xp.cfg: {what} = {show(number)} is outside [{low}, {high}]")
+    return int(number)
+
+
+def _real(value: tp.Any, what: str, low: float, high: float) -> float:
+    number = _number(value, what)
+    try:
+        number = float(number)
+    except OverflowError:  # an int past float's range
+        number = math.inf
+    if not low <= number <= high:  # also nan
+        raise ValueError(f"xp.cfg: {what} = {show(value)} is outside [{low:g}, {high:g}]")
+    return number
+
+
+def _section(cfg: dict, path: str) -> dict:
+    """The mapping at `path` ({} when absent or null); a ValueError when it is something else."""
+    node = _get(cfg, path)
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise ValueError(f"xp.cfg: {path} must be a mapping, got {type(node).__name__}")
+    return node
+
+
+def _flag(section: dict, key: str, what: str, default: bool = False) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"xp.cfg: {what} = {show(value)} must be true or false")
+    return value
 
 
 def lm_config_from_xp(cfg: dict, text_dim: int) -> LMConfig:
@@ -176,29 +239,36 @@ def lm_config_from_xp(cfg: dict, text_dim: int) -> LMConfig:
         raise ValueError("xp.cfg has no 'transformer_lm' section: this is not a MAGNeT/MusicGen LM checkpoint")
     kind = cfg.get("lm_model", "transformer_lm_magnet")
     if kind != "transformer_lm_magnet":
-        raise ValueError(f"xp.cfg says lm_model={kind!r}; openmagnet loads MAGNeT checkpoints "
+        raise ValueError(f"xp.cfg says lm_model={show(kind)}; openmagnet loads MAGNeT checkpoints "
                          f"(lm_model=transformer_lm_magnet) only")
     for flag, expected in (("causal", False), ("norm_first", True), ("bias_ff", False),
                            ("bias_attn", False), ("positional_embedding", "sin")):
         got = lm.get(flag, expected)
         if got != expected:
-            raise ValueError(f"xp.cfg transformer_lm.{flag}={got!r} is not supported (MAGNeT uses {expected!r})")
+            raise ValueError(f"xp.cfg transformer_lm.{flag}={show(got)} is not supported (MAGNeT uses {expected!r})")
     pattern = _get(cfg, "codebooks_pattern.modeling", "parallel")
     if pattern != "parallel":
-        raise ValueError(f"xp.cfg codebooks_pattern.modeling={pattern!r}: only 'parallel' (MAGNeT) is supported")
+        raise ValueError(f"xp.cfg codebooks_pattern.modeling={show(pattern)}: only 'parallel' (MAGNeT) is supported")
+    for key in ("dim", "num_heads", "num_layers"):
+        if key not in lm:
+            raise ValueError(f"xp.cfg has no transformer_lm.{key}: this is not a complete MAGNeT LM config")
     seg = _get(cfg, "dataset.segment_duration", lm.get("segment_duration", 10))
     span = _get(cfg, "masking.span_len", lm.get("span_len", 3))
+    dim = _whole(lm["dim"], "transformer_lm.dim", 1, 1 << 16)
+    num_heads = _whole(lm["num_heads"], "transformer_lm.num_heads", 1, dim)
+    if dim % num_heads:
+        raise ValueError(f"xp.cfg: transformer_lm.dim {dim} is not divisible by transformer_lm.num_heads {num_heads}")
     return LMConfig(
-        dim=int(_number(lm["dim"], "transformer_lm.dim")),
-        num_heads=int(_number(lm["num_heads"], "transformer_lm.num_heads")),
-        num_layers=int(_number(lm["num_layers"], "transformer_lm.num_layers")),
-        hidden_scale=int(_number(lm.get("hidden_scale", 4), "transformer_lm.hidden_scale")),
-        n_q=int(_number(lm.get("n_q", 4), "transformer_lm.n_q")),
-        card=int(_number(lm.get("card", 2048), "transformer_lm.card")),
+        dim=dim,
+        num_heads=num_heads,
+        num_layers=_whole(lm["num_layers"], "transformer_lm.num_layers", 1, 1024),
+        hidden_scale=_whole(lm.get("hidden_scale", 4), "transformer_lm.hidden_scale", 1, 64),
+        n_q=_whole(lm.get("n_q", 4), "transformer_lm.n_q", 1, 64),
+        card=_whole(lm.get("card", 2048), "transformer_lm.card", 1, 1 << 20),
         text_dim=text_dim,
-        subcodes_context=int(_number(lm.get("subcodes_context", 5), "transformer_lm.subcodes_context")),
-        span_len=int(_number(span, "masking.span_len")),
-        segment_duration=float(_number(seg, "dataset.segment_duration")),
+        subcodes_context=_whole(lm.get("subcodes_context", 5), "transformer_lm.subcodes_context", 0, 1 << 20),
+        span_len=_whole(span, "masking.span_len", 1, 1 << 10),
+        segment_duration=_real(seg, "dataset.segment_duration", 1e-3, 3600.0),
     )
 
 
@@ -208,56 +278,65 @@ def text_config_from_xp(cfg: dict, text_dim: int) -> TextConfig:
         raise ValueError("xp.cfg has no 'conditioners.description' section (the text conditioner)")
     model = cond.get("model", "t5")
     if model not in ("t5", "hf"):
-        raise ValueError(f"xp.cfg conditioners.description.model={model!r}: only T5 text conditioning "
+        raise ValueError(f"xp.cfg conditioners.description.model={show(model)}: only T5 text conditioning "
                          f"(and openmagnet's 'hf' encoders) is supported")
     name = _get(cond, f"{model}.name", "t5-base" if model == "t5" else None)
     if name is None:
         raise ValueError("xp.cfg conditioners.description.hf has no 'name' (the text encoder)")
-    return TextConfig(name=str(name), dim=text_dim, kind=model)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"xp.cfg conditioners.description.{model}.name = {show(name)} must be the text encoder's "
+                         f"hub id or folder, e.g. t5-base")
+    return TextConfig(name=name, dim=text_dim, kind=model)
 
 
 def codec_config_from_xp(cfg: dict) -> CodecConfig:
     """Build the codec config from an audiocraft EnCodec checkpoint's xp.cfg."""
     kind = cfg.get("compression_model", "encodec")
     if kind != "encodec":
-        raise ValueError(f"compression xp.cfg says compression_model={kind!r}; only 'encodec' is supported")
-    seanet = _get(cfg, "seanet", {}) or {}
-    rvq = _get(cfg, "rvq", {}) or {}
-    enc = _get(cfg, "encodec", {}) or {}
-    if enc.get("causal", False) or seanet.get("causal", False):
+        raise ValueError(f"compression xp.cfg says compression_model={show(kind)}; only 'encodec' is supported")
+    seanet, rvq, enc = _section(cfg, "seanet"), _section(cfg, "rvq"), _section(cfg, "encodec")
+    if _flag(enc, "causal", "encodec.causal") or _flag(seanet, "causal", "seanet.causal"):
         raise ValueError("causal EnCodec checkpoints are not supported")
-    if enc.get("renormalize", False):
+    if _flag(enc, "renormalize", "encodec.renormalize"):
         raise ValueError("EnCodec checkpoints with renormalize=true are not supported")
     if seanet.get("norm", "weight_norm") != "weight_norm":
-        raise ValueError(f"EnCodec seanet.norm={seanet.get('norm')!r}: only weight_norm is supported")
+        raise ValueError(f"EnCodec seanet.norm={show(seanet.get('norm'))}: only weight_norm is supported")
     if seanet.get("activation", "ELU") != "ELU":
-        raise ValueError(f"EnCodec seanet.activation={seanet.get('activation')!r}: only ELU is supported")
-    if int(seanet.get("disable_norm_outer_blocks", 0)) != 0:
+        raise ValueError(f"EnCodec seanet.activation={show(seanet.get('activation'))}: only ELU is supported")
+    if _whole(seanet.get("disable_norm_outer_blocks", 0), "seanet.disable_norm_outer_blocks", 0, 1 << 10) != 0:
         raise ValueError("EnCodec seanet.disable_norm_outer_blocks != 0 is not supported")
-    decoder = seanet.get("decoder") or {}
-    if decoder.get("final_activation") is not None or float(decoder.get("trim_right_ratio", 1.0)) != 1.0:
+    decoder = _section(cfg, "seanet.decoder")
+    if decoder.get("final_activation") is not None or \
+            _real(decoder.get("trim_right_ratio", 1.0), "seanet.decoder.trim_right_ratio", 0, 1) != 1.0:
         raise ValueError("EnCodec seanet.decoder overrides (final_activation, trim_right_ratio) are not supported")
-    if seanet.get("encoder"):
-        raise ValueError(f"EnCodec seanet.encoder overrides {seanet['encoder']!r} are not supported")
-    sample_rate = int(_number(cfg.get("sample_rate", enc.get("sample_rate", 32000)), "sample_rate"))
+    if _section(cfg, "seanet.encoder"):
+        raise ValueError(f"EnCodec seanet.encoder overrides {show(seanet['encoder'])} are not supported")
+    ratios = seanet.get("ratios", (8, 5, 4, 4))
+    if not isinstance(ratios, (list, tuple)) or not 1 <= len(ratios) <= 16:
+        raise ValueError(f"xp.cfg: seanet.ratios = {show(ratios)} must be a list of 1 to 16 whole numbers")
+    pad_mode = seanet.get("pad_mode", "constant")
+    if not isinstance(pad_mode, str):
+        raise ValueError(f"xp.cfg: seanet.pad_mode = {show(pad_mode)} must be a string such as 'constant'")
+    activation = _section(cfg, "seanet.activation_params")
+    sample_rate = _whole(cfg.get("sample_rate", enc.get("sample_rate", 32000)), "sample_rate", 1, 1 << 20)
     return CodecConfig(
         sample_rate=sample_rate,
-        channels=int(cfg.get("channels", seanet.get("channels", 1))),
-        dimension=int(seanet.get("dimension", 128)),
-        n_filters=int(seanet.get("n_filters", 64)),
-        n_residual_layers=int(seanet.get("n_residual_layers", 1)),
-        ratios=tuple(int(r) for r in seanet.get("ratios", (8, 5, 4, 4))),
-        activation_alpha=float((seanet.get("activation_params") or {}).get("alpha", 1.0)),
-        kernel_size=int(seanet.get("kernel_size", 7)),
-        last_kernel_size=int(seanet.get("last_kernel_size", 7)),
-        residual_kernel_size=int(seanet.get("residual_kernel_size", 3)),
-        dilation_base=int(seanet.get("dilation_base", 2)),
-        pad_mode=str(seanet.get("pad_mode", "constant")),
-        true_skip=bool(seanet.get("true_skip", True)),
-        compress=int(seanet.get("compress", 2)),
-        lstm=int(seanet.get("lstm", 2)),
-        n_q=int(rvq.get("n_q", 4)),
-        bins=int(rvq.get("bins", 2048)),
+        channels=_whole(cfg.get("channels", seanet.get("channels", 1)), "channels", 1, 64),
+        dimension=_whole(seanet.get("dimension", 128), "seanet.dimension", 1, 1 << 16),
+        n_filters=_whole(seanet.get("n_filters", 64), "seanet.n_filters", 1, 1 << 14),
+        n_residual_layers=_whole(seanet.get("n_residual_layers", 1), "seanet.n_residual_layers", 0, 64),
+        ratios=tuple(_whole(r, "seanet.ratios[]", 1, 1 << 10) for r in ratios),
+        activation_alpha=_real(activation.get("alpha", 1.0), "seanet.activation_params.alpha", -1e6, 1e6),
+        kernel_size=_whole(seanet.get("kernel_size", 7), "seanet.kernel_size", 1, 1 << 10),
+        last_kernel_size=_whole(seanet.get("last_kernel_size", 7), "seanet.last_kernel_size", 1, 1 << 10),
+        residual_kernel_size=_whole(seanet.get("residual_kernel_size", 3), "seanet.residual_kernel_size", 1, 1 << 10),
+        dilation_base=_whole(seanet.get("dilation_base", 2), "seanet.dilation_base", 1, 64),
+        pad_mode=pad_mode,
+        true_skip=_flag(seanet, "true_skip", "seanet.true_skip", True),
+        compress=_whole(seanet.get("compress", 2), "seanet.compress", 1, 64),
+        lstm=_whole(seanet.get("lstm", 2), "seanet.lstm", 0, 16),
+        n_q=_whole(rvq.get("n_q", 4), "rvq.n_q", 1, 64),
+        bins=_whole(rvq.get("bins", 2048), "rvq.bins", 1, 1 << 20),
     )
 
 
@@ -280,7 +359,7 @@ def check_generation(section: tp.Any, where: str) -> tp.Optional[dict]:
         raise ValueError(f"{where} must be a mapping of set_generation_params() keywords, "
                          f"got {type(section).__name__}")
     known = {f.name for f in dataclasses.fields(GenerationParams)}
-    unknown = sorted(set(section) - known)
+    unknown = sorted(show(key) if not isinstance(key, str) else key for key in set(section) - known)
     if unknown:
         raise ValueError(f"{where} has unknown keys {unknown}; known: {sorted(known)}")
     GenerationParams(**section)  # validated as set_generation_params would

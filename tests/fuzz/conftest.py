@@ -1,0 +1,95 @@
+"""Fuzzing with hypothesis: the budget (profiles), the per-case time guard, the one-line-error check and the
+case counter shared by the tests in this folder.
+
+Profiles: `ci` (the default, part of the normal suite: a few dozen examples per target, derandomized so a run
+is repeatable, well under a minute in all) and `long` (OPENMAGNET_FUZZ=long: thousands of examples per target,
+random seeds; the documented longer run, see bench/results/fuzz.md). Neither keeps an example database (no
+.hypothesis folder): a failure prints its reproducing example instead.
+
+Every case runs under `guard()`: hypothesis' deadline flags a slow case, and a SIGALRM raises `Hang` (a
+BaseException, so no `except Exception` in the code under test can swallow it) when a case runs past
+HANG_SECONDS; faulthandler kills the process, with every thread's traceback, if even that cannot interrupt it
+(a hang inside C code).
+
+Set OPENMAGNET_FUZZ_REPORT=path.json to write the number of cases tried per target.
+"""
+import collections
+import contextlib
+import datetime
+import faulthandler
+import json
+import os
+import signal
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+LONG = os.environ.get("OPENMAGNET_FUZZ", "ci") == "long"
+HANG_SECONDS = 120 if LONG else 60  # a case past this is a hang, whatever the machine's load
+_COMMON = dict(database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                      HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+settings.register_profile("ci", max_examples=20, derandomize=True, **_COMMON)
+settings.register_profile("long", max_examples=1000, derandomize=False, **_COMMON)
+settings.load_profile("long" if LONG else "ci")
+
+CASES = collections.Counter()  # target -> cases tried
+
+
+def budget(ci: int, long: int, deadline: float = 20.0) -> settings:
+    """Settings for one target: `ci` examples in the normal suite, `long` under OPENMAGNET_FUZZ=long, and a
+    deadline (seconds) per case, generous because these tests share small machines with other jobs."""
+    return settings(max_examples=long if LONG else ci, deadline=datetime.timedelta(seconds=deadline))
+
+
+class Hang(BaseException):
+    """A fuzz case ran past HANG_SECONDS."""
+
+
+@contextlib.contextmanager
+def guard(target: str, seconds: float = HANG_SECONDS):
+    """Count one case of `target` and run it under the hang guards."""
+    CASES[target] += 1
+
+    def alarm(signum, frame):
+        raise Hang(f"{target}: a case ran past {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    faulthandler.dump_traceback_later(2 * seconds + 30, exit=True)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        faulthandler.cancel_dump_traceback_later()
+
+
+def check_one_line(err: BaseException, names: str = "", types=(ValueError, OSError)) -> str:
+    """The documented error: one of `types`, one line, naming `names` (the file, when given). Returns the message."""
+    assert isinstance(err, types), f"{type(err).__name__} is not one of the documented errors: {err!r}"[:2000]
+    message = str(err)
+    assert message and "\n" not in message, f"not a one-line message: {message!r}"[:2000]
+    assert len(message) < 10_000, f"a {len(message)}-character message"
+    assert names in message, f"the message does not name {names!r}: {message!r}"[:2000]
+    return message
+
+
+def pytest_sessionfinish(session):
+    report = os.environ.get("OPENMAGNET_FUZZ_REPORT")
+    if report and CASES:
+        with open(report, "w") as f:
+            json.dump({"profile": "long" if LONG else "ci", "cases": dict(sorted(CASES.items()))}, f, indent=1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if CASES:
+        terminalreporter.write_line(f"fuzz ({'long' if LONG else 'ci'} profile) cases: "
+                                    + ", ".join(f"{k} {v}" for k, v in sorted(CASES.items())))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_alarm():
+    yield
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0, "a guard left its alarm running"
+
