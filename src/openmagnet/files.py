@@ -1,11 +1,15 @@
 """Writing files so that nothing is ever half-written: everything openmagnet saves (audio, manifests,
 checkpoints, exports, adapters, token caches) goes through a complete temporary file in the same
-folder, flushed to disk, then renamed over the target in one step (`os.replace`). Also the names
-of generated files (`slug`), shared by the command line and the app.
+folder, flushed to disk, then renamed over the target in one step (`os.replace`). A process killed
+mid-write leaves such a temporary file behind, never a half-written target (`remove_stale_temps`
+clears them where one process owns the folder). A full disk is an OSError with errno ENOSPC (or
+EDQUOT), whatever the writer (`save_torch`). Also the names of generated files (`slug`), shared by
+the command line and the app.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import uuid
@@ -13,6 +17,17 @@ import typing as tp
 from pathlib import Path
 
 PathLike = tp.Union[str, os.PathLike]
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # what temp_beside names
+
+
+class DiskFullError(OSError):
+    """No space left (or no quota left) while writing: the message says what was being written and
+    what to do; `errno` is the underlying ENOSPC / EDQUOT."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC):
+        super().__init__(message)
+        self.errno = code
 
 
 def _default_mode() -> int:
@@ -63,12 +78,54 @@ def atomic_file(path: PathLike) -> tp.Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_save(obj: tp.Any, path: PathLike) -> None:
-    """torch.save, atomically."""
+def remove_stale_temps(folder: PathLike) -> tp.List[Path]:
+    """Delete the temporary files (`temp_beside` names) under `folder`, at any depth, left by a process
+    killed while writing; returns them. Only for a folder no other process writes into (a run folder
+    whose lock this process holds)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if TEMP_NAME.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+class _Writes:
+    """A binary file that remembers the OSError a write raised: torch.save reports a failed write as a
+    RuntimeError ("unexpected pos ...") that no longer says why."""
+
+    def __init__(self, f: tp.BinaryIO):
+        self.f = f
+        self.error: tp.Optional[OSError] = None
+
+    def write(self, data: tp.Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_torch(obj: tp.Any, path: PathLike) -> None:
+    """torch.save to a new file `path` (not atomic: see atomic_save); a failed write raises its own
+    OSError (ENOSPC on a full disk), not torch's RuntimeError."""
     import torch
 
+    with open(path, "wb") as f:
+        writes = _Writes(f)
+        try:
+            torch.save(obj, writes)
+        except RuntimeError:
+            if writes.error is None:
+                raise
+            raise writes.error from None
+
+
+def atomic_save(obj: tp.Any, path: PathLike) -> None:
+    """torch.save, atomically."""
     with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+        save_torch(obj, tmp)
 
 
 def atomic_write_text(text: str, path: PathLike) -> None:

@@ -32,6 +32,7 @@ from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSO
 from ..config import LMConfig, TextConfig, generation_from_xp, lm_config_from_xp, text_config_from_xp
 from ..files import FILE_MODE, fsync, temp_beside
 from ..lm import MagnetLM
+from .faults import fault_pause
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}
@@ -325,8 +326,10 @@ def _write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path]
     try:
         for name, write in writers.items():
             temps[name] = _write_temp(out, name, write)
-        for name, temp in temps.items():
+        for i, (name, temp) in enumerate(temps.items()):
             os.replace(temp, out / name)
+            if i == 0:
+                fault_pause("export")  # test-only (faults.py): one file in place, the others not yet
     finally:
         for temp in temps.values():
             with contextlib.suppress(FileNotFoundError):
