@@ -176,7 +176,7 @@ class Harness:
         result: dict = {"trial": index, "phase": phase}
         t0 = time.perf_counter()
         if phase == "timed":
-            at = rng.uniform(0.1, 1.0) * max(self.ref_seconds, 10.0)
+            at = rng.uniform(0.4, 1.0) * max(self.ref_seconds, 10.0)  # start-up takes about a third
             result["kill_after_s"] = round(at, 2)
             killed = self.kill_after(self.cli(self.train_args(run)), at)
             result["killed_in"] = f"{at:.1f} s" if killed else "(ended before the kill)"

@@ -65,7 +65,8 @@ def fsync(path: PathLike) -> None:
 @contextlib.contextmanager
 def atomic_file(path: PathLike) -> tp.Iterator[Path]:
     """`with atomic_file(path) as tmp: write(tmp)`: on success tmp is synced and renamed to path; on
-    any error it is removed and path keeps its old content (or stays absent)."""
+    any error it is removed and path keeps its old content (or stays absent). A full disk raises
+    DiskFullError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
@@ -74,6 +75,11 @@ def atomic_file(path: PathLike) -> tp.Iterator[Path]:
         fsync(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
+            raise
+        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {path}: free space or write it "
+                            f"elsewhere ({path.name} is as it was)", exc.errno) from None
     finally:
         tmp.unlink(missing_ok=True)
 

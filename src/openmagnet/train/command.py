@@ -61,7 +61,7 @@ def train_command(args: argparse.Namespace) -> int:
                     device=args.device, progress=not args.quiet, external_metadata=args.external_metadata)
     last = solver.run()
     if solver.main and not last:
-        print(f"{args.out} is already trained to step {solver.step} of max_steps {solver.cfg.max_steps}: nothing "
+        print(f"{args.out} is already trained to step {solver.step} (max_steps {solver.cfg.max_steps}): nothing "
               f"to do (pass --resume --max-steps N with a larger N to train further)")
     elif solver.main:
         ce = last.get("valid_ce", last.get("ce"))

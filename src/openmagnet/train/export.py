@@ -30,7 +30,7 @@ from .. import __version__
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSORS_FILE, LM_FILE, LM_SAFETENSORS_FILE,
                           TEXT_PROJ_KEY, check_state_dict, load_package, parse_xp_cfg, resolve_file)
 from ..config import LMConfig, TextConfig, generation_from_xp, lm_config_from_xp, text_config_from_xp
-from ..files import FILE_MODE, fsync, temp_beside
+from ..files import FILE_MODE, TEMP_NAME, fsync, temp_beside
 from ..lm import MagnetLM
 from .faults import fault_pause
 
@@ -208,7 +208,8 @@ def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, 
     """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
     lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
     model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
-    files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
+    files are replaced only once all three are complete, so a failure leaves out_dir as it was (a process
+    killed between the three renames leaves some replaced: export again)."""
     import yaml
 
     best_state = fp16_state(lm_state)
@@ -225,9 +226,11 @@ def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, 
                 "openmagnet_version": __version__}
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    writers = {LM_FILE: lambda f: _torch_save(lm_pkg, f),
-               CODEC_FILE: lambda f: _torch_save(codec_package, f),
-               LM_SAFETENSORS_FILE: lambda f: _safetensors_save(best_state, metadata, f)}
+    # renamed into place in this order: an export killed half-way into a new folder leaves it without
+    # state_dict.bin, so that it does not pass for a model (or, once model.safetensors is in, a whole one)
+    writers = {CODEC_FILE: lambda f: _torch_save(codec_package, f),
+               LM_SAFETENSORS_FILE: lambda f: _safetensors_save(best_state, metadata, f),
+               LM_FILE: lambda f: _torch_save(lm_pkg, f)}
     _write_all_atomically(out, writers)
     return out
 
@@ -321,7 +324,12 @@ def _safetensors_save(state: tp.Dict[str, torch.Tensor], metadata: tp.Dict[str, 
 
 def _write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]]) -> None:
     """Write every file to a temporary file in `out`, fsync it, then os.replace them all into place.
-    On any error the temporary files are removed and the existing files stay untouched."""
+    On any error the temporary files are removed and the existing files stay untouched. Temporary
+    files of these names left by an export that was killed are removed first."""
+    for name in writers:
+        for stale in out.glob(f".{name}.*.tmp"):
+            if TEMP_NAME.match(stale.name):
+                stale.unlink(missing_ok=True)
     temps: tp.Dict[str, Path] = {}
     try:
         for name, write in writers.items():
