@@ -98,6 +98,23 @@ def test_only_the_main_process_takes_the_lock(manifest, tmp_path, monkeypatch):
         held.release()
 
 
+def test_codec_training_takes_the_lock_too(manifest, tmp_path):
+    from openmagnet.train.codec.trainer import train_codec
+    from openmagnet.train.runs import RunLock
+
+    run = tmp_path / "codec"
+    held = RunLock(run).acquire()
+    try:
+        with pytest.raises(ValueError, match=f"^run folder {run} is in use by process {os.getpid()} on .*: wait for "
+                                             f"it to end or stop it, or use another --out$"):
+            train_codec(manifest, run, steps=1)
+    finally:
+        held.release()
+    with pytest.raises(ValueError, match="is not a"):  # a failed start leaves no folder it made
+        train_codec(None, tmp_path / "nothing", resume=True)
+    assert not (tmp_path / "nothing").exists()
+
+
 # ------------------------------------------------------------------------------- a full disk
 class _Disk:
     """files.py's open() on a disk with `room` bytes left: a write past it writes what fits, then
