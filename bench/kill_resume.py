@@ -185,8 +185,6 @@ class Harness:
             delay = rng.uniform(0.0, 0.5)
             seen = self.kill_in(self.cli(self.train_args(run), fault=f"{phase}:{nth}"), delay)
             result.update(nth=nth, delay_s=round(delay, 3), killed_in=seen or "(no pause reached)")
-        import torch  # noqa: F401 (loaded here, after the child started)
-
         from openmagnet.train.runs import latest_checkpoint
 
         last = latest_checkpoint(run)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.conftest import CODEC, _metrics, _solver
+from tests.train.conftest import CODEC, SMALL, _metrics, _solver
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -96,6 +96,25 @@ def test_only_the_main_process_takes_the_lock(manifest, tmp_path, monkeypatch):
         assert solver.lock is None
     finally:
         held.release()
+
+
+def test_a_torchrun_job_on_a_folder_in_use_ends_at_once(manifest, tmp_path):
+    """Rank 0 alone takes the lock; refused, it fails and torchrun stops the other ranks (waiting in
+    the process group for it): the job ends with the one-line error, nothing hangs."""
+    from openmagnet.train.runs import RunLock
+
+    held = RunLock(tmp_path).acquire()
+    worker = Path(__file__).parent / "ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           str(manifest), str(tmp_path), json.dumps({**SMALL, "max_steps": 1})]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        held.release()
+    assert done.returncode != 0
+    assert (f"ValueError: run folder {tmp_path} is in use by process {os.getpid()} on {socket.gethostname()} "
+            f"(lock file {tmp_path}/.lock): wait for it to end or stop it, or use another --out") in done.stderr
 
 
 def test_codec_training_takes_the_lock_too(manifest, tmp_path):
@@ -192,6 +211,27 @@ def test_full_disk_anywhere_else_is_one_line(tmp_path, monkeypatch):
     # torch.save alone hides the cause: "RuntimeError: [enforce fail at inline_container.cc] unexpected pos"
     with pytest.raises(OSError, match="No space left on device"):
         files.save_torch({"x": torch.zeros(1000)}, tmp_path / "plain.pt")
+
+
+def test_full_disk_while_logging_is_one_line(tmp_path, monkeypatch):
+    import builtins
+
+    from openmagnet.train.runs import MetricsLog
+
+    real_open = builtins.open
+    disk = _Disk(room=20)
+    monkeypatch.setattr(builtins, "open", lambda path, mode="r", *a, **kw: (
+        _Text(real_open(path, "ab"), disk) if mode == "a" else real_open(path, mode, *a, **kw)))
+    with pytest.raises(OSError) as err:
+        MetricsLog(tmp_path).write({"step": 1, "ce": 7.0})
+    monkeypatch.undo()
+    assert str(err.value) == (f"no space left on device while writing {tmp_path}/metrics.jsonl: free space, then "
+                              f"--resume from the last checkpoint")
+
+
+class _Text(_Full):
+    def write(self, text):
+        return super().write(text.encode())
 
 
 def _mount_tmpfs(folder: Path, size: int) -> bool:

@@ -211,8 +211,15 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        path = self.run_dir / METRICS_FILE
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:  # a torn row is dropped by truncate_metrics on --resume
+            if exc.errno not in NO_SPACE:
+                raise
+            raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {path}: free space, then --resume "
+                                f"from the last checkpoint", exc.errno) from None
         if self._tensorboard is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
