@@ -33,7 +33,7 @@ from .codec.encodec import EncodecModel
 from .codec.hf import HFEncodec
 from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_config_from_xp, show, \
     text_config_from_xp
-from .files import safetensors_save, torch_save, write_all_atomically
+from .files import safetensors_save, save_torch, write_all_atomically
 from .lm import MagnetLM
 
 LM_FILE = "state_dict.bin"
@@ -432,15 +432,17 @@ def _pointed_codec(name: tp.Any, source: str, device: torch.device):
 # Writing the audiocraft layout (audiocraft utils/export.py)
 # ------------------------------------------------------------------------------------------------
 def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
-                 codec_package: dict) -> Path:
+                 codec_package: dict, after_first: tp.Optional[tp.Callable[[], None]] = None) -> Path:
     """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
     lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
     model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
-    files are replaced only once all three are complete, so a failure leaves out_dir as it was."""
+    files are replaced only once all three are complete, so a failure leaves out_dir as it was (a process
+    killed between the three renames leaves some replaced: export again). `after_first`: see
+    files.write_all_atomically (the kill -9 harness pauses there)."""
     writers = audiocraft_writers(lm_state, xp_cfg, codec_package)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    write_all_atomically(out, writers)
+    write_all_atomically(out, writers, after_first)
     return out
 
 
@@ -455,9 +457,11 @@ def audiocraft_writers(lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
               "exported": True, "openmagnet_version": __version__}
     metadata = {"xp.cfg": cfg_text, "format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION,
                 "openmagnet_version": __version__}
-    return {LM_FILE: lambda f: torch_save(lm_pkg, f),
-            CODEC_FILE: lambda f: torch_save(codec_package, f),
-            LM_SAFETENSORS_FILE: lambda f: safetensors_save(best_state, metadata, f)}
+    # renamed into place in this order: an export killed half-way into a new folder leaves it without
+    # state_dict.bin, so that it does not pass for a model (or, once model.safetensors is in, a whole one)
+    return {CODEC_FILE: lambda f: save_torch(codec_package, f),
+            LM_SAFETENSORS_FILE: lambda f: safetensors_save(best_state, metadata, f),
+            LM_FILE: lambda f: save_torch(lm_pkg, f)}
 
 
 def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:

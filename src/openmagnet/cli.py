@@ -12,13 +12,14 @@ audio, and for the sound models temperature 3.5, top-p 0.8, max CFG 20.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing as tp
 import warnings
 from pathlib import Path
 
 from .evaluation.command import add_eval_parser
-from .files import slug
+from .files import NO_SPACE, DiskFullError, slug
 from .train.codec.command import add_codec_parser
 from .train.command import add_export_parser, add_train_parser
 
@@ -331,8 +332,15 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, DiskFullError) as exc:
         print(f"openmagnet: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"openmagnet: error: {os.strerror(exc.errno).lower()}{where}: free space or write elsewhere",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("openmagnet: interrupted", file=sys.stderr)

@@ -1,12 +1,15 @@
 """Writing files so that nothing is ever half-written: everything openmagnet saves (audio, manifests,
 checkpoints, exports, adapters, token caches) goes through a complete temporary file in the same
 folder, flushed to disk, then renamed over the target in one step (`os.replace`); a model folder's files are
-all complete before the first is renamed (`write_all_atomically`). Also the names
-of generated files (`slug`), shared by the command line and the app.
+all complete before the first is renamed (`write_all_atomically`). A process killed mid-write leaves such a
+temporary file behind, never a half-written target (`remove_stale_temps` clears them where one process owns
+the folder). A full disk is an OSError with errno ENOSPC (or EDQUOT), whatever the writer (`save_torch`).
+Also the names of generated files (`slug`), shared by the command line and the app.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import unicodedata
@@ -15,6 +18,17 @@ import typing as tp
 from pathlib import Path
 
 PathLike = tp.Union[str, os.PathLike]
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # what temp_beside names
+
+
+class DiskFullError(OSError):
+    """No space left (or no quota left) while writing: the message says what was being written and
+    what to do; `errno` is the underlying ENOSPC / EDQUOT."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC):
+        super().__init__(message)
+        self.errno = code
 
 
 def _default_mode() -> int:
@@ -54,7 +68,8 @@ def fsync(path: PathLike) -> None:
 @contextlib.contextmanager
 def atomic_file(path: PathLike) -> tp.Iterator[Path]:
     """`with atomic_file(path) as tmp: write(tmp)`: on success tmp is synced and renamed to path; on
-    any error it is removed and path keeps its old content (or stays absent)."""
+    any error it is removed and path keeps its old content (or stays absent). A full disk raises
+    DiskFullError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
@@ -63,29 +78,68 @@ def atomic_file(path: PathLike) -> tp.Iterator[Path]:
         fsync(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
+            raise
+        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {path}: free space or write it "
+                            f"elsewhere ({path.name} is as it was)", exc.errno) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_save(obj: tp.Any, path: PathLike) -> None:
-    """torch.save, atomically."""
+def remove_stale_temps(folder: PathLike) -> tp.List[Path]:
+    """Delete the temporary files (`temp_beside` names) under `folder`, at any depth, left by a process
+    killed while writing; returns them. Only for a folder no other process writes into (a run folder
+    whose lock this process holds)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if TEMP_NAME.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+class _Writes:
+    """A binary file that remembers the OSError a write raised: torch.save reports a failed write as a
+    RuntimeError ("unexpected pos ...") that no longer says why."""
+
+    def __init__(self, f: tp.BinaryIO):
+        self.f = f
+        self.error: tp.Optional[OSError] = None
+
+    def write(self, data: tp.Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_torch(obj: tp.Any, path: PathLike) -> None:
+    """torch.save to a new file `path` (not atomic: see atomic_save); a failed write raises its own
+    OSError (ENOSPC on a full disk), not torch's RuntimeError."""
     import torch
 
+    with open(path, "wb") as f:
+        writes = _Writes(f)
+        try:
+            torch.save(obj, writes)
+        except RuntimeError:
+            if writes.error is None:
+                raise
+            raise writes.error from None
+
+
+def atomic_save(obj: tp.Any, path: PathLike) -> None:
+    """torch.save, atomically."""
     with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+        save_torch(obj, tmp)
 
 
 def atomic_write_text(text: str, path: PathLike) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def torch_save(obj: tp.Any, path: PathLike) -> None:
-    """torch.save into `path` (a writer for `write_all_atomically`)."""
-    import torch
-
-    with open(path, "wb") as f:
-        torch.save(obj, f)
 
 
 def safetensors_save(state: tp.Mapping[str, tp.Any], metadata: tp.Mapping[str, str], path: PathLike) -> None:
@@ -95,16 +149,24 @@ def safetensors_save(state: tp.Mapping[str, tp.Any], metadata: tp.Mapping[str, s
     save_file(dict(state), str(path), metadata=dict(metadata))
 
 
-def write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]]) -> None:
+def write_all_atomically(out: Path, writers: tp.Mapping[str, tp.Callable[[Path], None]],
+                         after_first: tp.Optional[tp.Callable[[], None]] = None) -> None:
     """Write every file `out/NAME` of writers {NAME: write(path)} to a temporary file in `out`, fsync it, then
-    os.replace them all into place, in the writers' order. On any error the temporary files are removed and
-    the existing files stay untouched."""
+    os.replace them all into place, in the writers' order (`after_first()` runs once the first is in place). On
+    any error the temporary files are removed and the existing files stay untouched. Temporary files of these
+    names that a killed writer left behind are removed first."""
+    for name in writers:
+        for stale in out.glob(f".{name}.*.tmp"):
+            if TEMP_NAME.match(stale.name):
+                stale.unlink(missing_ok=True)
     temps: tp.Dict[str, Path] = {}
     try:
         for name, write in writers.items():
             temps[name] = _write_temp(out, name, write)
-        for name, temp in temps.items():
+        for i, (name, temp) in enumerate(temps.items()):
             os.replace(temp, out / name)
+            if i == 0 and after_first is not None:
+                after_first()
     finally:
         for temp in temps.values():
             with contextlib.suppress(FileNotFoundError):

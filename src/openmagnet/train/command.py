@@ -60,7 +60,10 @@ def train_command(args: argparse.Namespace) -> int:
                     resume=args.resume, resume_overrides=overrides if args.resume else None,
                     device=args.device, progress=not args.quiet, external_metadata=args.external_metadata)
     last = solver.run()
-    if solver.main:
+    if solver.main and not last:
+        print(f"{args.out} is already trained to step {solver.step} (max_steps {solver.cfg.max_steps}): nothing "
+              f"to do (pass --resume --max-steps N with a larger N to train further)")
+    elif solver.main:
         ce = last.get("valid_ce", last.get("ce"))
         print(f"trained to step {solver.step}; last {'valid ' if 'valid_ce' in last else ''}ce {ce:.4f}; "
               f"run folder {args.out} (export it with `openmagnet export {args.out} --out MODEL_DIR`)")

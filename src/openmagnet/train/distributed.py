@@ -38,6 +38,11 @@ def _launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), known before the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def resolve_device(requested: tp.Optional[str]) -> torch.device:
     """The device this process trains on, from --device (cpu, cuda, cuda:N, mps; default cuda when
     there is one). An explicit cuda:N is kept; a plain 'cuda' is the GPU of torchrun's LOCAL_RANK
@@ -107,6 +112,15 @@ def mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / world_size()
+
+
+def means(values: tp.Sequence[float], device: torch.device) -> tp.List[float]:
+    """The mean over all processes of each of a list of floats (the same length on every process)."""
+    if not dist.is_initialized() or not values:
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / world_size()).tolist()
 
 
 def broadcast_object(obj: tp.Any) -> tp.Any:

@@ -2,6 +2,7 @@
 the export itself (shared by the LM solver and the codec trainer). How a run starts is in setup.py.
 
 Run folder layout:
+    .lock                       held (flock) by the process training in the folder: one at a time
     run.json                    what the run is (config, architecture, data, codec, base checkpoint)
     compression_state_dict.bin  the frozen codec, as it will be exported
     checkpoints/step_XXXXXXXX.pt  the last `keep_last` full training states
@@ -15,17 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import typing as tp
+import warnings
+import weakref
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..config import LMConfig, TextConfig
-from ..files import atomic_save, atomic_write_text
+from ..files import NO_SPACE, DiskFullError, atomic_file, atomic_save, atomic_write_text, save_torch
 from .export import build_xp_cfg, export_model, with_generation
+from .faults import fault_pause
 from .presets import TrainConfig
 
+LOCK_FILE = ".lock"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.pt"
@@ -76,12 +83,102 @@ def latest_checkpoint(run_dir: Path) -> tp.Optional[Path]:
 
 def save_checkpoint(state: dict, run_dir: Path, step: int, keep_last: int) -> Path:
     """Write checkpoints/step_XXXXXXXX.pt atomically, then delete all but the last `keep_last`
-    (shared by the LM solver and the codec trainer)."""
+    (shared by the LM solver and the codec trainer). On a full disk nothing is left behind and the
+    earlier checkpoints stay as they were: DiskFullError says so."""
     path = checkpoint_path(run_dir, step)
-    atomic_save(state, path)
+    previous = latest_checkpoint(run_dir)
+    try:
+        with atomic_file(path) as tmp:
+            save_torch(state, tmp)
+            fault_pause("checkpoint")  # test-only (faults.py): written, not yet in place
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        kept = f"the previous checkpoint {previous.stem} is intact" if previous else "there is no earlier checkpoint"
+        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing checkpoint {path}: free space or "
+                            f"point --out elsewhere; {kept}", exc.errno) from None
     for old in sorted(path.parent.glob("step_*.pt"))[:-keep_last]:
         old.unlink()
     return path
+
+
+_HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()  # this process's locks, closed in forked children
+
+
+def _close_in_child() -> None:
+    """After a fork (DataLoader workers): the child closes its copy of every held lock, so that only the
+    process that took a lock holds it (flock: closing one copy leaves the parent's lock in place)."""
+    for lock in list(_HELD):
+        lock.release()
+
+
+class RunLock:
+    """The lock of a run folder: an exclusive flock on RUN_DIR/.lock (holding the holder's pid and host),
+    taken before anything in the folder is written and held while the run trains. The OS drops it when
+    the holder ends, however it ends (kill -9 included), so a lock file left behind blocks nothing.
+    Where the platform or file system has no flock the run goes on unlocked, with a warning."""
+
+    _fork_hook = False
+
+    def __init__(self, run_dir: tp.Union[str, Path]):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._file: tp.Optional[tp.TextIO] = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (creating the folder), or raise ValueError naming the process that holds it."""
+        if self._file is not None:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ValueError(f"run folder {self.run_dir} is in use by {holder} (lock file {self.path}): wait for "
+                             f"it to end or stop it, or use another --out") from None
+        except OSError as exc:
+            f.close()
+            warnings.warn(f"cannot lock {self.path} ({exc.strerror}): nothing stops a second training from using "
+                          f"{self.run_dir} at the same time", stacklevel=2)
+            return self
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._file = f
+        _HELD.add(self)
+        if not RunLock._fork_hook:
+            os.register_at_fork(after_in_child=_close_in_child)
+            RunLock._fork_hook = True
+        return self
+
+    def release(self) -> None:
+        """Let the folder go (closing the file drops the flock); the lock file stays, harmless."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        _HELD.discard(self)
+
+    def discard(self) -> None:
+        """Release, then remove the lock file and the folder if nothing else is in it (a run that
+        failed before writing anything leaves no folder)."""
+        self.release()
+        self.path.unlink(missing_ok=True)
+        try:
+            self.run_dir.rmdir()
+        except OSError:
+            pass
 
 
 def write_run_folder(run_dir: Path, info: dict, codec_package: dict) -> None:
@@ -114,8 +211,15 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        path = self.run_dir / METRICS_FILE
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:  # a torn row is dropped by truncate_metrics on --resume
+            if exc.errno not in NO_SPACE:
+                raise
+            raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {path}: free space, then --resume "
+                                f"from the last checkpoint", exc.errno) from None
         if self._tensorboard is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -128,10 +232,17 @@ class MetricsLog:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the rows of a metrics.jsonl logged after `step` (a resumed run logs them again)."""
+    """Drop the rows of a metrics.jsonl logged after `step` (a resumed run logs them again), and a
+    torn last row (a write cut short by a full disk)."""
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if json.loads(r).get("step", 0) <= step]
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line)
         atomic_write_text("".join(r + "\n" for r in kept), path)
 
 
@@ -172,4 +283,5 @@ def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path], generation: t
                                             "source": info.get("source", "scratch"), "config": cfg.to_dict()}})
     if generation:
         xp = with_generation(xp, generation)
-    return export_model(out, state, xp, codec_package)
+    return export_model(out, state, xp, codec_package,
+                        after_first=lambda: fault_pause("export"))  # test-only (faults.py): one file in place

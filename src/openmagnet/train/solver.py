@@ -26,14 +26,16 @@ from tqdm import tqdm
 
 from ..conditioners import make_conditioner, word_dropout
 from ..data.dataset import SkipCounter, make_loader
+from ..files import remove_stale_temps
 from ..lm import MagnetLM
 from . import distributed as dist_utils
 from . import objective
 from .lora import apply_lora, save_adapters
 from .optim import EMA, make_optimizer, make_scheduler
 from .presets import TrainConfig
-from .runs import (BEST_FILE, METRICS_FILE, MetricsLog, checkpoint_path, latest_checkpoint, save_checkpoint,
-                   step_seed, truncate_metrics, write_run_folder)
+from .faults import fault_pause
+from .runs import (BEST_FILE, METRICS_FILE, MetricsLog, RunLock, checkpoint_path, latest_checkpoint,
+                   save_checkpoint, step_seed, truncate_metrics, write_run_folder)
 from .setup import build_model, final_config, load_data, run_info, run_spec, use_token_cache
 from .validation import SampleWriter, Validator
 
@@ -51,10 +53,31 @@ class Solver:
                  external_metadata: tp.Optional[str] = None):
         self.out = Path(out)
         self.device = dist_utils.resolve_device(device)
+        # One training per folder: the main process (torchrun's rank 0; the others never touch the lock)
+        # holds its RunLock from before anything there is read until run() ends, and clears the temporary
+        # files a killed process left. A refused or failed start leaves no folder it created.
+        self.lock = RunLock(self.out) if dist_utils.launched_rank() == 0 else None
+        new_folder = not self.out.exists()
+        if self.lock is not None:
+            self.lock.acquire()
+            remove_stale_temps(self.out)
+        try:
+            self._start(cfg, data, valid=valid, continue_from=continue_from, resume=resume,
+                        resume_overrides=resume_overrides, overwrite=overwrite, progress=progress,
+                        external_metadata=external_metadata)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.discard() if new_folder else self.lock.release()
+            raise
+
+    def _start(self, cfg: tp.Optional[TrainConfig], data: tp.Optional[str], *, valid: tp.Optional[str],
+               continue_from: tp.Optional[str], resume: bool, resume_overrides: tp.Optional[dict], overwrite: bool,
+               progress: bool, external_metadata: tp.Optional[str]) -> None:
         spec = run_spec(self.out, cfg, data, valid=valid, continue_from=continue_from, resume=resume,
                         resume_overrides=resume_overrides, overwrite=overwrite,
                         external_metadata=external_metadata, device=self.device)
         self.rank, self.world = dist_utils.init(self.device, spec.cfg.dist_timeout_minutes)
+        dist_utils.barrier()  # no rank writes into the folder before the main one has cleared it
         self.main = self.rank == 0
         self.progress = progress and self.main
         if spec.cfg.batch_size % self.world:
@@ -89,6 +112,8 @@ class Solver:
                                     self.setup.codec, steps=cfg.sample_steps, seed=cfg.seed, name=self.out.name)
         self.metrics = MetricsLog(self.out, enabled=self.main)
         self.step = 0
+        self.log_window: tp.List[float] = []  # the training losses of the steps since the last logged row
+        self.skips = SkipCounter()
         if resume:
             self._load_checkpoint()
         elif self.main:
@@ -125,6 +150,8 @@ class Solver:
                                                                                for k, v in ema.items()}},
             "best_valid": self.validator.best, "config": json.dumps(self.cfg.to_dict()),
             "torch_rng": torch.get_rng_state(), "python_rng": json.dumps(random.getstate()),
+            # the next logged row averages steps on both sides of a resume (over all processes: collective)
+            "log_window": dist_utils.means(self.log_window, self.device), "skipped_audio": self.skips.count,
         }
 
     def save_checkpoint(self) -> Path:
@@ -150,6 +177,8 @@ class Solver:
             self.ema.load_state_dict({**saved, "state": self.parallel.scatter(saved["state"])})
         self.step = int(state["step"])
         self.validator.best = float(state["best_valid"])
+        self.log_window = list(state.get("log_window", []))  # older checkpoints: none
+        self.skips.count = int(state.get("skipped_audio", 0))
         torch.set_rng_state(state["torch_rng"])
         random.setstate(_tuples(json.loads(state["python_rng"])))
         if self.main:
@@ -195,6 +224,7 @@ class Solver:
                                         generator, self.setup.lm_cfg, cfg.precision)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        fault_pause("step")  # test-only (faults.py): gradients computed, weights not yet updated
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_norm)
         self.scaler.step(self.optimizer)
@@ -230,13 +260,13 @@ class Solver:
         still spans max_steps). Returns the last logged metrics."""
         cfg = self.cfg
         end = min(cfg.max_steps, until or cfg.max_steps)
+        if self.lock is not None:
+            self.lock.acquire()  # again, for a run trained in chunks
         self.metrics.open()
         loader = make_loader(self.train_set, self.local_batch, self.step, self.rank, self.world,
                              num_workers=cfg.num_workers)
-        skips = SkipCounter()
-        window: tp.List[float] = []
         last: dict = {}
-        t0 = time.perf_counter()
+        t0, timed = time.perf_counter(), 0
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, desc="train")
         try:
@@ -244,20 +274,20 @@ class Solver:
                 if self.step >= end:
                     break
                 out = self.train_step(batch)
-                skips.update(out["skipped"])
-                window.append(out["ce"])
+                self.skips.update(out["skipped"])
+                self.log_window.append(out["ce"])
+                timed += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == end:
+                    window = self.log_window
                     ce = dist_utils.mean(sum(window) / len(window), self.device)
                     elapsed = time.perf_counter() - t0
                     last = {"step": self.step, "ce": ce, "ppl": math.exp(min(ce, 50.0)), "lr": out["lr"],
                             "grad_norm": out["grad_norm"], "stage": out["stage"],
-                            "steps_per_s": len(window) / max(elapsed, 1e-9), "skipped_audio": skips.count}
+                            "steps_per_s": timed / max(elapsed, 1e-9), "skipped_audio": self.skips.count}
                     self.metrics.write(last)
                     bar.set_postfix(ce=f"{ce:.3f}", lr=f"{out['lr']:.2e}")
-                    window, t0 = [], time.perf_counter()
-                if self.step % cfg.save_every == 0 or self.step == end:
-                    self.save_checkpoint()
+                    self.log_window, timed, t0 = [], 0, time.perf_counter()
                 validating = self.step % cfg.valid_every == 0 or self.step == end
                 sampling = bool(cfg.generate_every) and self.step % cfg.generate_every == 0
                 ema_state = self.ema_state() if validating or sampling else None  # every rank: FSDP gathers
@@ -270,11 +300,21 @@ class Solver:
                     for path in self.generate_samples(ema_state):
                         bar.write(f"step {self.step}: sample {path}")
                 del ema_state
+                # the checkpoint comes last: it records a step whose rows, best.pt and samples are all
+                # written, so a run killed before it redoes the step whole on --resume
+                if self.step % cfg.save_every == 0 or self.step == end:
+                    self.save_checkpoint()
                 dist_utils.barrier()
         finally:
             bar.close()
             self.metrics.close()
+            self.close()
         return last
+
+    def close(self) -> None:
+        """Let the run folder go (its lock); run() does so when it ends, and takes it again if called again."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 

@@ -18,6 +18,7 @@ from ..config import TextConfig
 from ..data.dataset import SegmentDataset, make_loader
 from ..files import atomic_save
 from ..lm import MagnetLM
+from .faults import fault_pause
 from .objective import TrainingForward, masked_loss
 from .runs import step_seed
 
@@ -94,6 +95,7 @@ class Validator:
             row[f"valid_{variant}ce"] = sum(totals) / len(totals)
         row["valid_ppl"] = math.exp(min(row["valid_ce"], 50.0))
         row.update(unigram_entropy(torch.cat([item["codes"] for item in self.prepared()]), lm.cfg.card))
+        fault_pause("validation")  # test-only (faults.py): computed, nothing written yet
         if row["valid_ce"] < self.best:
             self.best = row["valid_ce"]
             atomic_save({"best_state": {k: v.detach().cpu() for k, v in lm.state_dict().items()},

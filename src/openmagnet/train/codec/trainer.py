@@ -38,7 +38,7 @@ from ...codec.encodec import EncodecModel
 from ...config import CodecConfig
 from ...data.dataset import SegmentDataset, SkipCounter, make_loader
 from ...data.manifest import read_manifest
-from ...files import atomic_save, atomic_write_text
+from ...files import atomic_save, atomic_write_text, remove_stale_temps
 from .. import runs
 from ..runs import METRICS_FILE, RUN_FILE, MetricsLog, latest_checkpoint, step_seed, truncate_metrics
 from ..runs import save_checkpoint as save_rotating
@@ -226,7 +226,26 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
 
     options: any other `CodecTrainConfig` field (save_every, log_every, dead_code_threshold, w_mel, ...).
     resume=True continues the run in out_dir exactly from its last checkpoint: its codec and training
-    settings are kept (the arguments are ignored), only `steps` and RESUME_CHANGEABLE options may change."""
+    settings are kept (the arguments are ignored), only `steps` and RESUME_CHANGEABLE options may change.
+    One training per folder: out_dir's lock (runs.RunLock) is held throughout."""
+    lock, new_folder = runs.RunLock(out_dir), not Path(out_dir).exists()
+    lock.acquire()
+    remove_stale_temps(out_dir)  # left by a killed run
+    try:
+        return _train_codec(manifest_dir, out_dir, cfg=cfg, steps=steps, batch_size=batch_size,
+                            segment_seconds=segment_seconds, lr=lr, seed=seed, adversarial=adversarial,
+                            valid_manifest=valid_manifest, resume=resume, progress=progress, device=device, **options)
+    except BaseException:
+        lock.discard() if new_folder else lock.release()
+        raise
+    finally:
+        lock.release()
+
+
+def _train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Union[str, Path], *,
+                 cfg: tp.Optional[CodecConfig], steps: int, batch_size: int, segment_seconds: float, lr: float,
+                 seed: int, adversarial: bool, valid_manifest: tp.Optional[tp.Union[str, Path]], resume: bool,
+                 progress: bool, device: tp.Optional[str], **options: tp.Any) -> dict:
     if resume:
         info = read_run(out_dir)
         runs.check_resume_overrides(options, ("steps", *RESUME_CHANGEABLE), info["train"], flag="resume")
@@ -422,11 +441,11 @@ class CodecTrainer:
                     bar.set_postfix(loss=f"{last['loss']:.3f}", mel=f"{last['mel']:.3f}")
                     window, t0 = [], time.perf_counter()
                 if self.step % t.save_every == 0 or self.step == t.steps:
-                    self.save_checkpoint()
-                    if self.valid:
+                    if self.valid:  # before the checkpoint: a run killed in validation redoes the step whole
                         last = {**last, **self.validate()}
                         bar.write(f"step {self.step}: valid mel {last['valid_mel_distance']:.3f} "
                                   f"si-sdr {last['valid_si_sdr']:.2f} dB")
+                    self.save_checkpoint()
         finally:
             bar.close()
         return last
