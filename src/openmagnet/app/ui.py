@@ -72,7 +72,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                                      info="0: the model's window; longer clips are made in overlapping windows")
                 loop = gr.Checkbox(False, label="Loop", elem_id="loop",
                                    info="a clip that repeats without a seam (one window at most)")
-            negative = gr.Textbox(label="Negative prompt", elem_id="negative", placeholder="drums, distortion",
+            negative = gr.Textbox("", label="Negative prompt", elem_id="negative", placeholder="drums, distortion",
                                   info="what to steer away from: replaces the empty prompt of the guidance")
         with gr.Accordion("Audio prompt: continue or edit (optional)", open=False):
             prompt_audio = gr.Audio(sources=["upload"], type="filepath", elem_id="prompt-audio",
@@ -98,9 +98,9 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
 
         def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
-                temperature_value, top_p_value, max_cfg_value, min_cfg_value, noise_value, duration_value, loop_value,
-                negative_value, audio_path, mode_value, seconds, start_value, end_value,
-                request: gr.Request, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
+                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds, noise_value=None,
+                duration_value=0.0, loop_value=False, negative_value="", mode_value="continue", start_value=0.0,
+                end_value=0.0, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
@@ -142,8 +142,9 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg_coef"]),
                 gr.update(value=v["min_cfg_coef"]), gr.update(value=v.get("remask_noise", 0.0))]
 
+        # the controls added after the first release go last, so that API clients that pass the first 17 keep working
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
-                  remask_noise, duration, loop, negative, prompt_audio, audio_mode, prompt_seconds, region_start,
+                  prompt_audio, prompt_seconds, remask_noise, duration, loop, negative, audio_mode, region_start,
                   region_end]
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
