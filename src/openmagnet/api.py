@@ -196,6 +196,16 @@ def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
     return logits_fn
 
 
+def per_item_descriptions(descriptions: tp.Optional[tp.List[tp.Optional[str]]], n: int,
+                          items: str) -> tp.List[tp.Optional[str]]:
+    """One checked description (or None) per audio item; None: no text for any of the n items."""
+    descriptions = check_descriptions([None] * n if descriptions is None else descriptions)
+    if len(descriptions) != n:
+        raise ValueError(f"got {len(descriptions)} descriptions for {n} {items}: "
+                         f"pass one description (or None) per {items[:-1]}")
+    return descriptions
+
+
 def recommended_params(sample_rate: int, max_duration: float, **given: tp.Any) -> dict:
     """set_generation_params() keywords for a model of `sample_rate` Hz that makes `max_duration` s:
     what the audiocraft demos recommend (it differs from the API defaults): span arrangement 'stride1',
@@ -529,20 +539,17 @@ class MAGNeT:
         `generate`)."""
         check_generator(generator, self.device)  # before the codec's work on the prompt
         prompt = self._prepare_prompt(prompt, prompt_sample_rate)
-        if descriptions is None:
-            descriptions = [None] * prompt.shape[0]
-        descriptions = check_descriptions(descriptions)
-        if len(descriptions) != prompt.shape[0]:
-            raise ValueError(f"got {len(descriptions)} descriptions for {prompt.shape[0]} prompts: "
-                             f"pass one description (or None) per prompt")
-        with torch.inference_mode():
-            prompt_tokens = self.compression_model.encode(prompt.to(self._codec_device))
-        if isinstance(prompt_tokens, tuple):
-            prompt_tokens = prompt_tokens[0]
+        descriptions = per_item_descriptions(descriptions, prompt.shape[0], "prompts")
+        prompt_tokens = self._encode(prompt)
         negatives = check_negatives(negative_descriptions, len(descriptions))
-        tokens = self._generate_tokens(descriptions, prompt_tokens.to(self.device), progress, generator,
-                                       negatives=negatives)
+        tokens = self._generate_tokens(descriptions, prompt_tokens, progress, generator, negatives=negatives)
         return self._finish(tokens, return_tokens)
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """The codec's codes [B, K, T] of wav [B, C, T] (at the model's rate), on the LM's device."""
+        with torch.inference_mode():
+            codes = self.compression_model.encode(wav.to(self._codec_device))
+        return (codes[0] if isinstance(codes, tuple) else codes).to(self.device)
 
     def generate_infill(self, audio: torch.Tensor, sample_rate: int,
                         regions: tp.Sequence[tp.Tuple[float, float]],
@@ -561,20 +568,11 @@ class MAGNeT:
         wav = self._prepare_audio(audio, sample_rate, "audio", allow_full=True)
         keep = infill_keep(regions, wav.shape[-1] / self.sample_rate, self.frame_rate, self.cfg.span_len,
                            math.ceil(wav.shape[-1] / self.sample_rate * self.frame_rate))
-        if descriptions is None:
-            descriptions = [None] * wav.shape[0]
-        descriptions = check_descriptions(descriptions)
-        if len(descriptions) != wav.shape[0]:
-            raise ValueError(f"got {len(descriptions)} descriptions for {wav.shape[0]} clips: "
-                             f"pass one description (or None) per clip")
+        descriptions = per_item_descriptions(descriptions, wav.shape[0], "clips")
         negatives = check_negatives(negative_descriptions, len(descriptions))
         if crossfade is not None and not (isinstance(crossfade, (int, float)) and crossfade >= 0):
             raise ValueError(f"crossfade must be a number of seconds >= 0 (or None), got {crossfade!r}")
-        with torch.inference_mode():
-            given = self.compression_model.encode(wav.to(self._codec_device))
-        if isinstance(given, tuple):
-            given = given[0]
-        given = given.to(self.device)
+        given = self._encode(wav)
         keep = keep[:given.shape[-1]]
         if keep.shape[0] < given.shape[-1]:
             keep = torch.cat([keep, torch.ones(given.shape[-1] - keep.shape[0], dtype=torch.bool)])
