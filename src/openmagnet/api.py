@@ -430,12 +430,13 @@ class MAGNeT:
 
     @property
     def generation_params(self) -> dict:
-        """The current settings, under the reference's names (temperature is stored as 'temp')."""
+        """The current settings, under the reference's names (temperature is stored as 'temp'); our
+        `remask_noise` is listed only when it is set (not 0), so the dict is the reference's otherwise."""
         p = self.params
-        return dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                    max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
-                    decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement,
-                    remask_noise=p.remask_noise)
+        params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                      max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
+                      decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
+        return {**params, "remask_noise": p.remask_noise} if p.remask_noise else params
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,

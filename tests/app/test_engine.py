@@ -152,7 +152,7 @@ def test_engine_makes_long_clips_loops_and_edits(tmp_path):
     engine = Engine(tmp_path / "out", policy=FIXTURE_POLICY)
     out = engine.generate(request(duration=12.5, negative="drums"))
     wav, sr = soundfile.read(out.clips[0].audio)
-    assert len(wav) == 12.5 * 32000 and "clip(s) of 12.50 s" in out.message
+    assert len(wav) == 12.5 * 32000 and "clip(s) of 12.5 s" in out.message
     out = engine.generate(request())  # the shared model goes back to its window
     assert len(soundfile.read(out.clips[0].audio)[0]) == 320000
     out = engine.generate(request(loop=True))

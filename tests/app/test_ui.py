@@ -39,7 +39,7 @@ def page(tmp_path_factory):
 
 def _set_steps(page, steps):
     if not page.get_by_label("Steps, codebook 1").is_visible():
-        page.get_by_text("Sampling").click()  # open the accordion
+        page.get_by_text("Sampling", exact=True).click()  # open the accordion
     for k, value in enumerate(steps):
         box = page.get_by_label(f"Steps, codebook {k + 1}")
         box.fill(str(value))

@@ -401,6 +401,6 @@ class Engine:
             clips.append(Clip(audio, image, label))
         seconds = time.perf_counter() - started
         length = wavs.shape[-1] / model.sample_rate
-        notes.insert(0, f"Generated {len(clips)} clip(s) of {length:.2f} s in {seconds:.1f} s (seed {checked.seed})"
+        notes.insert(0, f"Generated {len(clips)} clip(s) of {round(length, 2):g} s in {seconds:.1f} s (seed {checked.seed})"
                         + (", a seamless loop" if req.loop else "") + ".")
         return Outcome(clips, " ".join(notes), self.model_info())

@@ -98,9 +98,9 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
 
         def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
-                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds, noise_value=None,
-                duration_value=0.0, loop_value=False, negative_value="", mode_value="continue", start_value=0.0,
-                end_value=0.0, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
+                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
+                request: gr.Request, noise_value=None, duration_value=0.0, loop_value=False, negative_value="",
+                mode_value="continue", start_value=0.0, end_value=0.0, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
