@@ -3,7 +3,7 @@
 The notebook is executed by nbclient in a fresh kernel that runs this interpreter (a kernelspec written to a
 temporary folder, so no installed `python3` kernel of another environment is picked up) and imports this copy of
 openmagnet; OPENMAGNET_NOTEBOOK_FAST=1 shrinks its clips and decoding steps. Any cell that raises fails the test.
-About 100 s of CPU time (1-2 minutes on an idle 2-core CPU, more while other jobs run).
+About 100 s of CPU time: 2-3 minutes on a 2-core CPU (143-317 s measured while other jobs shared it).
 """
 import json
 import os
