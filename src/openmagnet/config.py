@@ -17,7 +17,7 @@ MASK_SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 _SHORT = reprlib.Repr()  # attributes, not keywords: Repr() takes none before Python 3.12
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 2, 60, 40, 60
 _SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxarray = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = \
-    _SHORT.maxdeque = 4
+    _SHORT.maxdeque = 8
 
 
 def show(value: tp.Any) -> str:
