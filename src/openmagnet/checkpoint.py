@@ -75,6 +75,9 @@ class CheckpointError(ValueError):
 def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Path:
     """A checkpoint file from a file path, a directory holding `filename` (or its safetensors form),
     a bundled model name (`openmagnet/demo`), or a hub repo id."""
+    if not str(name_or_path).strip():
+        raise CheckpointError(f"no model named (got {str(name_or_path)!r}): pass a directory holding {LM_FILE} and "
+                              f"{CODEC_FILE}, or a hub id such as facebook/magnet-small-10secs")
     if str(name_or_path) in BUNDLED_MODELS:
         folder = bundled_model_dir(str(name_or_path))
         if folder is None:

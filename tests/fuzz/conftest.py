@@ -18,22 +18,36 @@ import contextlib
 import datetime
 import faulthandler
 import json
+import math
 import os
 import signal
+import time
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 LONG = os.environ.get("OPENMAGNET_FUZZ", "ci") == "long"
 HANG_SECONDS = 120 if LONG else 60  # a case past this is a hang, whatever the machine's load
 _COMMON = dict(database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
-settings.register_profile("ci", max_examples=20, derandomize=True, **_COMMON)
+# ci does not shrink a failing case (minutes with model calls): it prints the case as found
+settings.register_profile("ci", max_examples=20, derandomize=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate], **_COMMON)
 settings.register_profile("long", max_examples=1000, derandomize=False, **_COMMON)
 settings.load_profile("long" if LONG else "ci")
 
 CASES = collections.Counter()  # target -> cases tried
+SPENT = collections.Counter()  # target -> seconds spent in its cases
+ERRORS = collections.defaultdict(collections.Counter)  # target -> {error type: cases that ended in it}
+_CURRENT = {"target": "", "counted": True}  # the case of the last guard(), and whether its error was counted
+# the long run gives each target this many seconds (then its remaining examples return at once, uncounted)
+TARGET_SECONDS = float(os.environ.get("OPENMAGNET_FUZZ_SECONDS", "180")) if LONG else math.inf
+
+
+def out_of_time(target: str) -> bool:
+    """True once `target` has used its TARGET_SECONDS (never in the ci profile)."""
+    return SPENT[target] > TARGET_SECONDS
 
 
 def budget(ci: int, long: int, deadline: float = 20.0) -> settings:
@@ -50,6 +64,7 @@ class Hang(BaseException):
 def guard(target: str, seconds: float = HANG_SECONDS):
     """Count one case of `target` and run it under the hang guards."""
     CASES[target] += 1
+    _CURRENT.update(target=target, counted=False)
 
     def alarm(signum, frame):
         raise Hang(f"{target}: a case ran past {seconds:g} s")
@@ -57,12 +72,14 @@ def guard(target: str, seconds: float = HANG_SECONDS):
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     faulthandler.dump_traceback_later(2 * seconds + 30, exit=True)
+    start = time.perf_counter()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         faulthandler.cancel_dump_traceback_later()
+        SPENT[target] += time.perf_counter() - start
 
 
 def check_one_line(err: BaseException, names: str = "", types=(ValueError, OSError)) -> str:
@@ -72,6 +89,9 @@ def check_one_line(err: BaseException, names: str = "", types=(ValueError, OSErr
     assert message and "\n" not in message, f"not a one-line message: {message!r}"[:2000]
     assert len(message) < 10_000, f"a {len(message)}-character message"
     assert names in message, f"the message does not name {names!r}: {message!r}"[:2000]
+    if not _CURRENT["counted"]:  # the first error of a case says how it ended
+        ERRORS[_CURRENT["target"]][type(err).__name__] += 1
+        _CURRENT["counted"] = True
     return message
 
 
@@ -79,7 +99,9 @@ def pytest_sessionfinish(session):
     report = os.environ.get("OPENMAGNET_FUZZ_REPORT")
     if report and CASES:
         with open(report, "w") as f:
-            json.dump({"profile": "long" if LONG else "ci", "cases": dict(sorted(CASES.items()))}, f, indent=1)
+            json.dump({"profile": "long" if LONG else "ci", "cases": dict(sorted(CASES.items())),
+                       "errors": {k: dict(v) for k, v in sorted(ERRORS.items())},
+                       "seconds": {k: round(v, 1) for k, v in sorted(SPENT.items())}}, f, indent=1)
 
 
 def pytest_terminal_summary(terminalreporter):
