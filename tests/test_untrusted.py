@@ -90,7 +90,8 @@ def test_trust_remote_code_is_never_true():
 
 CODE_RUNNING = {"pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads", "cPickle.load",
                 "cPickle.loads", "dill.load", "dill.loads", "joblib.load", "marshal.load", "marshal.loads",
-                "shelve.open", "pandas.read_pickle", "torch.jit.load", "torch.hub.load", "torch.package.PackageImporter",
+                "shelve.open", "pandas.read_pickle", "torch.jit.load", "torch.hub.load",
+                "torch.package.PackageImporter",
                 "eval", "exec", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "numpy.load.allow_pickle"}
 SAFE_YAML_LOADERS = {"yaml.SafeLoader", "yaml.CSafeLoader", "_xp_loader"}
 

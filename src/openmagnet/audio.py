@@ -404,8 +404,15 @@ def audio_read(path: PathLike, seek_time: float = 0.0, duration: float = -1.0,
                          "ogg or mp3 file.") from None
     wav = torch.from_numpy(data).t().contiguous()
     if pad and duration > 0:
-        wav = torch.nn.functional.pad(wav, (0, max(0, int(duration * sample_rate) - wav.shape[-1])))
+        length = int(duration * sample_rate)
+        if length * wav.shape[0] > MAX_PADDED_SAMPLES:  # the header's rate and channels decide, not the data
+            raise ValueError(f"cannot pad {path} to {duration:g} s: its header says {sample_rate} Hz x "
+                             f"{wav.shape[0]} channels, {length * wav.shape[0]:,} samples; check the file")
+        wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))
     return wav, sample_rate
+
+
+MAX_PADDED_SAMPLES = 1 << 28  # 1 GiB of float32: 10 s at 10 MHz in stereo fits, a lying header's 2**31 Hz does not
 
 
 def save_spectrogram(wav: torch.Tensor, sample_rate: int, path: PathLike, title: tp.Optional[str] = None,

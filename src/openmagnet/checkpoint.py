@@ -447,6 +447,6 @@ def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
     return codec.float().eval().requires_grad_(False), pkg
 
 
-__all__ = ["CheckpointError", "check_hub_id", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg", "check_state_dict",
-           "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
+__all__ = ["CheckpointError", "check_hub_id", "resolve_file", "resolve_codec", "load_package", "parse_xp_cfg",
+           "check_state_dict", "load_strict", "lm_from_package", "codec_from_package", "LM_FILE", "CODEC_FILE",
            "LM_SAFETENSORS_FILE", "AUDIOCRAFT_FORMAT_VERSION"]

@@ -7,9 +7,9 @@ random seeds; the documented longer run, see bench/results/fuzz.md). Neither kee
 .hypothesis folder): a failure prints its reproducing example instead.
 
 Every case runs under `guard()`: hypothesis' deadline flags a slow case, and a SIGALRM raises `Hang` (a
-BaseException, so no `except Exception` in the code under test can swallow it) when a case runs past
-HANG_SECONDS; faulthandler kills the process, with every thread's traceback, if even that cannot interrupt it
-(a hang inside C code).
+BaseException, so no `except Exception` in the code under test can swallow it; the guard turns it into an
+AssertionError, so hypothesis reports the case) when a case runs past HANG_SECONDS; faulthandler kills the
+process, with every thread's traceback, if even that cannot interrupt it (a hang inside C code).
 
 Set OPENMAGNET_FUZZ_REPORT=path.json to write the number of cases tried per target.
 """
@@ -17,9 +17,11 @@ import collections
 import contextlib
 import datetime
 import faulthandler
+import functools
 import json
 import math
 import os
+import re
 import signal
 import time
 
@@ -40,20 +42,42 @@ settings.load_profile("long" if LONG else "ci")
 CASES = collections.Counter()  # target -> cases tried
 SPENT = collections.Counter()  # target -> seconds spent in its cases
 ERRORS = collections.defaultdict(collections.Counter)  # target -> {error type: cases that ended in it}
+MESSAGES = collections.defaultdict(collections.Counter)  # target -> {the error's gist: cases}
 _CURRENT = {"target": "", "counted": True}  # the case of the last guard(), and whether its error was counted
 # the long run gives each target this many seconds (then its remaining examples return at once, uncounted)
 TARGET_SECONDS = float(os.environ.get("OPENMAGNET_FUZZ_SECONDS", "180")) if LONG else math.inf
 
 
+class OutOfTime(BaseException):
+    """A target used its TARGET_SECONDS: a BaseException, so that hypothesis stops at once (it catches Exception
+    only) and `budget` ends the test there, passed."""
+
+
 def out_of_time(target: str) -> bool:
-    """True once `target` has used its TARGET_SECONDS (never in the ci profile)."""
-    return SPENT[target] > TARGET_SECONDS
+    """Ends the test (OutOfTime) once `target` has used its TARGET_SECONDS; never in the ci profile. Called first
+    thing in each case, so every case that starts runs whole."""
+    if SPENT[target] > TARGET_SECONDS:
+        raise OutOfTime(target)
+    return False
 
 
-def budget(ci: int, long: int, deadline: float = 20.0) -> settings:
-    """Settings for one target: `ci` examples in the normal suite, `long` under OPENMAGNET_FUZZ=long, and a
-    deadline (seconds) per case, generous because these tests share small machines with other jobs."""
-    return settings(max_examples=long if LONG else ci, deadline=datetime.timedelta(seconds=deadline))
+def budget(ci: int, long: int, deadline: float = 20.0):
+    """Decorator (above @given, and above any @example) for one target: `ci` examples in the normal suite, `long`
+    under OPENMAGNET_FUZZ=long (or fewer, when the target's TARGET_SECONDS run out first), and a deadline
+    (seconds) per case, generous because these tests share small machines with other jobs."""
+    chosen = settings(max_examples=long if LONG else ci, deadline=datetime.timedelta(seconds=deadline))
+
+    def apply(test):
+        test = chosen(test)
+
+        @functools.wraps(test)
+        def run(*args, **kwargs):
+            try:
+                return test(*args, **kwargs)
+            except OutOfTime:
+                return None
+        return run
+    return apply
 
 
 class Hang(BaseException):
@@ -75,6 +99,8 @@ def guard(target: str, seconds: float = HANG_SECONDS):
     start = time.perf_counter()
     try:
         yield
+    except Hang as exc:  # past the code under test: an ordinary failure, so hypothesis prints the case
+        raise AssertionError(str(exc)) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -91,8 +117,16 @@ def check_one_line(err: BaseException, names: str = "", types=(ValueError, OSErr
     assert names in message, f"the message does not name {names!r}: {message!r}"[:2000]
     if not _CURRENT["counted"]:  # the first error of a case says how it ended
         ERRORS[_CURRENT["target"]][type(err).__name__] += 1
+        MESSAGES[_CURRENT["target"]][gist(message)] += 1
         _CURRENT["counted"] = True
     return message
+
+
+def gist(message: str) -> str:
+    """The error without its particulars: paths, numbers and quoted values become '_'."""
+    text = re.sub(r"(/[^\s:]+)+", "_", message)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"|-?\d[\d.,e+-]*", "_", text)
+    return text[:90]
 
 
 def pytest_sessionfinish(session):
@@ -101,6 +135,7 @@ def pytest_sessionfinish(session):
         with open(report, "w") as f:
             json.dump({"profile": "long" if LONG else "ci", "cases": dict(sorted(CASES.items())),
                        "errors": {k: dict(v) for k, v in sorted(ERRORS.items())},
+                       "messages": {k: dict(v.most_common(8)) for k, v in sorted(MESSAGES.items())},
                        "seconds": {k: round(v, 1) for k, v in sorted(SPENT.items())}}, f, indent=1)
 
 

@@ -1,7 +1,6 @@
 """One concrete case per crash the fuzzing found (tests/fuzz/test_*_fuzz.py), each fixed; bench/results/fuzz.md
 lists them. Before its fix, every case here raised something other than the one-line error it now gets (or hung,
 or ran out of memory)."""
-import copy
 import gzip
 import math
 import warnings
@@ -293,6 +292,20 @@ def test_sample_rate_with_no_small_ratio_to_the_models(model):
 
 
 # ---------------------------------------------------------------------------------------------- data files
+def test_wav_header_with_a_huge_rate_is_not_padded_to_gigabytes(tmp_path):
+    """Was RuntimeError: DefaultCPUAllocator: can't allocate memory (25,769,803,764 bytes), or 10 s of zero-filling:
+    a 44-byte WAV whose header says 3 channels at 2**31 - 1 Hz, read with pad=True for 1 s (found by the long run)."""
+    from openmagnet.audio import audio_read
+
+    path = tmp_path / "lie.wav"
+    path.write_bytes(b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x03\x00\xff\xff\xff\x7f\x00\x00\x00\x00"
+                     b"\x00\x00\x01\x00data\x00\x00\x00\x00")
+    with guard("regressions", seconds=30), pytest.raises(ValueError) as err:
+        audio_read(path, duration=1.0, pad=True)
+    assert "its header says 2147483647 Hz x 3 channels" in check_one_line(err.value, str(path))
+    assert audio_read(path, duration=1.0)[0].shape == (3, 0)  # without padding it reads what is there: nothing
+
+
 def test_manifest_gz_with_a_corrupt_stream(tmp_path):
     """Was zlib.error: Error -3 while decompressing data (not an OSError)."""
     packed = gzip.compress(b'{"path": "a.wav", "duration": 1, "sample_rate": 8000}\n' * 50)
