@@ -613,11 +613,15 @@ class MAGNeT:
         if prompt.dim() != 3:
             raise ValueError(f"{what} must be shaped [C, T] or [B, C, T], got {list(prompt.shape)}")
         if not prompt.is_floating_point():
-            raise TypeError(f"{what} must be floating point audio, got dtype {prompt.dtype}")
+            raise TypeError(f"{what} must be floating point audio, got dtype {prompt.dtype}; convert int16 PCM "
+                            f"with wav.float() / 32768")
         rate_name = "prompt_sample_rate" if what == "prompt" else "sample_rate"
         if isinstance(prompt_sample_rate, bool) or not isinstance(prompt_sample_rate, (int, float)) \
-                or prompt_sample_rate <= 0:
-            raise ValueError(f"{rate_name} must be a positive number of Hz, got {prompt_sample_rate!r}")
+                or not 1 <= prompt_sample_rate < math.inf:
+            raise ValueError(f"{rate_name} must be a number of Hz, at least 1, got {prompt_sample_rate!r}")
+        if prompt.shape[-1] == 0 or prompt.shape[0] == 0:
+            raise ValueError(f"the {what} is empty (shape {list(prompt.shape)}): give at least one clip of one sample"
+                             + (", or use generate()" if what == "prompt" else ""))
         seconds = prompt.shape[-1] / prompt_sample_rate
         if allow_full:
             limit = self.max_duration
@@ -632,6 +636,9 @@ class MAGNeT:
         if not torch.isfinite(prompt).all():
             raise ValueError(f"the {what} holds NaN or inf samples; clean the audio first")
         prompt = convert_audio(prompt.float(), prompt_sample_rate, self.sample_rate, self.audio_channels)
+        if prompt.shape[-1] == 0:
+            raise ValueError(f"the {what} is shorter than one sample at {self.sample_rate} Hz ({seconds:.2g} s): give "
+                             f"a longer {what}" + (", or use generate()" if what == "prompt" else ""))
         return prompt.to(self.device)
 
     def _generate_tokens(self, descriptions: tp.List[tp.Optional[str]], prompt_tokens: tp.Optional[torch.Tensor],

@@ -17,11 +17,14 @@ functions that need them, so importing this module loads only torch and numpy.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import shutil
 import subprocess
 import typing as tp
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +83,67 @@ def convert_audio(wav: torch.Tensor, from_rate: float, to_rate: float,
     """Resample wav [..., C, T] from `from_rate` to `to_rate` Hz, then convert to `to_channels`.
 
     Returns [..., to_channels, T'] with T' = int(T * to_rate / from_rate) (julius.resample_frac
-    on the integer rates, exactly as audiocraft).
+    on the integer rates, exactly as audiocraft), except for rates whose ratio has no small fraction
+    (see `resampling_rates`).
     """
+    old, new = resampling_rates(from_rate, to_rate)
+    if old != new:
+        wav = _resampler(old, new, wav.device, wav.dtype)(wav)
+    return convert_audio_channels(wav, to_channels)
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(old: int, new: int, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """julius.ResampleFrac(old, new) on `device` in `dtype`, built once: building its filter bank is a Python loop
+    over the output phases (320 for 44.1 -> 32 kHz), far slower than applying it."""
     import julius
 
-    wav = julius.resample_frac(wav, int(from_rate), int(to_rate))
-    return convert_audio_channels(wav, to_channels)
+    return julius.ResampleFrac(old, new).to(device=device, dtype=dtype)
+
+
+RESAMPLE_KERNEL_LIMIT = 1 << 22  # elements of julius' filter bank (16 MB); 44.1 kHz -> 32 kHz needs 163,520
+RESAMPLE_PHASE_LIMIT = 1 << 12  # filters in the bank, one per output phase (built one by one); 44.1 -> 32 kHz: 320
+
+
+def _resample_size(old: int, new: int, zeros: int = 24, rolloff: float = 0.945) -> tp.Tuple[int, int]:
+    """(filters, elements) of the filter bank julius.resample_frac(old, new) builds: one filter per output phase."""
+    gcd = math.gcd(old, new)
+    old, new = old // gcd, new // gcd
+    if old == new:
+        return 0, 0
+    width = math.ceil(zeros * old / (min(old, new) * rolloff))
+    return new, new * (2 * width + old)
+
+
+def _fits(old: int, new: int) -> bool:
+    filters, elements = _resample_size(old, new)
+    return filters <= RESAMPLE_PHASE_LIMIT and elements <= RESAMPLE_KERNEL_LIMIT
+
+
+def resampling_rates(from_rate: float, to_rate: float) -> tp.Tuple[int, int]:
+    """The integer (from, to) rates julius resamples between: the given ones, unless their ratio reduces to no
+    small fraction (44101 Hz -> 32000 Hz is 44101/32000: 32000 filters of 118,000 taps, minutes and 15 GB).
+    Then `from` is moved to the nearest rate within 1% whose ratio to `to` is small (44100 Hz), with a warning:
+    the audio plays that much faster or slower (0.002% here). A rate with no such rate near it (1 Hz) is a
+    ValueError."""
+    old, new = int(from_rate), int(to_rate)
+    if old < 1 or new < 1:
+        raise ValueError(f"sample rates must be at least 1 Hz, got {from_rate!r} -> {to_rate!r}")
+    if _fits(old, new):
+        return old, new
+    divisors = {d for i in range(1, math.isqrt(new) + 1) if new % i == 0 for d in (i, new // i)}
+    steps = [new // d for d in divisors]  # from = k * step makes from / new = k / d
+    candidates = [max(1, round(old / step)) * step for step in steps]
+    best = min((c for c in candidates if _fits(c, new)), key=lambda c: abs(c - old), default=None)
+    if best is None or abs(best - old) > 0.01 * old:
+        filters, elements = _resample_size(old, new)
+        raise ValueError(f"cannot resample {old} Hz audio to {new} Hz: their ratio has no small fraction near it "
+                         f"({filters} filters, {4 * elements / 1e6:,.0f} MB); resample it to a usual rate "
+                         f"(8 kHz to 192 kHz) first")
+    warnings.warn(f"resampling {old} Hz audio as if it were {best} Hz ({100 * abs(best - old) / old:.3g}% "
+                  f"{'faster' if best > old else 'slower'}): {old} Hz to {new} Hz has no small ratio",
+                  UserWarning, stacklevel=3)
+    return best, new
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -346,8 +404,15 @@ def audio_read(path: PathLike, seek_time: float = 0.0, duration: float = -1.0,
                          "ogg or mp3 file.") from None
     wav = torch.from_numpy(data).t().contiguous()
     if pad and duration > 0:
-        wav = torch.nn.functional.pad(wav, (0, max(0, int(duration * sample_rate) - wav.shape[-1])))
+        length = int(duration * sample_rate)
+        if length * wav.shape[0] > MAX_PADDED_SAMPLES:  # the header's rate and channels decide, not the data
+            raise ValueError(f"cannot pad {path} to {duration:g} s: its header says {sample_rate} Hz x "
+                             f"{wav.shape[0]} channels, {length * wav.shape[0]:,} samples; check the file")
+        wav = torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))
     return wav, sample_rate
+
+
+MAX_PADDED_SAMPLES = 1 << 28  # 1 GiB of float32: 10 s at 10 MHz in stereo fits, a lying header's 2**31 Hz does not
 
 
 def save_spectrogram(wav: torch.Tensor, sample_rate: int, path: PathLike, title: tp.Optional[str] = None,

@@ -86,6 +86,9 @@ class CheckpointError(ValueError):
 def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Path:
     """A checkpoint file from a file path, a directory holding `filename` (or its safetensors form),
     a bundled model name (`openmagnet/demo`), or a hub repo id."""
+    if not str(name_or_path).strip():
+        raise CheckpointError(f"no model named (got {str(name_or_path)!r}): pass a directory holding {LM_FILE} and "
+                              f"{CODEC_FILE}, or a hub id such as facebook/magnet-small-10secs")
     if str(name_or_path) in BUNDLED_MODELS:
         folder = bundled_model_dir(str(name_or_path))
         if folder is None:
@@ -140,7 +143,8 @@ def _hub_file(repo_id: str, filename: str) -> Path:
 
     check_hub_id(repo_id)
     if filename not in HUB_FILES:
-        raise CheckpointError(f"openmagnet fetches only {' and '.join(HUB_FILES)} from the hub, not {show(filename)}")
+        raise CheckpointError(f"openmagnet fetches only {', '.join(HUB_FILES[:-1])} and {HUB_FILES[-1]} from the hub, "
+                              f"not {show(filename)}")
     path = Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
     if path.name != filename:
         raise CheckpointError(f"the hub cache gave {path} for {filename} of {repo_id}: clear that cache entry")

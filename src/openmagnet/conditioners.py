@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import copy
 import typing as tp
+import warnings
 
 import torch
 import torch.nn as nn
 
 Descriptions = tp.Sequence[tp.Optional[str]]
+MAX_TEXT_TOKENS = 512  # what t5-base's tokenizer declares (model_max_length), and T5's training length
+
+
+def _printable(text: str) -> str:
+    """text without lone surrogates ('\\ud800', which no tokenizer can encode), each replaced by U+FFFD."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(text) else text
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_descriptions(descriptions: tp.Any) -> tp.List[tp.Optional[str]]:
@@ -114,10 +129,28 @@ class TextConditioner:
         """The width of the encoder's hidden states, from its transformers config."""
         return int(getattr(config, "d_model", None) or config.hidden_size)
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens a description keeps: MAX_TEXT_TOKENS, or less where the tokenizer or the encoder's
+        position table says so."""
+        limits = [MAX_TEXT_TOKENS, getattr(self.tokenizer, "model_max_length", None),
+                  getattr(getattr(self.encoder, "config", None), "max_position_embeddings", None)]
+        return min(int(n) for n in limits if isinstance(n, int) and n > 0)
+
     def tokenize(self, descriptions: Descriptions) -> tp.Dict[str, torch.Tensor]:
-        """input_ids / attention_mask [N, S], padded to the longest entry; empty rows fully masked."""
-        entries = ["" if d is None else d for d in descriptions]
-        inputs = self.tokenizer(entries, return_tensors="pt", padding=True)
+        """input_ids / attention_mask [N, S], padded to the longest entry; empty rows fully masked. A description
+        longer than `max_tokens` is cut there, with a warning (T5 was trained on 512 tokens, and its
+        attention costs grow with the square of the length)."""
+        entries = ["" if d is None else _printable(d) for d in descriptions]
+        limit = self.max_tokens
+        inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit + 1)
+        lengths = inputs["attention_mask"].sum(-1).tolist()
+        if max(lengths, default=0) > limit:
+            cut = [i for i, n in enumerate(lengths) if n > limit]
+            warnings.warn(f"description{'s' if len(cut) > 1 else ''} {', '.join(map(str, cut))} "
+                          f"{'are' if len(cut) > 1 else 'is'} longer than the text encoder's {limit} tokens: "
+                          f"only the first {limit} are used", UserWarning, stacklevel=3)
+            inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit)
         inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         empty = [i for i, e in enumerate(entries) if e == ""]
         if empty:

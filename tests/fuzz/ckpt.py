@@ -142,7 +142,8 @@ def tensor_pickle(storage="FloatStorage", key="0", location="cpu", numel=7, offs
                   requires_grad=False) -> bytes:
     """{'a': torch._utils._rebuild_tensor_v2(<storage persistent id>, offset, size, stride, ...)} with every
     field free, e.g. a storage that claims more elements than its record holds."""
-    pid = op_value(("storage",))[:-1] + op_global("torch", storage) + op_str(key) + op_str(location) + op_int(numel) + b"t"
+    pid = op_value(("storage",))[:-1] + op_global("torch", storage) + op_str(key) + op_str(location) + \
+        op_int(numel) + b"t"
     args = b"(" + pid + b"Q" + op_int(offset) + op_value(tuple(size)) + op_value(tuple(stride)) + \
         op_value(requires_grad) + op_global("collections", "OrderedDict") + b")Rt"
     return b"\x80\x02}" + op_str("a") + op_global("torch._utils", "_rebuild_tensor_v2") + args + b"Rs."

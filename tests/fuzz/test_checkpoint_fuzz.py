@@ -19,7 +19,7 @@ from openmagnet.checkpoint import (TEXT_PROJ_KEY, CheckpointError, codec_from_pa
                                    parse_xp_cfg)
 from openmagnet.config import generation_from_xp
 from tests.fuzz import ckpt
-from tests.fuzz.conftest import budget, check_one_line, guard
+from tests.fuzz.conftest import budget, check_one_line, guard, out_of_time
 
 CPU = torch.device("cpu")
 
@@ -56,20 +56,22 @@ kinds = st.sampled_from(sorted(FILES))
 
 
 # ---------------------------------------------------------------------------------------------- bytes
-@budget(25, 1500)
+@budget(15, 5000)
 @given(data=st.binary(max_size=4096), name=st.sampled_from(["state_dict.bin", "model.safetensors"]))
 def test_random_bytes(folder, data, name):
+    out_of_time("ckpt: random bytes")
     path = folder / name
     path.write_bytes(data)
     with guard("ckpt: random bytes"):
         assert load_file(path, "lm") is not None
 
 
-@budget(30, 1500)
+@budget(15, 5000)
 @given(kind=kinds, index=st.integers(min_value=0), shift=st.integers(-2, 2))
 def test_truncated_at_every_kind_of_boundary(folder, kind, index, shift):
     """Cut at (or next to) a zip local header, a member's data start or end, the central directory, the end
     record, or any opcode of the pickle."""
+    out_of_time("ckpt: truncation")
     layout = ckpt.layout(FILES[kind])
     cut = layout["boundaries"][index % len(layout["boundaries"])] + shift
     assume(0 <= cut < layout["size"])
@@ -79,10 +81,11 @@ def test_truncated_at_every_kind_of_boundary(folder, kind, index, shift):
         assert load_file(path, kind) is not None
 
 
-@budget(30, 2000)
+@budget(12, 5000)
 @given(kind=kinds, region=st.sampled_from(["anywhere", "pickle", "tensors", "zip records"]),
        flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 7)), min_size=1, max_size=8))
 def test_bit_flips(folder, kind, region, flips):
+    out_of_time("ckpt: bit flips")
     layout = ckpt.layout(FILES[kind])
     data = bytearray(ckpt.raw(FILES[kind]))
     for position, bit in flips:
@@ -111,9 +114,10 @@ member_edits = st.lists(st.tuples(
     min_size=1, max_size=4)
 
 
-@budget(30, 1500)
+@budget(15, 5000)
 @given(kind=kinds, edits=member_edits, content=st.binary(max_size=64))
 def test_zip_members_extra_missing_renamed_or_compressed(folder, kind, edits, content):
+    out_of_time("ckpt: zip members")
     items = ckpt.members(FILES[kind])
     compress = set()
     for op, i, name in edits:
@@ -158,13 +162,15 @@ def attacks(marker):
             ("subprocess", "Popen", (["touch", m],)), ("builtins", "__import__", ("antigravity",)),
             ("importlib", "import_module", ("this",)), ("runpy", "run_path", (m,)), ("pty", "spawn", (["touch", m],)),
             ("torch", "load", (m,)), ("torch.serialization", "add_safe_globals", ([],)),
-            ("builtins", "getattr", ("os", "system")), ("numpy", "load", (m,)), ("shutil", "copyfile", ("/etc/hostname", m)),
+            ("builtins", "getattr", ("os", "system")), ("numpy", "load", (m,)),
+            ("shutil", "copyfile", ("/etc/hostname", m)),
             ("torch._C", "_jit_set_profiling_executor", (True,)), ("torch.hub", "load", ("x/y", "z"))]
 
 
-@budget(30, 1500)
+@budget(15, 5000)
 @given(data=st.data(), style=st.sampled_from(ckpt.CALL_STYLES), where=st.sampled_from(["top", "dict", "real"]))
 def test_pickles_outside_the_allow_list_are_refused_and_never_run(folder, data, style, where):
+    out_of_time("ckpt: malicious pickles")
     marker = folder / "MARKER"
     marker.unlink(missing_ok=True)
     module, name, args = data.draw(st.sampled_from(attacks(marker)))
@@ -194,10 +200,11 @@ tensor_fields = st.fixed_dictionaries({
 })
 
 
-@budget(30, 2000)
+@budget(15, 5000)
 @given(fields=tensor_fields, record=st.binary(max_size=64))
 def test_tensor_records_that_lie(folder, fields, record):
     """A storage's element count, the tensor's offset, size, stride, dtype, device or record name lie."""
+    out_of_time("ckpt: tensor records")
     path = folder / "state_dict.bin"
     path.write_bytes(ckpt.torch_zip(ckpt.tensor_pickle(**fields), {"0": record}))
     with guard("ckpt: tensor records"):
@@ -214,7 +221,8 @@ def test_tensor_records_that_lie(folder, fields, record):
 # ---------------------------------------------------------------------------------------------- package contents
 def odd_values():
     return st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8), st.binary(max_size=4),
-                     st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                     st.lists(st.integers(), max_size=3),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
                      st.sampled_from([torch.zeros(()), torch.zeros(0), torch.zeros(3, dtype=torch.int32),
                                       torch.empty(2, 2, device="meta"), torch.full((2,), math.nan)]))
 
@@ -248,18 +256,20 @@ def edit_tensor(state, key, how, value):
         state[value if isinstance(value, (int, str, bool, type(None), float)) else 7] = state.pop(key)
 
 
-@budget(40, 2000)
+@budget(15, 3000)
 @given(kind=kinds, data=st.data(), edits=st.lists(st.tuples(st.integers(min_value=0), tensor_edits, odd_values()),
                                                   min_size=1, max_size=3))
 def test_tensors_of_the_wrong_kind(kind, data, edits):
     """Each tensor may come back as ints, complex, meta, NaN, sparse, quantized, another shape, or no tensor."""
+    out_of_time("ckpt: tensor kinds")
     pkg = dict(ckpt.package(FILES[kind]))
     state = dict(pkg["best_state"])
     for index, how, value in edits:
         keys = sorted(k for k in state if isinstance(k, str))
         try:
             edit_tensor(state, keys[index % len(keys)], how, value)
-        except (RuntimeError, NotImplementedError, TypeError):  # an edit torch cannot make (a NaN in ints, ...)
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):  # an edit that cannot be made
+            # (a NaN in ints, int16 of what an earlier edit made None, ...)
             pass
     pkg["best_state"] = state
     with guard("ckpt: tensor kinds"):
@@ -269,10 +279,11 @@ def test_tensors_of_the_wrong_kind(kind, data, edits):
             check_one_line(exc, "SOURCE", types=CheckpointError)
 
 
-@budget(30, 1500)
+@budget(12, 3000)
 @given(kind=kinds, key=st.sampled_from(["best_state", "xp.cfg", "pretrained", "version", "exported", 7]),
        action=st.sampled_from(["drop", "set"]), value=odd_values())
 def test_package_entries(kind, key, action, value):
+    out_of_time("ckpt: package entries")
     pkg = dict(ckpt.package(FILES[kind]))
     if action == "drop":
         pkg.pop(key, None)
@@ -288,7 +299,8 @@ def test_package_entries(kind, key, action, value):
 # ---------------------------------------------------------------------------------------------- xp.cfg
 def yaml_values():
     leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from([10 ** 30, -(10 ** 30), 2 ** 63]),
-                       st.floats(), st.text(max_size=10), st.sampled_from(["${dataset.x}", "nan", "1e400", "32", "ELU"]))
+                       st.floats(), st.text(max_size=10),
+                       st.sampled_from(["${dataset.x}", "nan", "1e400", "32", "ELU"]))
     return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3) |
                         st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 
@@ -300,10 +312,11 @@ def paths(node, prefix=()):
             yield from paths(value, prefix + (key,))
 
 
-@budget(60, 4000)
+@budget(20, 3000)
 @given(kind=kinds, data=st.data())
 def test_xp_cfg_wrong_types(kind, data):
     """Any field of xp.cfg (or a new one) of any type: wrong types, huge numbers, NaN, interpolations."""
+    out_of_time("ckpt: xp.cfg types")
     pkg = dict(ckpt.package(FILES[kind]))
     cfg = copy.deepcopy(yaml.safe_load(pkg["xp.cfg"]))
     all_paths = sorted(paths(cfg), key=str) + [("openmagnet", "generation"), ("openmagnet", "generation", "top_k"),
@@ -332,10 +345,11 @@ def laughs(depth: int, width: int, field: str) -> str:
     return "\n".join(lines) + f"\n{field}: *l{depth - 1}\n"
 
 
-@budget(30, 1500)
+@budget(12, 3000)
 @given(kind=kinds, data=st.data(), form=st.sampled_from(["laughs", "merge", "deep", "recursive", "text", "tags"]))
 def test_xp_cfg_hostile_yaml(kind, data, form):
     """Alias bombs (billion laughs, merge keys), deep nesting, recursive aliases, arbitrary text, object tags."""
+    out_of_time("ckpt: hostile yaml")
     pkg = dict(ckpt.package(FILES[kind]))
     base = pkg["xp.cfg"]
     if form == "laughs":
@@ -377,9 +391,11 @@ SAFETENSORS_DTYPES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U
                       "U16", "U32", "U64", "C64", "F4", "F6_E2M3", "E8M0", "XX", "", 7]
 
 
-@budget(40, 2000)
-@given(data=st.data(), lie=st.sampled_from(["dtype", "shape", "offsets", "length", "metadata", "drop", "extra", "json"]))
+@budget(15, 5000)
+@given(data=st.data(),
+       lie=st.sampled_from(["dtype", "shape", "offsets", "length", "metadata", "drop", "extra", "json"]))
 def test_safetensors_headers_that_lie(folder, data, lie):
+    out_of_time("ckpt: safetensors")
     header, body = ckpt.safetensors_parts()
     header = copy.deepcopy(header)
     keys = sorted(k for k in header if k != "__metadata__")
@@ -389,8 +405,8 @@ def test_safetensors_headers_that_lie(folder, data, lie):
     if lie == "dtype":
         header[key]["dtype"] = data.draw(st.sampled_from(SAFETENSORS_DTYPES))
     elif lie == "shape":
-        header[key]["shape"] = data.draw(st.lists(st.one_of(st.integers(-1, 70000), st.sampled_from([2 ** 40, 2 ** 64])),
-                                                  max_size=4))
+        header[key]["shape"] = data.draw(st.lists(
+            st.one_of(st.integers(-1, 70000), st.sampled_from([2 ** 40, 2 ** 64])), max_size=4))
     elif lie == "offsets":
         header[key]["data_offsets"] = data.draw(st.lists(st.one_of(st.integers(-1, len(body) + 10),
                                                                    st.sampled_from([2 ** 40, 2 ** 64 - 1])),

@@ -1,8 +1,9 @@
 """One concrete case per crash the fuzzing found (tests/fuzz/test_*_fuzz.py), each fixed; bench/results/fuzz.md
 lists them. Before its fix, every case here raised something other than the one-line error it now gets (or hung,
 or ran out of memory)."""
-import copy
+import gzip
 import math
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import yaml
 
 from openmagnet.checkpoint import CheckpointError, codec_from_package, lm_from_package, load_package, parse_xp_cfg
 from openmagnet.config import GenerationParams, generation_from_xp
+from openmagnet.data.info import read_info_json
+from openmagnet.data.manifest import read_manifest
 from tests.fuzz import ckpt
 from tests.fuzz.conftest import check_one_line, guard
 
@@ -212,3 +215,139 @@ def test_xp_cfg_too_long_is_refused():
         parse_xp_cfg("a: b\n" * 300_000, "SOURCE")
     assert "far more than an experiment config" in check_one_line(err.value, "SOURCE")
 
+
+
+# ---------------------------------------------------------------------------------------------- generation inputs
+@pytest.fixture(scope="module")
+def model():
+    from tests.conftest import load_fixture_model
+
+    m = load_fixture_model("music10")
+    saved = (m.duration, m.params)
+    m.set_generation_params(decoding_steps=[1, 1, 1, 1])
+    m.duration = 0.3
+    yield m
+    m.duration, m.params = saved
+
+
+def test_prompt_with_a_lone_surrogate(model):
+    """Was TypeError: TextEncodeInput must be Union[TextInputSequence, ...] from the tokenizer ('\\ud800')."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the tiny model's sampling collapses
+        audio = model.generate(["rock \ud800 and roll", "\udfff"])
+    assert audio.shape[0] == 2 and bool(torch.isfinite(audio).all())
+
+
+def test_prompt_over_the_encoders_limit_is_cut_with_a_warning(model):
+    """Was encoded whole: a 10,000-character prompt took 27 s on the 2-layer test T5 (attention is quadratic in the
+    length; the real T5 was trained on 512 tokens)."""
+    inputs = model.conditioner.tokenize(["rock " * 2000, "jazz"])
+    with pytest.warns(UserWarning, match="description 0 is longer than the text encoder's 512 tokens: only the "
+                                         "first 512 are used"):
+        inputs = model.conditioner.tokenize(["rock " * 2000, "jazz"])
+    assert inputs["input_ids"].shape[1] == 512 and inputs["attention_mask"][1].sum() < 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing to say about a short prompt
+        assert model.conditioner.tokenize(["rock " * 100])["input_ids"].shape[1] < 512
+
+
+@pytest.mark.parametrize("call", ["continuation", "infill"])
+def test_empty_audio(model, call):
+    """Was RuntimeError: cannot reshape tensor of 0 elements (julius) / kernel size can't be greater than actual
+    input size (the codec), for a prompt of 0 samples, or one that resampling leaves at 0 samples."""
+    for wav, rate in [(torch.zeros(1, 0), 32000), (torch.zeros(1, 0), 1), (torch.zeros(1, 1), 10 ** 9)]:
+        with pytest.raises(ValueError) as err:
+            if call == "continuation":
+                model.generate_continuation(wav, rate)
+            else:
+                model.generate_infill(wav, rate, [(0.0, 1e-9)])
+        assert "empty" in check_one_line(err.value) or "shorter than one sample" in str(err.value) \
+            or "window" in str(err.value)
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, 0.5])
+def test_sample_rate_that_is_not_a_rate(model, rate):
+    """Was OverflowError: cannot convert float infinity to integer (inf), and a ValueError naming nothing (NaN)."""
+    with pytest.raises(ValueError) as err:
+        model.generate_continuation(torch.zeros(1, 100), rate)
+    assert check_one_line(err.value).startswith("prompt_sample_rate must be a number of Hz, at least 1")
+
+
+def test_sample_rate_with_no_small_ratio_to_the_models(model):
+    """Was minutes and then out of memory: 44101 Hz -> 32000 Hz is the fraction 44101/32000, for which julius builds
+    32000 filters of 118,000 taps (15 GB). Now the audio is taken as 44100 Hz (0.002% off), with a warning."""
+    from openmagnet.audio import convert_audio, resampling_rates
+
+    with pytest.warns(UserWarning, match="resampling 44101 Hz audio as if it were 44100 Hz"):
+        assert resampling_rates(44101, 32000) == (44100, 32000)
+    assert resampling_rates(44100, 32000) == (44100, 32000)  # usual rates are untouched (audiocraft's numbers)
+    with guard("regressions"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert convert_audio(torch.randn(1, 44101), 44101, 32000, 1).shape == (1, 32000)
+        audio = model.generate_continuation(torch.randn(1, 2000) * 0.1, 44101)
+    assert bool(torch.isfinite(audio).all())
+    with pytest.raises(ValueError) as err:
+        resampling_rates(10 ** 12, 32000)
+    assert "resample it to a usual rate" in check_one_line(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- data files
+def test_wav_header_with_a_huge_rate_is_not_padded_to_gigabytes(tmp_path):
+    """Was RuntimeError: DefaultCPUAllocator: can't allocate memory (25,769,803,764 bytes), or 10 s of zero-filling:
+    a 44-byte WAV whose header says 3 channels at 2**31 - 1 Hz, read with pad=True for 1 s (found by the long run)."""
+    from openmagnet.audio import audio_read
+
+    path = tmp_path / "lie.wav"
+    path.write_bytes(b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x03\x00\xff\xff\xff\x7f\x00\x00\x00\x00"
+                     b"\x00\x00\x01\x00data\x00\x00\x00\x00")
+    with guard("regressions", seconds=30), pytest.raises(ValueError) as err:
+        audio_read(path, duration=1.0, pad=True)
+    assert "its header says 2147483647 Hz x 3 channels" in check_one_line(err.value, str(path))
+    assert audio_read(path, duration=1.0)[0].shape == (3, 0)  # without padding it reads what is there: nothing
+
+
+def test_manifest_gz_with_a_corrupt_stream(tmp_path):
+    """Was zlib.error: Error -3 while decompressing data (not an OSError)."""
+    packed = gzip.compress(b'{"path": "a.wav", "duration": 1, "sample_rate": 8000}\n' * 50)
+    (tmp_path / "data.jsonl.gz").write_bytes(packed[:10] + bytes(b ^ 0x5A for b in packed[10:]))
+    with pytest.raises(ValueError) as err:
+        read_manifest(tmp_path)
+    assert "cannot read manifest" in check_one_line(err.value, str(tmp_path / "data.jsonl.gz"))
+
+
+@pytest.mark.parametrize("line, says", [("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                                        ('{"path": "a.wav", "duration": ' + "9" * 400 + ', "sample_rate": 8000}',
+                                         "'duration' must be a finite non-negative number"),
+                                        ('{"path": "a.wav", "duration": 1e400, "sample_rate": 8000}',
+                                         "'duration' must be a finite non-negative number, got inf"),
+                                        ('{"path": "a.wav", "duration": NaN, "sample_rate": 8000}',
+                                         "'duration' must be a finite non-negative number, got nan"),
+                                        ('{"path": "a.wav", "duration": 1, "sample_rate": Infinity}',
+                                         "'sample_rate' must be a finite non-negative number")])
+def test_manifest_line_with_numbers_json_allows(tmp_path, line, says):
+    """Was RecursionError (deep nesting), OverflowError (an int past float's range), and, for 1e400 / NaN,
+    a manifest entry of infinite or NaN duration that later failed in the dataset's seek."""
+    (tmp_path / "data.jsonl").write_text(line + "\n")
+    with pytest.raises(ValueError) as err:
+        read_manifest(tmp_path)
+    assert says in check_one_line(err.value, str(tmp_path / "data.jsonl"))
+
+
+@pytest.mark.parametrize("text, says", [('{"description": ' + "[" * 100_000 + "]" * 100_000 + "}", "maximum recursion"),
+                                        ('{"bpm": ' + "9" * 5000 + "}", "Exceeds the limit")])
+def test_side_car_json_python_cannot_parse(tmp_path, text, says):
+    """Was RecursionError (deep nesting) and a ValueError naming no file (an int of 5000 digits)."""
+    path = tmp_path / "song.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        read_info_json(path)
+    assert says in check_one_line(err.value, str(path))
+
+
+def test_side_car_bpm_past_floats_range(tmp_path):
+    """Was OverflowError: int too large to convert to float (a 400-digit bpm)."""
+    from openmagnet.data.info import load_music_info
+
+    path = tmp_path / "song.json"
+    path.write_text('{"description": "x", "bpm": ' + "9" * 400 + "}")
+    assert load_music_info(path).bpm is None

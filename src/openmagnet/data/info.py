@@ -45,6 +45,10 @@ def read_info_json(path: PathLike) -> dict:
                          "fix the JSON syntax") from None
     except UnicodeDecodeError:
         raise ValueError(f"side-car JSON {path} is not UTF-8 text; save it as UTF-8") from None
+    except (ValueError, RecursionError) as err:  # a number too long for int(), nesting deeper than Python's stack
+        raise ValueError(f"cannot parse side-car JSON {path} ({str(err).split(':')[0]}); fix the JSON") from None
+    except OSError as err:
+        raise ValueError(f"cannot read side-car JSON {path} ({err.strerror or err}); check the file") from None
     if not isinstance(data, dict):
         raise ValueError(f"side-car JSON {path} holds a {type(data).__name__}, not an object; "
                          'write {"description": "..."}')
@@ -84,7 +88,7 @@ def _bpm(value: tp.Any) -> tp.Optional[float]:
     """The tempo as a float; None when missing or not a number."""
     try:
         return None if value is None or isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         return None
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import math
 import os
 import typing as tp
 import warnings
+import zlib
 from pathlib import Path
+
+from ..config import show
 from ..files import atomic_file
 
 PathLike = tp.Union[str, os.PathLike]
@@ -48,16 +52,19 @@ class AudioMeta:
     def from_json(cls, data: tp.Union[str, tp.Mapping[str, tp.Any]]) -> 'AudioMeta':
         """Parse a manifest line (a JSON string or an already decoded dict); unknown keys are ignored."""
         if isinstance(data, str):
-            data = json.loads(data)
+            try:
+                data = json.loads(data)
+            except RecursionError:
+                raise ValueError("the JSON is nested too deeply") from None
         if not isinstance(data, tp.Mapping):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         missing = [name for name in ('path', 'duration', 'sample_rate') if name not in data]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
         if not isinstance(data['path'], str) or not data['path']:
-            raise ValueError(f"'path' must be a non-empty string, got {data['path']!r}")
+            raise ValueError(f"'path' must be a non-empty string, got {show(data['path'])}")
         if not isinstance(data.get('info_path'), (str, type(None))):
-            raise ValueError(f"'info_path' must be a string or null, got {data['info_path']!r}")
+            raise ValueError(f"'info_path' must be a string or null, got {show(data['info_path'])}")
         return cls(path=data['path'], duration=_number(data, 'duration'),
                    sample_rate=int(_number(data, 'sample_rate')), amplitude=_number(data, 'amplitude', True),
                    weight=_number(data, 'weight', True), info_path=data.get('info_path'))
@@ -68,9 +75,13 @@ def _number(data: tp.Mapping[str, tp.Any], name: str, nullable: bool = False) ->
     value = data.get(name)
     if value is None and nullable:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"'{name}' must be a non-negative number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int past float's range: JSON allows any number of digits
+        number = math.inf
+    if not 0 <= number < math.inf:
+        raise ValueError(f"'{name}' must be a finite non-negative number, got {show(value)}")
+    return number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +204,7 @@ def read_manifest(path: PathLike) -> tp.List[AudioMeta]:
                                      "`openmagnet data index AUDIO_DIR --out DIR`") from None
                 metas.append(dataclasses.replace(meta, path=_absolute(meta.path, file.parent),
                                                  info_path=_absolute(meta.info_path, file.parent)))
-    except (OSError, EOFError, UnicodeDecodeError) as err:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
         raise ValueError(f"cannot read manifest {file} ({err}); re-create it with "
                          "`openmagnet data index AUDIO_DIR --out DIR`") from None
     if not metas:
