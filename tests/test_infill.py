@@ -2,6 +2,7 @@
 bundled demo model: kept frames keep the input's codes exactly, regions change, greedy infill of a suffix is
 greedy continuation, and negative_descriptions=None changes nothing."""
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,30 @@ def test_negative_prompts_replace_the_null_condition():
     torch.testing.assert_close(cond[1], direct[1], rtol=0, atol=1e-6)  # the negative row is "drums"'s condition
     with pytest.raises(ValueError, match=r"got 1 negative descriptions for 2 descriptions"):
         model.generate(["a", "b"], negative_descriptions=["x"])
+
+
+def test_the_collapse_check_counts_only_the_sampled_frames(monkeypatch):
+    """Infilling quiet audio (whose kept frames re-encode to one code) or continuing a quiet prompt must not warn of
+    a collapse: the check sees the regenerated frames only, and says nothing about fewer than 25 of them."""
+    from openmagnet import api
+
+    seen = []
+    monkeypatch.setattr(api, "warn_if_collapsed", lambda tokens: seen.append(tokens.shape[-1]) or [])
+    model = _demo()
+    sr = model.sample_rate
+    silence = torch.zeros(1, 4 * sr)
+    keep = infill_keep([(1.0, 2.0)], 4.0, model.frame_rate, 3, 200)
+    model.generate_infill(silence, sr, [(1.0, 2.0)], generator=torch.Generator().manual_seed(0))
+    model.duration = 2.0
+    try:
+        model.generate_continuation(silence[:, :sr], sr, generator=torch.Generator().manual_seed(0))
+    finally:
+        model.duration = model.max_duration
+    assert seen == [int((~keep).sum()), 50]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert api.COLLAPSE_MIN_FRAMES == 25
+        monkeypatch.undo()
+        assert api.warn_if_collapsed(torch.full((1, 4, 24), 7)) == []
+    with pytest.warns(RuntimeWarning, match="the sampling collapsed"):
+        assert api.warn_if_collapsed(torch.full((1, 4, 25), 7)) == [0, 1, 2, 3]

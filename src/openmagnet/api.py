@@ -671,7 +671,12 @@ class MAGNeT:
             tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
                                      span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
                                      generator=generator, callback=callback, infill=infill)
-        warn_if_collapsed(tokens)
+        made = torch.ones(tokens.shape[-1], dtype=torch.bool)  # the frames this call sampled: only those can collapse
+        if infill is not None:
+            made = ~infill[1][:tokens.shape[-1]].cpu()
+        elif prompt_tokens is not None:
+            made[:prompt_tokens.shape[-1]] = False
+        warn_if_collapsed(tokens[..., made.to(tokens.device)])
         return tokens
 
     def extend_plan(self, total: int) -> tp.List[tp.Tuple[int, int]]:
@@ -790,12 +795,16 @@ def crossfade_regions(original: torch.Tensor, generated: torch.Tensor, regions: 
 
 
 COLLAPSE_SHARE = 0.3  # one code filling more of a stage than this is a collapse worth a warning
+COLLAPSE_MIN_FRAMES = 25  # fewer sampled frames than this (0.5 s at 50 Hz) say nothing about a collapse
 
 
 def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE) -> tp.List[int]:
     """Warn (RuntimeWarning) when, in some generated clip, one code fills more than `threshold` of a
-    stage's frames: the sampling collapsed onto few codes and the audio drones. tokens [B, K, T].
-    Returns the collapsed stages."""
+    stage's frames: the sampling collapsed onto few codes and the audio drones. tokens [B, K, T]: the sampled
+    frames only (not a prompt's or the kept frames of an infill, which are the input's). Returns the collapsed
+    stages; none for fewer than COLLAPSE_MIN_FRAMES frames."""
+    if tokens.shape[-1] < COLLAPSE_MIN_FRAMES:
+        return []
     share = top_code_share(tokens).amax(0)  # [K], the worst clip per stage
     stages = [k for k, s in enumerate(share.tolist()) if s > threshold]
     if stages:
