@@ -21,9 +21,13 @@ def test_codec_commands(manifest, tmp_path, capsys):
         assert args.func(args) == 0
         return capsys.readouterr().out
 
-    run("codec", "train", "--data", str(manifest), "--out", str(tmp_path / "r"), "--sample-rate", "16000",
-        "--n-filters", "4", "--dimension", "16", "--lstm", "0", "--bins", "32", "--steps", "1",
-        "--batch-size", "1", "--segment-seconds", "0.5", "--save-every", "1", "--quiet")
+    first = ("codec", "train", "--data", str(manifest), "--out", str(tmp_path / "r"), "--sample-rate", "16000",
+             "--n-filters", "4", "--dimension", "16", "--lstm", "0", "--bins", "32", "--steps", "1",
+             "--batch-size", "1", "--segment-seconds", "0.5", "--save-every", "1", "--quiet")
+    assert run(*first).startswith("trained to step 1; last loss ")
+    # resuming a finished run says so (it once printed "trained to step None")
+    assert run(*first, "--resume").strip() == (f"{tmp_path / 'r'} is already trained to step 1 (--steps 1): nothing to "
+                                                f"do (pass --resume --steps N with a larger N to train further)")
     out = run("codec", "export", str(tmp_path / "r"), "--out", str(tmp_path / "m"))
     assert out.strip().endswith("compression_state_dict.bin")
     row = json.loads(run("codec", "eval", str(tmp_path / "m"), "--data", str(manifest), "--clips", "1",

@@ -109,8 +109,11 @@ def train_command(args: argparse.Namespace) -> int:
                        segment_seconds=args.segment_seconds, lr=args.lr, seed=args.seed, adversarial=args.adversarial,
                        valid_manifest=args.valid, resume=args.resume, progress=not args.quiet, device=args.device,
                        save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers, **extra)
-    loss = last.get("loss")
-    print(f"trained to step {last.get('step')}; last loss {loss if loss is None else round(loss, 4)}; run folder "
+    if "loss" not in last:  # a resumed run that had already reached --steps
+        print(f"{args.out} is already trained to step {last['step']} (--steps {args.steps}): nothing to do (pass "
+              f"--resume --steps N with a larger N to train further)")
+        return 0
+    print(f"trained to step {last['step']}; last loss {round(last['loss'], 4)}; run folder "
           f"{args.out} (export it with `openmagnet codec export {args.out} --out MODEL_DIR`)")
     return 0
 

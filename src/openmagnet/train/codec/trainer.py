@@ -416,7 +416,8 @@ class CodecTrainer:
 
     # ---------------------------------------------------------------------------- the loop
     def run(self) -> dict:
-        """Train to tcfg.steps; returns the last logged row."""
+        """Train to tcfg.steps; returns the last logged row ({"step": step} alone when the run was already
+        trained that far)."""
         from tqdm import tqdm
 
         t = self.tcfg
@@ -448,7 +449,7 @@ class CodecTrainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        return last
+        return last or {"step": self.step}
 
     def validate(self) -> dict:
         self.model.eval()
