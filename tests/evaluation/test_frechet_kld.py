@@ -35,6 +35,18 @@ def test_frechet_distance_matches_a_general_eigen_solver_on_random_pairs():
         assert frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(expected, rel=1e-9)
 
 
+def test_a_singular_covariance_takes_the_square_root_path():
+    """A dead embedding unit (a zero row and column) makes S1 singular: Cholesky fails and the symmetric square
+    root is used; the trace still matches the general eigen solver, in both orders."""
+    rng = np.random.default_rng(3)
+    s1, s2 = _random_spd(rng, 12), _random_spd(rng, 12)
+    s1[-1, :] = s1[:, -1] = 0.0
+    expected = np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+    assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-9)
+    assert trace_sqrt_product(s2, s1) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance((np.zeros(12), s1), (np.zeros(12), s1)) < 1e-9
+
+
 def test_identical_sets_are_at_distance_zero_and_statistics_merge_exactly(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 8)) + 3.0

@@ -9,10 +9,12 @@
 The statistics follow Google's `frechet_audio_distance` tool (which audiocraft runs): the mean over all
 frames of a set and the covariance with n - 1, both in float64. The distance is
 |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2). The trace of the matrix square root is taken from the
-eigenvalues of S1^(1/2) S2 S1^(1/2), a symmetric positive semi-definite matrix similar to S1 S2, so it
-needs two symmetric eigendecompositions and never scipy's `sqrtm` (which regressed in scipy 1.11.2-1.12
-and, for complex input, in 1.16). FAD is biased upwards for small sets (Gui et al. 2024, "Adapting
-Frechet Audio Distance for generative music evaluation"): report n, or FAD-inf.
+eigenvalues of L^T S2 L (S1 = L L^T by Cholesky; S1^(1/2) S2 S1^(1/2) where S1 is singular), a symmetric positive
+semi-definite matrix similar to S1 S2, so it needs one Cholesky factor and one symmetric eigendecomposition, and
+never scipy's `sqrtm` (which regressed in scipy 1.11.2-1.12 and, for complex input, in 1.16), nor the Google
+tool's retry with 1e-7 I (its sqrtm fails on singular covariances; this never does). FAD is biased upwards for
+small sets (Gui et al. 2024, "Adapting Frechet Audio Distance for generative music evaluation"): report n, or
+FAD-inf.
 """
 from __future__ import annotations
 
@@ -120,20 +122,31 @@ def _frames(embeddings: tp.Any) -> np.ndarray:
     return x
 
 
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
+def _sqrt_psd(a: "torch.Tensor") -> "torch.Tensor":
     """The symmetric square root of a symmetric positive semi-definite matrix (negative rounding noise in
     the eigenvalues clipped to 0)."""
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    import torch
+
+    w, v = torch.linalg.eigh((a + a.T) / 2)
+    return (v * w.clamp(min=0.0).sqrt()) @ v.T
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """tr (S1 S2)^(1/2) for symmetric PSD S1, S2: the eigenvalues of S1 S2 equal those of
-    S1^(1/2) S2 S1^(1/2), which is symmetric PSD, so the trace is the sum of their square roots."""
-    root = _sqrt_psd(np.asarray(sigma1, dtype=np.float64))
-    middle = root @ np.asarray(sigma2, dtype=np.float64) @ root
-    w = np.linalg.eigvalsh((middle + middle.T) / 2)
-    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+    """tr (S1 S2)^(1/2) for symmetric PSD S1, S2, in float64. The eigenvalues of S1 S2 equal those of
+    L^T S2 L for S1 = L L^T (Cholesky, where S1 is positive definite) and of S1^(1/2) S2 S1^(1/2) (where it is
+    only semi-definite); both are symmetric PSD, so the trace is the sum of their eigenvalues' square roots.
+    torch's LAPACK does it: for 2048-d statistics about 5x faster than numpy's on a 2-core CPU, which is what
+    makes bootstrap intervals of FAD affordable."""
+    import torch
+
+    s1 = torch.from_numpy(np.ascontiguousarray(sigma1, dtype=np.float64))
+    s2 = torch.from_numpy(np.ascontiguousarray(sigma2, dtype=np.float64))
+    s1 = (s1 + s1.T) / 2
+    lower, info = torch.linalg.cholesky_ex(s1)
+    factor = lower if int(info) == 0 else _sqrt_psd(s1)  # L L^T = S1, or R R^T = R R = S1
+    middle = factor.T @ s2 @ factor
+    w = torch.linalg.eigvalsh((middle + middle.T) / 2)
+    return float(w.clamp(min=0.0).sqrt().sum())
 
 
 def frechet_distance(a: tp.Union[FrechetStats, tp.Tuple[np.ndarray, np.ndarray]],
