@@ -67,3 +67,25 @@ def test_the_wrong_capacity_is_a_one_line_error():
     with pytest.raises(ValueError, match=r"^CREPE full: .*tiny.pth does not fit the model \(.*tensors of another "
                                          r"shape, e.g. .*\); is it the right file\?$"):
         Crepe.load("full", path=str(tiny))
+
+
+def test_features_match_the_released_2d_layout_in_float64(crepe):
+    """The blocks run as 1-D convolutions; the released model is (k, 1) 2-D convolutions (torchcrepe's layout).
+    Rebuilt here in float64 from the same tensors with nn.functional.conv2d / batch_norm / max_pool2d, the
+    features agree to float32 rounding."""
+    import torch.nn.functional as F
+
+    frames = Crepe.frames(_tone(330.0, 0.5) + 0.1 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(0)),
+                          16000, hop=0.05)
+    x = frames.double()[:, None, :, None]
+    for i in range(1, 7):
+        conv, norm = getattr(crepe, f"conv{i}"), getattr(crepe, f"conv{i}_BN")
+        x = F.conv2d(F.pad(x, (0, 0, 254, 254) if i == 1 else (0, 0, 31, 32)), conv.weight.double(),
+                     conv.bias.double(), stride=conv.stride)
+        x = F.batch_norm(F.relu(x), norm.running_mean.double(), norm.running_var.double(), norm.weight.double(),
+                         norm.bias.double(), False, 0.0, norm.eps)
+        x = F.max_pool2d(x, (2, 1), (2, 1))
+    expected = x.permute(0, 2, 1, 3).reshape(x.shape[0], -1)
+    got = crepe.features_of(frames).double()
+    assert got.shape == expected.shape == (frames.shape[0], 2048)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
