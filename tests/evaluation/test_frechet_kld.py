@@ -35,6 +35,19 @@ def test_frechet_distance_matches_a_general_eigen_solver_on_random_pairs():
         assert frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(expected, rel=1e-9)
 
 
+def test_a_resample_from_frames_equals_merged_clip_statistics():
+    rng = np.random.default_rng(4)
+    clips = [rng.standard_normal((n, 6)).astype(np.float32) + i for i, n in enumerate((5, 9, 0, 7))]
+    counts = [2, 0, 3, 1]
+    merged = FrechetStats.merge([FrechetStats.of(c) for c, k in zip(clips, counts) for _ in range(k) if len(c)])
+    drawn = FrechetStats.resampled(clips, counts)
+    assert drawn.n == merged.n == 2 * 5 + 7
+    np.testing.assert_allclose(drawn.total, merged.total, rtol=1e-12)
+    np.testing.assert_allclose(drawn.outer, merged.outer, rtol=1e-12)
+    with pytest.raises(ValueError, match="no statistics to merge"):
+        FrechetStats.resampled(clips, [0, 0, 5, 0])
+
+
 def test_a_singular_covariance_takes_the_square_root_path():
     """A dead embedding unit (a zero row and column) makes S1 singular: Cholesky fails and the symmetric square
     root is used; the trace still matches the general eigen solver, in both orders."""

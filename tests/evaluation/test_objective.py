@@ -69,6 +69,21 @@ def test_report_has_the_numbers_and_they_match_an_independent_computation(sets, 
     assert low <= report["kld"] <= high
 
 
+@needs_crepe
+def test_the_fad_interval_is_the_same_from_per_clip_sums_and_from_the_frames(sets, monkeypatch):
+    """Past CLIP_STATS_BYTES the bootstrap resamples from the frames instead of holding a D x D matrix per clip:
+    the same draws give the same interval."""
+    from openmagnet.evaluation import objective
+
+    gen, ref = sets
+    kept = evaluate_objective(gen, ref, metrics=("fad",), fad_embedder="crepe", bootstrap=12, progress=False)
+    monkeypatch.setattr(objective, "CLIP_STATS_BYTES", 0)
+    framed = evaluate_objective(gen, ref, metrics=("fad",), fad_embedder="crepe", bootstrap=12, progress=False)
+    assert framed["fad"] == kept["fad"]
+    for end in ("low", "high"):
+        assert framed["intervals"]["fad"][end] == pytest.approx(kept["intervals"]["fad"][end], rel=1e-8, abs=1e-9)
+
+
 def test_command_line_writes_json_and_csv(sets, weights, tmp_path, capsys):
     from openmagnet.evaluation.command import add_eval_parser
 

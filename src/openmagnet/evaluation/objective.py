@@ -72,14 +72,24 @@ def _read(path: Path) -> tp.Tuple[torch.Tensor, int]:
     return wav, sr
 
 
+CLIP_STATS_BYTES = 1 << 30  # per-clip Frechet sums kept for the bootstrap up to this size (VGGish: 8000 clips)
+
+
 def _bootstrap(values: np.ndarray, statistic: tp.Callable[[np.ndarray], float], draws: int,
-               seed: int) -> tp.Optional[tp.Dict[str, float]]:
-    """95 % percentile interval of statistic(indices of clips) over `draws` resamples of the clips."""
+               seed: int, desc: tp.Optional[str] = None) -> tp.Optional[tp.Dict[str, float]]:
+    """95 % percentile interval of statistic(indices of clips) over `draws` resamples of the clips; a progress
+    bar named `desc` where given (the FAD's resamples take seconds each)."""
     n = len(values)
     if draws <= 0 or n < 2:
         return None
     rng = np.random.default_rng(seed)
-    stats = np.array([statistic(rng.integers(0, n, n)) for _ in range(draws)])
+    if desc is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(range(draws), desc=desc, unit="draw")
+    else:
+        bar = range(draws)
+    stats = np.array([statistic(rng.integers(0, n, n)) for _ in bar])
     stats = stats[np.isfinite(stats)]
     return {"low": float(np.percentile(stats, 2.5)), "high": float(np.percentile(stats, 97.5)), "draws": draws}
 
@@ -189,18 +199,31 @@ def evaluate_objective(generated: PathLike, reference: PathLike, *, metrics: tp.
         g_stats, r_stats = FrechetStats.of(g_all), FrechetStats.of(r_all)
         report["fad"] = frechet_distance(g_stats, r_stats)
         report["fad_frames"] = {"generated": g_stats.n, "reference": r_stats.n}
-        g_clip = [FrechetStats.of(f) if f.shape[0] else None for f in gen_frames]
-        r_clip = [FrechetStats.of(f) if f.shape[0] else None for f in ref_frames]
+        dim = g_all.shape[1]
+        if 2 * len(rows) * dim * dim * 8 <= CLIP_STATS_BYTES:  # per-clip sums: a draw is a sum of matrices
+            g_clip = [FrechetStats.of(f) if f.shape[0] else None for f in gen_frames]
+            r_clip = [FrechetStats.of(f) if f.shape[0] else None for f in ref_frames]
+
+            def draw(idx: np.ndarray) -> tp.Tuple[tp.Optional[FrechetStats], tp.Optional[FrechetStats]]:
+                gs = [g_clip[i] for i in idx if g_clip[i] is not None]
+                rs = [r_clip[i] for i in idx if r_clip[i] is not None]
+                return (FrechetStats.merge(gs) if gs else None), (FrechetStats.merge(rs) if rs else None)
+        else:  # too many D x D matrices to hold: each draw's sums from the frames
+            def draw(idx: np.ndarray) -> tp.Tuple[tp.Optional[FrechetStats], tp.Optional[FrechetStats]]:
+                counts = np.bincount(idx, minlength=len(rows))
+                try:
+                    return FrechetStats.resampled(gen_frames, counts), FrechetStats.resampled(ref_frames, counts)
+                except ValueError:
+                    return None, None
 
         def fad_of(idx: np.ndarray) -> float:
-            gs = [g_clip[i] for i in idx if g_clip[i] is not None]
-            rs = [r_clip[i] for i in idx if r_clip[i] is not None]
-            if not gs or not rs:
+            a, b = draw(idx)
+            if a is None or b is None:
                 return float("nan")
-            a, b = FrechetStats.merge(gs), FrechetStats.merge(rs)
             return frechet_distance(a, b) if a.n > 1 and b.n > 1 else float("nan")
 
-        report["intervals"]["fad"] = _bootstrap(np.arange(len(rows)), fad_of, bootstrap, seed)
+        report["intervals"]["fad"] = _bootstrap(np.arange(len(rows)), fad_of, bootstrap, seed,
+                                                "FAD interval" if progress else None)
         if fad_infinity:
             fit = fad_inf(g_all, r_stats, seed=seed)
             report["fad_inf"] = {"value": fit.value, "slope": fit.slope, "r2": fit.r2, "sizes": list(fit.sizes)}
