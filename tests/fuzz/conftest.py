@@ -150,3 +150,15 @@ def _no_leftover_alarm():
     yield
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0, "a guard left its alarm running"
 
+
+@pytest.fixture(scope="module")
+def model():
+    """The music10 fixture model set up for fast fuzzing of generation inputs (one step a stage, 0.3-s clips)."""
+    from tests.conftest import load_fixture_model
+
+    m = load_fixture_model("music10")
+    saved = (m.duration, m.params)
+    m.set_generation_params(decoding_steps=[1, 1, 1, 1])
+    m.duration = 0.3
+    yield m
+    m.duration, m.params = saved

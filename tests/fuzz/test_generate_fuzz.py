@@ -12,20 +12,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from openmagnet.conditioners import MAX_TEXT_TOKENS
-from tests.conftest import load_fixture_model
 from tests.fuzz.conftest import budget, check_one_line, guard, out_of_time
 
 USER_ERRORS = (ValueError, TypeError)
-
-
-@pytest.fixture(scope="module")
-def model():
-    m = load_fixture_model("music10")
-    saved = (m.duration, m.params)
-    m.set_generation_params(decoding_steps=[1, 1, 1, 1])
-    m.duration = 0.3
-    yield m
-    m.duration, m.params = saved
 
 
 def generated(audio, batch, model):

@@ -218,18 +218,6 @@ def test_xp_cfg_too_long_is_refused():
 
 
 # ---------------------------------------------------------------------------------------------- generation inputs
-@pytest.fixture(scope="module")
-def model():
-    from tests.conftest import load_fixture_model
-
-    m = load_fixture_model("music10")
-    saved = (m.duration, m.params)
-    m.set_generation_params(decoding_steps=[1, 1, 1, 1])
-    m.duration = 0.3
-    yield m
-    m.duration, m.params = saved
-
-
 def test_prompt_with_a_lone_surrogate(model):
     """Was TypeError: TextEncodeInput must be Union[TextInputSequence, ...] from the tokenizer ('\\ud800')."""
     with warnings.catch_warnings():
