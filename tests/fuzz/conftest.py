@@ -54,8 +54,9 @@ class OutOfTime(BaseException):
 
 
 def out_of_time(target: str) -> bool:
-    """Ends the test (OutOfTime) once `target` has used its TARGET_SECONDS; never in the ci profile. Called first
-    thing in each case, so every case that starts runs whole."""
+    """Ends the test (OutOfTime) once `target` has used its TARGET_SECONDS; never in the ci profile. Called by
+    guard() before a case runs (so every case that starts runs whole), and first thing in tests whose every draw
+    is made by @given before the body."""
     if SPENT[target] > TARGET_SECONDS:
         raise OutOfTime(target)
     return False
@@ -86,7 +87,10 @@ class Hang(BaseException):
 
 @contextlib.contextmanager
 def guard(target: str, seconds: float = HANG_SECONDS):
-    """Count one case of `target` and run it under the hang guards."""
+    """Count one case of `target` and run it under the hang guards. In the long run, a target past its time
+    budget ends here (OutOfTime), after the case's draws: ending a case before a draw that an earlier case of the
+    same prefix made would make hypothesis report an inconsistent strategy (FlakyStrategyDefinition)."""
+    out_of_time(target)
     CASES[target] += 1
     _CURRENT.update(target=target, counted=False)
 
