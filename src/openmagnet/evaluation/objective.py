@@ -82,14 +82,11 @@ def _bootstrap(values: np.ndarray, statistic: tp.Callable[[np.ndarray], float], 
     n = len(values)
     if draws <= 0 or n < 2:
         return None
-    rng = np.random.default_rng(seed)
-    if desc is not None:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(range(draws), desc=desc, unit="draw")
-    else:
-        bar = range(draws)
-    stats = np.array([statistic(rng.integers(0, n, n)) for _ in bar])
+    rng = np.random.default_rng(seed)
+    draws_bar = tqdm(range(draws), desc=desc, unit="draw", disable=desc is None)
+    stats = np.array([statistic(rng.integers(0, n, n)) for _ in draws_bar])
     stats = stats[np.isfinite(stats)]
     return {"low": float(np.percentile(stats, 2.5)), "high": float(np.percentile(stats, 97.5)), "draws": draws}
 

@@ -236,7 +236,8 @@ def train_codec(manifest_dir: tp.Optional[tp.Union[str, Path]], out_dir: tp.Unio
                             segment_seconds=segment_seconds, lr=lr, seed=seed, adversarial=adversarial,
                             valid_manifest=valid_manifest, resume=resume, progress=progress, device=device, **options)
     except BaseException:
-        lock.discard() if new_folder else lock.release()
+        if new_folder:  # a failed start leaves no folder it created (as the LM's Solver)
+            lock.discard()
         raise
     finally:
         lock.release()
