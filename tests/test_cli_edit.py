@@ -39,3 +39,35 @@ def test_edit_regenerates_a_region(tmp_path, capsys):
     assert code == 2 and err == "openmagnet: error: region 0 (2-4 s) is outside the audio (0-3.00 s)\n"
     code, _, err = run_cli(["edit", str(source), "--model", str(FIXTURES / "sound10"), "--quiet"], capsys)
     assert code == 2 and err == "openmagnet: error: give at least one region to regenerate: --region START_S END_S\n"
+
+
+def test_the_prompt_may_follow_the_options():
+    """`openmagnet edit song.wav --region 3.0 5.5 "a drum fill" --crossfade 0.05 --out DIR` (the README's example)
+    parses: argparse alone took positionals before the first option only ("unrecognized arguments: a drum fill");
+    `generate` likewise takes prompts after its options. A second loose word is still an error."""
+    import pytest
+
+    from openmagnet.cli import build_parser, parse_args
+
+    args = parse_args(build_parser(), ["edit", "song.wav", "--region", "3.0", "5.5", "a drum fill", "--crossfade",
+                                       "0.05", "--out", "DIR"])
+    assert (args.input, args.prompt, args.region, args.crossfade, args.out) == \
+        ("song.wav", "a drum fill", [[3.0, 5.5]], 0.05, "DIR")
+    before = parse_args(build_parser(), ["edit", "song.wav", "a drum fill", "--region", "3.0", "5.5"])
+    assert (before.input, before.prompt) == ("song.wav", "a drum fill")
+    args = parse_args(build_parser(), ["generate", "happy rock", "--seed", "1", "80s synth pop"])
+    assert args.prompts == ["happy rock", "80s synth pop"] and args.seed == 1
+    with pytest.raises(SystemExit):
+        parse_args(build_parser(), ["edit", "song.wav", "fill", "--region", "1", "2", "another"])
+    with pytest.raises(SystemExit):
+        parse_args(build_parser(), ["generate", "x", "--no-such-flag"])
+
+
+def test_edit_with_the_prompt_after_the_region(tmp_path, capsys):
+    source = tmp_path / "song.wav"
+    t = np.arange(3 * 16000) / 16000
+    sf.write(source, 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
+    code, out, err = run_cli(["edit", str(source), "--region", "1.0", "2.0", "birds", "--crossfade", "0.05",
+                              "--model", str(FIXTURES / "sound10"), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0, err
+    assert sf.read(out.split()[0])[0].shape == (3 * 16000,)

@@ -59,7 +59,8 @@ $OM export "$WORK/lm16" --out "$WORK/model"
     --prompts 16 --cfg 3 5 10 --temperature 3 --remask-noise 3
 GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generation {k}=' + (','.join(map(str, v)) \
     if isinstance(v, list) else str(v)) for k, v in json.load(open(sys.argv[1])).items()))" "$WORK/sampling/chosen.json")
-$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION
+# remove_dc: this codec adds a DC offset (about +0.17) that -14 LUFS normalisation would quadruple
+$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION --generation remove_dc=true
 
 # 5. does it follow the text? generated audio for the 64 held-out prompts (at the stored settings) against the
 #    rendered clips (ceiling) and shuffled prompts (floor): tempo, key and mode, instrument family; then FAD (CREPE)

@@ -19,13 +19,16 @@ import warnings
 from pathlib import Path
 
 from .evaluation.command import add_eval_parser
-from .files import NO_SPACE, DiskFullError, slug
+from .files import NO_SPACE, DiskFullError, check_out_dir, slug, unused_stem
 from .train.codec.command import add_codec_parser
 from .train.command import add_export_parser, add_train_parser
 
 # The parsers above are argparse only. Each sub-command imports what it runs when it runs, so the CLI
 # starts without torch (`--help` in a few hundredths of a second) and never loads the app or the solver.
 RELEASED_DEFAULT = "facebook/magnet-small-10secs"
+# For tests that run commands as a user types them (tests/test_readme.py runs the README's): decoding steps for every
+# generation, e.g. "2 1 1 1", in place of the model's or --steps' (a few steps instead of 50 make the same files).
+TEST_STEPS_ENV = "OPENMAGNET_TEST_STEPS"
 DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
 
 
@@ -38,7 +41,35 @@ def default_model() -> str:
     return bundled[0] if bundled else RELEASED_DEFAULT
 
 
+LOCAL_MODEL = "a local model folder (--model DIR) holding state_dict.bin and compression_state_dict.bin"
+
+
+def _check_model_name(name: tp.Optional[str]) -> None:
+    """--model, before torch is imported: a mistyped folder, or a hub id while the hub cannot be reached and its
+    cache does not hold it, is a one-line error in seconds (locate.model_name_problem)."""
+    from .locate import model_name_problem  # standard library only
+
+    problem = None if name is None else model_name_problem(name, LOCAL_MODEL)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def _generate(args: argparse.Namespace) -> int:
+    prompts = list(args.prompts)
+    if not prompts and args.prompt_audio is None:
+        raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
+    if any(not p.strip() for p in prompts):
+        raise ValueError("a text prompt is empty: remove it or write a description")
+    _check_model_name(args.model)
+    discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
+    try:
+        return _run_generate(args, prompts)
+    except BaseException:
+        discard()  # the folders it created, while still empty
+        raise
+
+
+def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
     from tqdm import tqdm
 
@@ -47,11 +78,6 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    prompts = list(args.prompts)
-    if not prompts and args.prompt_audio is None:
-        raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
-    if any(not p.strip() for p in prompts):
-        raise ValueError("a text prompt is empty: remove it or write a description")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
                                   quantize=args.quantize, fast=args.fast)
@@ -60,7 +86,8 @@ def _generate(args: argparse.Namespace) -> int:
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
-        decoding_steps=args.steps, span_arrangement=args.span_arrangement, remask_noise=args.remask_noise))
+        decoding_steps=decoding_steps(args.steps), span_arrangement=args.span_arrangement,
+        remask_noise=args.remask_noise))
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -83,12 +110,29 @@ def _generate(args: argparse.Namespace) -> int:
             descriptions = prompts
             negatives = None if args.negative is None else [args.negative] * len(prompts)
             wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives)
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
-        path = audio_write(out / slug(text, i), wav.cpu(), model.sample_rate, format=args.format,
+        stem = _out_stem(out / slug(text, i), args)
+        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
                            strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
         print(path)
     return 0
+
+
+def _out_stem(stem: Path, args: argparse.Namespace) -> Path:
+    """Where a clip goes: `stem`, or with --overwrite unset and a file there already, `stem-2`, `stem-3`, ..."""
+    return stem if args.overwrite else unused_stem(stem, f".{args.format}")
+
+
+def decoding_steps(given: tp.Optional[tp.List[int]]) -> tp.Optional[tp.List[int]]:
+    """--steps, or the steps in $OPENMAGNET_TEST_STEPS when it is set (a test's shortcut, see TEST_STEPS_ENV)."""
+    text = os.environ.get(TEST_STEPS_ENV, "").strip()
+    if not text:
+        return given
+    steps = text.replace(",", " ").split()
+    if len(steps) != 4 or not all(s.isdigit() and int(s) > 0 for s in steps):
+        raise ValueError(f"{TEST_STEPS_ENV} must be 4 positive integers, e.g. '2 1 1 1'; got {text!r}")
+    return [int(s) for s in steps]
 
 
 def _advance(bar, step: int, total: int) -> None:
@@ -97,6 +141,20 @@ def _advance(bar, step: int, total: int) -> None:
 
 
 def _edit(args: argparse.Namespace) -> int:
+    if not args.region:
+        raise ValueError("give at least one region to regenerate: --region START_S END_S")
+    if not Path(args.input).expanduser().is_file():
+        raise ValueError(f"INPUT {args.input}: no such audio file")
+    _check_model_name(args.model)
+    discard = check_out_dir(args.out)
+    try:
+        return _run_edit(args)
+    except BaseException:
+        discard()
+        raise
+
+
+def _run_edit(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
@@ -105,13 +163,11 @@ def _edit(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.region:
-        raise ValueError("give at least one region to regenerate: --region START_S END_S")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
-        remask_noise=args.remask_noise))
+        remask_noise=args.remask_noise, decoding_steps=decoding_steps(None)))
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -122,8 +178,8 @@ def _edit(args: argparse.Namespace) -> int:
         model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
         out = model.generate_infill(wav, sr, [tuple(r) for r in args.region], [description], progress=True,
                                     generator=generator, negative_descriptions=negatives, crossfade=args.crossfade)
-    stem = Path(args.input).stem + "_edit"
-    path = audio_write(Path(args.out) / stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
+    stem = _out_stem(Path(args.out).expanduser() / (Path(args.input).stem + "_edit"), args)
+    path = audio_write(stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
     print(path)
     return 0
 
@@ -225,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None,
                    help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL_HELP}; "
                         "downloads on first use)")
-    g.add_argument("--out", default="out", help="output directory (default ./out)")
+    g.add_argument("--out", default="out", help="output directory (default ./out), checked before anything loads")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace clips of the same name in --out (default: a new name, NAME-2, NAME-3, ...)")
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     g.add_argument("--fast", action="store_true",
@@ -271,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("prompt", nargs="?", default=None, help="text description of the new material (optional)")
     e.add_argument("--region", type=float, nargs=2, action="append", metavar=("START_S", "END_S"), default=[],
                    help="a region to regenerate, in seconds (repeat for several)")
-    e.add_argument("--out", default="out", help="output directory (default ./out)")
+    e.add_argument("--out", default="out", help="output directory (default ./out), checked before anything loads")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace INPUT_edit in --out (default: a new name, INPUT_edit-2, ...)")
     e.add_argument("--crossfade", type=float, default=None, metavar="SECONDS",
                    help="keep the original audio outside the regions, cross-faded over this many seconds")
     e.add_argument("--negative", default=None, metavar="TEXT", help="what to steer away from")
@@ -322,25 +382,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# set_generation_params() names as the generate and edit commands spell them, for messages that name a setting
+FLAGS = {"remask_noise": "--remask-noise", "max_cfg_coef": "--max-cfg", "min_cfg_coef": "--min-cfg",
+         "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "decoding_steps": "--steps",
+         "span_arrangement": "--span-arrangement"}
+
+
 def _one_line(message: tp.Any, category: type, filename: str, lineno: int, line: tp.Optional[str] = None) -> str:
-    """Warnings as the command line prints them: one line, no source excerpt."""
-    return f"openmagnet: warning: {message}\n"
+    """Warnings as the command line prints them: one line, no source excerpt, settings named by their flags."""
+    describe = getattr(message, "describe", None)  # api.SamplingCollapsed (not imported here: it loads torch)
+    return f"openmagnet: warning: {describe(FLAGS) if callable(describe) else message}\n"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: tp.Optional[tp.Sequence[str]] = None) -> argparse.Namespace:
+    """parser.parse_args, except that the text prompts of `generate` and `edit` may also come after the options
+    (`edit song.wav --region 3.0 5.5 "a drum fill"`): argparse takes the positionals before the first option only."""
+    args, extras = parser.parse_known_args(argv)
+    loose = [x for x in extras if not x.startswith("-")]
+    if extras and len(loose) == len(extras):
+        if args.command == "generate":
+            args.prompts = [*args.prompts, *loose]
+            extras = []
+        elif args.command == "edit" and args.prompt is None and len(loose) == 1:
+            args.prompt, extras = loose[0], []
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, DiskFullError) as exc:
         print(f"openmagnet: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in NO_SPACE:
+    except OSError as exc:  # FileExistsError, NotADirectoryError, PermissionError, a full disk, ...: one line
+        if exc.errno is None:
             raise
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        print(f"openmagnet: error: {os.strerror(exc.errno).lower()}{where}: free space or write elsewhere",
-              file=sys.stderr)
+        full = exc.errno in NO_SPACE
+        where = (f" while writing {exc.filename}" if full else f": {exc.filename}") if exc.filename else ""
+        fix = "free space or write elsewhere" if full else "check the path and its permissions"
+        print(f"openmagnet: error: {os.strerror(exc.errno).lower()}{where}: {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("openmagnet: interrupted", file=sys.stderr)

@@ -169,7 +169,8 @@ def check_request(req: Request) -> Checked:
     if duration is not None and duration < 0.1:
         raise AppError(f"Duration {duration:g} s is too short: ask for at least 0.1 s, or 0 for the model's length.")
     params = dict(use_sampling=True, top_k=0, top_p=top_p, temperature=temperature, max_cfg_coef=max_cfg,
-                  min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement)
+                  min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement,
+                  remove_dc=True)  # written clips never carry a DC offset (audio.remove_dc)
     if req.remask_noise is not None:
         params["remask_noise"] = _number(req.remask_noise, "Re-masking noise", 0, 20)
     negative = " ".join((req.negative or "").split()) or None
