@@ -48,13 +48,60 @@ def test_cli_continuation_and_flac(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["generate", "x", "--model", "./missing_dir"], "openmagnet: error: ./missing_dir: no such file or directory\n"),
+    (["generate", "x", "--model", "./missing_dir"], "openmagnet: error: ./missing_dir: no such local folder or file\n"),
     (["generate", "--model", "x"], 'openmagnet: error: give at least one text prompt, e.g. openmagnet generate "happy rock"\n'),  # noqa: E501
     (["generate", "  ", "--model", "x"], "openmagnet: error: a text prompt is empty: remove it or write a description\n"),  # noqa: E501
 ])
 def test_cli_errors_are_one_line(args, message, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2 and err == message
+
+
+def test_out_is_checked_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """A bad --out fails at once in one line (the first-hour report: `--out /proc/x` after 50 s of work, `--out afile`
+    a FileExistsError traceback), before any model is loaded."""
+    from openmagnet.api import MAGNeT
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr(MAGNeT, "get_pretrained", staticmethod(never))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [(afile, f"--out {afile}: is a file, not a folder; name a folder (it is created if needed)"),
+             (afile / "sub", f"--out {afile}/sub: cannot write there: not a directory; name a folder you can "
+                             f"write to")]
+    if os.path.isdir("/proc/self"):  # Linux: nothing can be created in /proc, root or not
+        cases.append(("/proc/x", "--out /proc/x: cannot write there: no such file or directory; name a folder you "
+                                 "can write to"))
+    for out, message in cases:
+        for command in (["generate", "x"], ["edit", str(afile), "--region", "0", "1"]):
+            code, _, err = run_cli([*command, "--out", str(out), "--quiet"], capsys)
+            assert (code, err) == (2, f"openmagnet: error: {message}\n"), command
+
+
+def test_a_rerun_never_overwrites_silently(tmp_path, capsys):
+    """The same prompt into the same --out twice keeps both clips (00_x.wav, 00_x-2.wav); --overwrite replaces."""
+    args = ["generate", "happy rock", "--model", str(FIXTURES / "sound10"), "--out", str(tmp_path / "o"), "--steps",
+            "1", "1", "1", "1", "--quiet"]
+    code, first, err = run_cli([*args, "--seed", "1"], capsys)
+    assert code == 0, err
+    original = open(first.strip(), "rb").read()
+    code, second, err = run_cli([*args, "--seed", "2"], capsys)
+    assert code == 0 and second.strip() == str(tmp_path / "o" / "00_happy_rock-2.wav"), (second, err)
+    assert open(first.strip(), "rb").read() == original
+    code, third, err = run_cli([*args, "--seed", "2", "--overwrite"], capsys)
+    assert code == 0 and third == first
+    assert open(first.strip(), "rb").read() == open(second.strip(), "rb").read()  # seed 2's clip replaced it
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["00_happy_rock-2.wav", "00_happy_rock.wav"]
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(tmp_path, capsys):
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    code, _, err = run_cli(["generate", "x", "--model", str(empty), "--out", str(tmp_path / "new" / "out")], capsys)
+    assert code == 2 and err.startswith(f"openmagnet: error: {empty} has no state_dict.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_model"]
 
 
 @pytest.mark.parametrize("device,message", [

@@ -357,7 +357,7 @@ class MAGNeT:
         return cls.get_pretrained(name_or_path, device=device, dtype=dtype, **options)
 
     def save_pretrained(self, save_directory: PathLike, layout: str = "hf", dtype: tp.Optional[torch.dtype] = None,
-                        license: str = DEFAULT_LICENSE) -> Path:
+                        license: str = DEFAULT_LICENSE, overwrite: bool = False) -> Path:
         """Write the model into `save_directory` (created), for `from_pretrained` / `get_pretrained`:
 
         layout='hf': config.json (the LM's and the codec's audiocraft xp.cfg as loaded, the stored generation
@@ -368,9 +368,11 @@ class MAGNeT:
 
         dtype (layout 'hf'): the LM's floating tensors in this dtype, e.g. torch.float16 (the released
         precision, half the size); None keeps the model's own, so the files load back identical. license: the
-        model card's (default: that of Meta's released weights). The files are written completely before any
-        existing one is replaced. Returns the directory."""
-        return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license)
+        model card's (default: that of Meta's released weights). A folder that already holds a model is refused
+        unless overwrite=True; then the files are written completely before any existing one is replaced. Returns
+        the directory."""
+        return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license,
+                          overwrite=overwrite)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: tp.Optional[str] = None,
                     commit_message: str = "Upload MAGNeT model", layout: str = "hf",
