@@ -211,6 +211,20 @@ def test_export_writes_a_loadable_model(pipeline):
         p.name for p in (root / "model").iterdir()}
 
 
+def test_export_never_overwrites_a_model_silently(pipeline, tmp_path, capsys):
+    root, _ = pipeline
+    out = tmp_path / "model"
+    assert main(["export", str(root / "run"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["export", str(root / "run"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"openmagnet: error: --out {out} already holds a model (state_dict.bin, "
+                                       f"compression_state_dict.bin, model.safetensors): add --overwrite to replace "
+                                       f"it, or name another folder\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["export", str(root / "run"), "--out", str(out), "--overwrite"]) == 0
+
+
 def test_export_bundle(pipeline, tmp_path, capsys):
     root, _ = pipeline
     assert main(["export", str(root / "model"), "--bundle", "--out", str(tmp_path / "bundle")]) == 0
