@@ -71,3 +71,29 @@ def test_edit_with_the_prompt_after_the_region(tmp_path, capsys):
                               "--model", str(FIXTURES / "sound10"), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 0, err
     assert sf.read(out.split()[0])[0].shape == (3 * 16000,)
+
+
+def test_generate_a_loop(tmp_path, capsys):
+    """`openmagnet generate --loop` writes what `model.generate(..., loop=True)` makes with the same seed and
+    settings: one window, the wrap regenerated (README, Loops)."""
+    import torch
+
+    from openmagnet import MAGNeT, audio_write
+
+    args = ["generate", "funk groove", "--loop", "--model", str(FIXTURES / "sound10"), "--out", str(tmp_path / "o"),
+            "--steps", "2", "1", "1", "1", "--seed", "4", "--quiet"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    written, sr = sf.read(out.strip())
+    model = MAGNeT.get_pretrained(str(FIXTURES / "sound10"), device="cpu")
+    model.set_generation_params(**model.recommended_params(decoding_steps=[2, 1, 1, 1]))
+    torch.manual_seed(4)
+    wav = model.generate(["funk groove"], loop=True, generator=torch.Generator().manual_seed(4))
+    expected, _ = sf.read(audio_write(tmp_path / "api", wav[0], sr, strategy="loudness", loudness_compressor=True))
+    capsys.readouterr()  # the API's own warnings
+    assert sr == 16000 and written.shape == (10 * 16000,) and np.array_equal(written, expected)
+    code, _, err = run_cli([*args, "--duration", "12"], capsys)
+    assert code == 2 and err == "openmagnet: error: --loop makes one window at most: give --duration 10 or less " \
+                                "(or leave it out)\n"
+    code, _, err = run_cli([*args, "--prompt-audio", out.strip()], capsys)
+    assert code == 2 and err == "openmagnet: error: --loop makes a clip from nothing: drop --prompt-audio (or --loop)\n"

@@ -60,6 +60,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
+    if args.loop and args.prompt_audio is not None:
+        raise ValueError("--loop makes a clip from nothing: drop --prompt-audio (or --loop)")
     _check_model_name(args.model)
     discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
     try:
@@ -92,6 +94,9 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    if args.loop and args.duration is not None and args.duration > model.max_duration:
+        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
+                         f"it out)")
     if args.duration is not None:
         model.duration = args.duration
     if args.extend_stride is not None:
@@ -109,7 +114,8 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
         else:
             descriptions = prompts
             negatives = None if args.negative is None else [args.negative] * len(prompts)
-            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives)
+            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives,
+                                  loop=args.loop)
     out = Path(args.out).expanduser()
     for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
         stem = _out_stem(out / slug(text, i), args)
@@ -312,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length to generate (default: the model's window); longer is made in overlapping windows")
     g.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
                    help="past the window, how far each new window moves on (default: half the window)")
+    g.add_argument("--loop", action="store_true",
+                   help="a clip that repeats without a seam (its wrap regenerated with both ends as context; one "
+                        "window at most)")
     g.add_argument("--negative", default=None, metavar="TEXT",
                    help="what to steer away from (replaces the empty prompt of classifier-free guidance)")
     g.add_argument("--prompt-audio", default=None, help="audio file to continue")
