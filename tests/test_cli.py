@@ -123,7 +123,7 @@ def test_cli_missing_device_is_one_line(tmp_path, capsys, monkeypatch, device, m
 def test_cli_bad_top_p(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--top-p", "3", "--quiet",
                             "--out", str(tmp_path)], capsys)
-    assert code == 2 and err == "openmagnet: error: top_p must be in [0, 1] (0 disables nucleus sampling); got 3.0\n"
+    assert code == 2 and err == "openmagnet: error: --top-p must be in [0, 1] (0 disables nucleus sampling); got 3.0\n"
 
 
 def test_cli_int8_mode(tmp_path, capsys):
@@ -137,9 +137,49 @@ def test_cli_int8_mode(tmp_path, capsys):
 def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
                             "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)
-    assert code == 2 and err.startswith("openmagnet: error: dtype=torch.float16 on CPU is a trap: float16 matrix "
+    assert code == 2 and err.startswith("openmagnet: error: --dtype float16 on this CPU is a trap: float16 matrix "
                                         "products run at about 1 GFLOP/s on CPU")
+    assert err.endswith("or leave --dtype out\n") and "--fast (here: " in err and "fast=True" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--duration", "-3"], "--duration must be a positive number of seconds, got -3"),
+    (["--extend-stride", "0"], "--extend-stride must be a positive number of seconds, got 0"),
+    (["--top-p", "3"], "--top-p must be in [0, 1] (0 disables nucleus sampling); got 3.0"),
+    (["--temperature", "-1"], "--temperature must be >= 0; got -1.0"),
+    (["--steps", "0", "1", "1", "1"], "--steps must be 4 positive integers (one per codebook), e.g. [20, 10, 10, 10]; "
+                                      "got [0, 1, 1, 1]"),
+    (["--prompt-audio", "nope.wav"], "--prompt-audio nope.wav: no such audio file"),
+    (["--fast", "--dtype", "bfloat16"], "--fast chooses the dtype and the int8 mode for this machine: drop --dtype and "
+                                        "--quantize, or drop --fast"),
+    (["--quantize", "int8", "--device", "cuda"], "--quantize runs on the CPU only: drop it, or use --device cpu (not "
+                                                 "cuda)"),
+])
+def test_generate_flags_are_checked_in_flags_before_loading(flags, message, tmp_path, capsys, monkeypatch):
+    """Settings are refused in the command line's words (not "set model.duration" or "use fast=True") and before
+    any model is loaded (--prompt-audio was checked after)."""
+    from openmagnet.api import MAGNeT
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded first")
+
+    monkeypatch.setattr(MAGNeT, "get_pretrained", staticmethod(never))
+    code, _, err = run_cli(["generate", "x", "--out", str(tmp_path), *flags], capsys)
+    assert (code, err) == (2, f"openmagnet: error: {message}\n")
+
+
+def test_an_error_before_the_first_step_prints_no_progress_bar(tmp_path, capsys):
+    """A prompt longer than the clip is found after loading, before decoding: stderr has the model's line and the
+    error's, and no empty "decoding: 0%" bar between them."""
+    prompt = tmp_path / "long.wav"
+    sf.write(prompt, np.zeros(11 * 16000), 16000)
+    code, _, err = run_cli(["generate", "--prompt-audio", str(prompt), "--model", str(FIXTURES / "sound10"),
+                            "--out", str(tmp_path / "o")], capsys)
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 2 and "decoding" not in err, err
+    assert lines[1] == ("openmagnet: error: the prompt is 11.00 s long but this model generates 10 s: trim the prompt "
+                        "to less than 10 s")
 
 
 # ------------------------------------------------------------------------------------------------ every sub-command

@@ -12,7 +12,9 @@ audio, and for the sound models temperature 3.5, top-p 0.8, max CFG 20.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import typing as tp
 import warnings
@@ -44,6 +46,43 @@ def default_model() -> str:
 LOCAL_MODEL = "a local model folder (--model DIR) holding state_dict.bin and compression_state_dict.bin"
 
 
+def in_flags(message: str) -> str:
+    """An API message in the command line's words: set_generation_params() names as their flags (FLAGS)."""
+    for name, flag in FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    return message
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """What `generate` and `edit` can check before torch is imported, in flags: the generation settings (as
+    GenerationParams checks them), lengths in seconds, the files named, and the combinations --fast, --dtype,
+    --quantize and --device refuse."""
+    from .config import GenerationParams  # standard library only
+
+    given = dict(top_k=getattr(args, "top_k", None), top_p=getattr(args, "top_p", None),
+                 temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=getattr(args, "min_cfg", None),
+                 decoding_steps=decoding_steps(getattr(args, "steps", None)),
+                 span_arrangement=getattr(args, "span_arrangement", None), remask_noise=args.remask_noise)
+    try:
+        GenerationParams(**{key: value for key, value in given.items() if value is not None})
+    except ValueError as exc:
+        raise ValueError(in_flags(str(exc))) from None
+    for flag in ("duration", "extend_stride", "crossfade"):
+        value = getattr(args, flag, None)
+        if value is not None and not (math.isfinite(value) and value > (0 if flag != "crossfade" else -1e-12)):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a {'positive ' * (flag != 'crossfade')}number of "
+                             f"seconds{' (0 or more)' * (flag == 'crossfade')}, got {value:g}")
+    audio = getattr(args, "prompt_audio", None)
+    if audio is not None and not Path(audio).expanduser().is_file():
+        raise ValueError(f"--prompt-audio {audio}: no such audio file")
+    if getattr(args, "fast", False) and (getattr(args, "dtype", None) or getattr(args, "quantize", None)):
+        raise ValueError("--fast chooses the dtype and the int8 mode for this machine: drop --dtype and --quantize, "
+                         "or drop --fast")
+    device = str(args.device or "")
+    if getattr(args, "quantize", None) and device and not device.startswith("cpu"):
+        raise ValueError(f"--quantize runs on the CPU only: drop it, or use --device cpu (not {device})")
+
+
 def _check_model_name(name: tp.Optional[str]) -> None:
     """--model, before torch is imported: a mistyped folder, or a hub id while the hub cannot be reached and its
     cache does not hold it, is a one-line error in seconds (locate.model_name_problem)."""
@@ -62,6 +101,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("a text prompt is empty: remove it or write a description")
     if args.loop and args.prompt_audio is not None:
         raise ValueError("--loop makes a clip from nothing: drop --prompt-audio (or --loop)")
+    _check_flags(args)
     _check_model_name(args.model)
     discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
     try:
@@ -73,7 +113,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
-    from tqdm import tqdm
 
     from .api import MAGNeT, check_device  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
@@ -81,6 +120,7 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
+    _check_dtype(args.dtype, device)
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
                                   quantize=args.quantize, fast=args.fast)
     if not args.quiet:
@@ -101,9 +141,8 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
         model.duration = args.duration
     if args.extend_stride is not None:
         model.extend_stride = args.extend_stride
-    total = model.params.total_steps
-    with tqdm(total=total, desc="decoding", unit="step", disable=args.quiet) as bar:
-        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
+    with Progress("decoding", args.quiet) as bar:
+        model.set_custom_progress_callback(bar)
         if args.prompt_audio is not None:
             wav, sr = audio_read(args.prompt_audio, duration=args.prompt_seconds)
             batch = max(len(prompts), 1)
@@ -125,6 +164,19 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     return 0
 
 
+def _check_dtype(dtype: tp.Optional[str], device: tp.Any) -> None:
+    """--dtype that this device runs slower than float32 (bf16 on a CPU without native bf16, fp16 on any CPU)."""
+    if dtype is None:
+        return
+    from .api import _parse_dtype, fast_mode
+    from .hardware import slow_dtype_reason
+
+    reason = slow_dtype_reason(device, _parse_dtype(dtype))
+    if reason is not None:
+        raise ValueError(f"--dtype {dtype} on this {device.type.upper()} is a trap: {reason}: use --fast (here: "
+                         f"{fast_mode(device)}) or leave --dtype out")
+
+
 def _out_stem(stem: Path, args: argparse.Namespace) -> Path:
     """Where a clip goes: `stem`, or with --overwrite unset and a file there already, `stem-2`, `stem-3`, ..."""
     return stem if args.overwrite else unused_stem(stem, f".{args.format}")
@@ -141,9 +193,27 @@ def decoding_steps(given: tp.Optional[tp.List[int]]) -> tp.Optional[tp.List[int]
     return [int(s) for s in steps]
 
 
-def _advance(bar, step: int, total: int) -> None:
-    bar.total = total  # a generation past the window adds windows
-    bar.update(step - bar.n)
+class Progress:
+    """The decoding steps as a tqdm bar, opened at the first step: an error before any step (a prompt too long, a
+    bad setting) prints its line with no empty 0% bar above it. Pass it as the model's progress callback."""
+
+    def __init__(self, desc: str, quiet: bool):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", disable=self.quiet)
+        self.bar.total = total  # a generation past the window adds windows
+        self.bar.update(step - self.bar.n)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _edit(args: argparse.Namespace) -> int:
@@ -151,6 +221,7 @@ def _edit(args: argparse.Namespace) -> int:
         raise ValueError("give at least one region to regenerate: --region START_S END_S")
     if not Path(args.input).expanduser().is_file():
         raise ValueError(f"INPUT {args.input}: no such audio file")
+    _check_flags(args)
     _check_model_name(args.model)
     discard = check_out_dir(args.out)
     try:
@@ -162,7 +233,6 @@ def _edit(args: argparse.Namespace) -> int:
 
 def _run_edit(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from .api import MAGNeT, check_device  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
@@ -180,8 +250,8 @@ def _run_edit(args: argparse.Namespace) -> int:
     wav, sr = audio_read(args.input)
     description = args.prompt or None
     negatives = None if args.negative is None else [args.negative]
-    with tqdm(total=model.params.total_steps, desc="infill", unit="step", disable=args.quiet) as bar:
-        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
+    with Progress("infill", args.quiet) as bar:
+        model.set_custom_progress_callback(bar)
         out = model.generate_infill(wav, sr, [tuple(r) for r in args.region], [description], progress=True,
                                     generator=generator, negative_descriptions=negatives, crossfade=args.crossfade)
     stem = _out_stem(Path(args.out).expanduser() / (Path(args.input).stem + "_edit"), args)
