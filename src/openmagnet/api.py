@@ -28,7 +28,7 @@ from .conditioners import check_descriptions, make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens, top_code_share
 from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
-from .hub import DEFAULT_LICENSE, check_summary, describe, push_folder, read_model_files, save_model
+from .hub import check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
@@ -357,7 +357,7 @@ class MAGNeT:
         return cls.get_pretrained(name_or_path, device=device, dtype=dtype, **options)
 
     def save_pretrained(self, save_directory: PathLike, layout: str = "hf", dtype: tp.Optional[torch.dtype] = None,
-                        license: str = DEFAULT_LICENSE, overwrite: bool = False) -> Path:
+                        license: tp.Optional[str] = None, overwrite: bool = False) -> Path:
         """Write the model into `save_directory` (created), for `from_pretrained` / `get_pretrained`:
 
         layout='hf': config.json (the LM's and the codec's audiocraft xp.cfg as loaded, the stored generation
@@ -368,7 +368,8 @@ class MAGNeT:
 
         dtype (layout 'hf'): the LM's floating tensors in this dtype, e.g. torch.float16 (the released
         precision, half the size); None keeps the model's own, so the files load back identical. license: the
-        model card's (default: that of Meta's released weights). A folder that already holds a model is refused
+        model card's (default: that of Meta's released weights, cc-by-nc-4.0, for their checkpoints and what is
+        fine-tuned from them; 'other' for a model openmagnet trained from scratch, whose trainer sets it). A folder that already holds a model is refused
         unless overwrite=True; then the files are written completely before any existing one is replaced. Returns
         the directory."""
         return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license,
@@ -376,7 +377,7 @@ class MAGNeT:
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: tp.Optional[str] = None,
                     commit_message: str = "Upload MAGNeT model", layout: str = "hf",
-                    dtype: tp.Optional[torch.dtype] = None, license: str = DEFAULT_LICENSE) -> tp.Any:
+                    dtype: tp.Optional[torch.dtype] = None, license: tp.Optional[str] = None) -> tp.Any:
         """Upload the model to the Hugging Face hub as `repo_id` ('your-name/my-magnet'; created when it does not
         exist, `private` then): `save_pretrained(layout, dtype, license)` into a temporary directory, then one
         commit of it. token: None uses the login of `huggingface-cli login` / HF_TOKEN. Returns the commit info;

@@ -20,6 +20,7 @@ import typing as tp
 import warnings
 from pathlib import Path
 
+from .config import FAST_MODE
 from .evaluation.command import add_eval_parser
 from .files import NO_SPACE, DiskFullError, check_out_dir, slug, unused_stem
 from .train.codec.command import add_codec_parser
@@ -363,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     g.add_argument("--fast", action="store_true",
-                   help="the fastest mode that stays close to exact on this machine (on CPU: int8 feed-forward, "
-                        "with bf16 attention where the CPU has native bf16); the choice is printed")
+                   help=f"{FAST_MODE.replace('%', '%%')} (on most CPUs int8 feed-forward, on recent GPUs bf16; "
+                        "README, Speed); the choice is printed")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
                         "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")

@@ -346,6 +346,8 @@ def codec_config_from_xp(cfg: dict) -> CodecConfig:
     )
 
 
+# What `fast=True` / `--fast` / the app's Fast mode is, in the one sentence the README, the CLI and the app share.
+FAST_MODE = "the fastest mode that keeps at least 95% greedy-token agreement with exact float32 on this machine"
 GENERATION_SECTION = "openmagnet.generation"  # where a model stores its own generation settings
 
 

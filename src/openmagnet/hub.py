@@ -48,7 +48,25 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 FORMAT_VERSION = 1  # of config.json; a newer one is refused with "upgrade openmagnet"
 LAYOUTS = ("hf", "audiocraft")
-DEFAULT_LICENSE = "cc-by-nc-4.0"  # Meta's released MAGNeT weights; set your own for a model trained from scratch
+DEFAULT_LICENSE = "cc-by-nc-4.0"  # Meta's released MAGNeT weights, and so of what is fine-tuned from them
+SCRATCH_LICENSE = "other"  # a model trained from scratch: its trainer's to choose (the card says so)
+
+
+def default_license(xp_cfg: tp.Optional[dict]) -> str:
+    """The model card's license when none is given: Meta's for a released checkpoint or a fine-tune (its weights
+    descend from theirs), 'other' for a model openmagnet trained from scratch (xp.cfg `openmagnet: source: scratch`),
+    whose license only its trainer can set."""
+    section = (xp_cfg or {}).get("openmagnet")
+    return SCRATCH_LICENSE if isinstance(section, dict) and section.get("source") == "scratch" else DEFAULT_LICENSE
+
+
+def model_task(xp_cfg: tp.Optional[dict], sample_rate: int) -> str:
+    """'music' or 'sound': what the training run said it was (openmagnet's `config: task`), else the released
+    models' rule (the 16 kHz ones make sound)."""
+    section = (xp_cfg or {}).get("openmagnet")
+    task = section.get("config", {}).get("task") if isinstance(section, dict) and \
+        isinstance(section.get("config"), dict) else None
+    return task if task in ("music", "sound") else "sound" if sample_rate == 16000 else "music"
 PathLike = tp.Union[str, os.PathLike]
 
 
@@ -223,13 +241,15 @@ def check_summary(summary: dict, described: dict) -> None:
 # ------------------------------------------------------------------------------------------------
 def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_cfg: tp.Optional[dict],
                codec_cfg: tp.Optional[dict], generation: tp.Optional[dict], layout: str = "hf",
-               dtype: tp.Optional[torch.dtype] = None, license: str = DEFAULT_LICENSE,
+               dtype: tp.Optional[torch.dtype] = None, license: tp.Optional[str] = None,
                card_id: tp.Optional[str] = None, overwrite: bool = False) -> Path:
     """Write a model in `layout` ('hf' or 'audiocraft', see the module docstring) into `directory` (created).
     dtype: the LM's floating tensors in this dtype (layout 'hf'; None keeps the model's own); layout 'audiocraft'
-    is always fp16. license: the model card's. card_id: the name the card loads it by (default the folder).
+    is always fp16. license: the model card's (None: `default_license`). card_id: the name the card loads it by
+    (default the folder's name, never the absolute path of this machine).
     A folder that holds a model already is refused unless overwrite=True (then replaced, all files or none)."""
     out = Path(directory).expanduser()
+    license = default_license(xp_cfg) if license is None else license
     _check_save_args(out, lm, xp_cfg, codec_cfg, layout, dtype, license)
     held = sorted(name for name in MODEL_FILES if (out / name).is_file())
     if held and not overwrite:
@@ -241,7 +261,8 @@ def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_
     summary = describe(codec.sample_rate, codec.channels, codec.frame_rate, lm_cfg, text_cfg)
     pointer = "pretrained" in codec_cfg
     codec_state = {} if pointer else _cpu_state(codec.state_dict(), None)
-    card = model_card(card_id or out.as_posix(), summary, generation, license, lm_cfg)
+    card = model_card(card_id or out.resolve().name, summary, generation, license, lm_cfg,
+                      model_task(xp, codec.sample_rate))
     if layout == "audiocraft":
         codec_package = ({"pretrained": codec_cfg["pretrained"]} if pointer else
                          {"best_state": codec_state, "xp.cfg": dump_yaml(codec_cfg["xp.cfg"], "the codec's xp.cfg")})
@@ -318,10 +339,12 @@ def _json(config: dict) -> str:
     return text
 
 
-def model_card(card_id: str, summary: dict, generation: tp.Optional[dict], license: str, lm_cfg: LMConfig) -> str:
+def model_card(card_id: str, summary: dict, generation: tp.Optional[dict], license: str, lm_cfg: LMConfig,
+               task: str = "music") -> str:
     """README.md: YAML front matter for the hub, then what the model makes and how to run it."""
     text = summary["text_encoder"]
-    task = "sound" if summary["sample_rate"] == 16000 else "music"
+    licensing = ("\nTrained from scratch with openmagnet: its license is its trainer's to set "
+                 "(`save_pretrained(..., license=...)`).\n" if license == SCRATCH_LICENSE else "")
     settings = ", ".join(f"{k}={_plain(v)}" for k, v in generation.items()) if generation else \
         "none (audiocraft's defaults; `model.recommended_params()` gives the demos' settings)"
     return f"""---
@@ -344,7 +367,7 @@ openmagnet {__version__}.
 - codebooks: {summary['codebooks']} x {summary['codebook_size']} codes at {summary['frame_rate']:g} Hz
 - LM: {lm_cfg.num_layers} layers, width {lm_cfg.dim}, {lm_cfg.num_heads} heads
 - stored generation settings: {settings}
-
+{licensing}
 ## Generate
 
 ```python

@@ -1,5 +1,6 @@
 """The web page end to end (openmagnet/app/ui.py): served on localhost and driven by headless Chromium
 (Debian's /usr/bin/chromium through Playwright)."""
+import re
 import socket
 
 import pytest
@@ -73,7 +74,48 @@ def test_browser_interrupt(page):
     _set_steps(page, (400, 10, 10, 10))
     page.locator("#prompts textarea").fill("a long one")
     page.locator("#generate").click()
-    page.get_by_text("decoding step").first.wait_for(timeout=60_000)  # the live progress is showing
+    page.get_by_text(re.compile(r"decoding step \d+ / 430")).first.wait_for(timeout=60_000)  # "step k / N", live
     page.locator("#interrupt").click()
     page.wait_for_function("document.querySelector('#status').innerText.startsWith('Interrupted')", timeout=60_000)
     assert "stopped at decoding step" in _status(page) and "of 430" in _status(page)
+
+
+# ---------------------------------------------------------------------------------------------- the API
+def test_the_api_has_one_generate_endpoint_with_named_parameters(tmp_path):
+    """gradio_client sees /run with the page's names (it saw s1..s4 and a second /run_1 for the prompt box's
+    Enter), only the prompts required (the audio upload was required too), and /interrupt; the first 17 keep their
+    order, so clients that pass them positionally (bench/app_load.py, test_security.py) keep working."""
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'openmagnet[app]'")
+    from openmagnet.app.engine import Engine
+    from openmagnet.app.ui import build_app, progress_text
+
+    info = build_app(Engine(tmp_path)).get_api_info()
+    assert sorted(info["named_endpoints"]) == ["/interrupt", "/run"] and not info["unnamed_endpoints"]
+    parameters = info["named_endpoints"]["/run"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == [
+        "model", "prompts", "span_arrangement", "device", "fast", "variations", "seed", "steps_codebook_1",
+        "steps_codebook_2", "steps_codebook_3", "steps_codebook_4", "temperature", "top_p", "max_cfg", "min_cfg",
+        "audio", "prompt_seconds", "remask_noise", "duration", "loop", "negative", "audio_mode", "region_start",
+        "region_end"]
+    assert [p["parameter_name"] for p in parameters if not p["parameter_has_default"]] == ["prompts"]
+    assert progress_text(3, 50) == "decoding step 3 / 50"
+
+
+def test_an_out_of_range_input_is_a_sentence_by_name(tmp_path):
+    """A value out of range sent through the API (variations 100, steps 0) is answered by the engine's sentence
+    naming the field, not refused by gradio with a traceback in the server's log; parameters go by name."""
+    pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'openmagnet[app]'")
+    from gradio_client import Client
+
+    from openmagnet.app import serve
+
+    port = _free_port()
+    demo = serve(port=port, model=MODEL, out_dir=tmp_path, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        status = client.predict(model=MODEL, prompts="happy rock", variations=100, api_name="/run")[0]
+        assert status == "**Error:** Variations must be from 1 to 8, got 100."
+        status = client.predict(model=MODEL, prompts="happy rock", steps_codebook_2=0, api_name="/run")[0]
+        assert status == "**Error:** Decoding steps for codebook 2 must be from 1 to 500, got 0."
+    finally:
+        demo.close()

@@ -7,6 +7,7 @@ import typing as tp
 
 import gradio as gr
 
+from ..config import FAST_MODE
 from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, AppError, Engine, Interrupted, Request, \
     error_message, model_choices, recommended_params_for_name
 
@@ -20,6 +21,11 @@ the model's window and the clip is made in overlapping windows."""
 
 def _status(kind: str, text: str) -> str:
     return f"**{kind}:** {text}"
+
+
+def progress_text(step: int, total: int) -> str:
+    """What the progress bar says while decoding: 'decoding step 3 / 50'."""
+    return f"decoding step {step} / {total}"
 
 
 def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Blocks:
@@ -50,14 +56,14 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 device = gr.Radio(list(DEVICES), value="auto", label="Device",
                                   info="auto: CUDA, then MPS, then CPU")
                 fast = gr.Checkbox(False, label="Fast mode", elem_id="fast",
-                                   info="the fastest close-to-exact mode of this machine (CPU: int8 feed-forward)")
+                                   info=f"{FAST_MODE}; the model line says which")
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
                 span = gr.Radio(list(SPANS), value="stride1", label="Span arrangement")
-                variations = gr.Number(1, label="Variations per prompt", precision=0, minimum=1, maximum=MAX_CLIPS)
+                variations = gr.Number(1, label=f"Variations per prompt (1 to {MAX_CLIPS})", precision=0)
                 seed = gr.Number(-1, label="Seed (-1: random)", precision=0)
             with gr.Row():
-                steps = [gr.Number(d["decoding_steps"][k], label=f"Steps, codebook {k + 1}", precision=0, minimum=1)
+                steps = [gr.Number(d["decoding_steps"][k], label=f"Steps, codebook {k + 1}", precision=0)
                          for k in range(4)]
             with gr.Row():
                 temperature = gr.Number(d["temperature"], label="Temperature")
@@ -97,21 +103,24 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         outputs = [status, model_info] + [c for slot in slots for c in slot]
         empty = [gr.update(visible=False), gr.update(value=None), gr.update(value=None)] * MAX_CLIPS
 
-        def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
-                temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
-                request: gr.Request, noise_value=None, duration_value=0.0, loop_value=False, negative_value="",
-                mode_value="continue", start_value=0.0, end_value=0.0, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
-            req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
-                          steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
-                          max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
-                          variations=variations_value, prompt_audio=audio_path, prompt_seconds=seconds,
-                          device=device_value, fast=bool(fast_value), remask_noise=noise_value,
-                          duration=duration_value, loop=bool(loop_value), negative=negative_value or "",
-                          audio_mode=mode_value or "continue", region_start=start_value, region_end=end_value)
+        # The API's parameters (gradio_client, /run) are named after these arguments, in this order; the first 17
+        # are those of the first release (clients that pass them positionally keep working), the rest came later.
+        def run(model, prompts, span_arrangement="stride1", device="auto", fast=False, variations=1, seed=-1,
+                steps_codebook_1=20, steps_codebook_2=10, steps_codebook_3=10, steps_codebook_4=10, temperature=3.0,
+                top_p=0.9, max_cfg=10.0, min_cfg=1.0, audio=None, prompt_seconds=3.0, remask_noise=None,
+                duration=0.0, loop=False, negative="", audio_mode="continue", region_start=0.0, region_end=0.0,
+                request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
+            req = Request(model=model or "", prompts=prompts or "", span_arrangement=span_arrangement,
+                          steps=(steps_codebook_1, steps_codebook_2, steps_codebook_3, steps_codebook_4),
+                          temperature=temperature, top_p=top_p, max_cfg=max_cfg, min_cfg=min_cfg, seed=seed,
+                          variations=variations, prompt_audio=audio, prompt_seconds=prompt_seconds, device=device,
+                          fast=bool(fast), remask_noise=remask_noise, duration=duration, loop=bool(loop),
+                          negative=negative or "", audio_mode=audio_mode or "continue", region_start=region_start,
+                          region_end=region_end)
             session = getattr(request, "session_hash", None) or "local"
             try:
                 outcome = engine.generate(req, session,
-                                          lambda step, total: progress((step, total), desc="decoding step"))
+                                          lambda step, total: progress(step / total, desc=progress_text(step, total)))
             except Interrupted as exc:
                 return [_status("Interrupted", f"stopped at decoding step {exc.step} of {exc.total}; "
                                                "nothing was kept."), engine.model_info()] + empty
@@ -146,9 +155,10 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
                   prompt_audio, prompt_seconds, remask_noise, duration, loop, negative, audio_mode, region_start,
                   region_end]
-        generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
-        prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
-        stop.click(interrupt, None, status, queue=False)
-        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg, remask_noise], queue=False)
+        generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_name="run")
+        prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_visibility="private")
+        stop.click(interrupt, None, status, queue=False, api_name="interrupt")
+        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg, remask_noise], queue=False,
+                     api_visibility="private")
     demo.queue(max_size=32)
     return demo
