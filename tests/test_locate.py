@@ -107,3 +107,17 @@ def test_a_cached_model_loads_while_the_hub_cannot_be_reached(tmp_path):
     assert done.returncode == 0, done.stderr
     rate, seconds = done.stdout.split()
     assert rate == "32000" and int(seconds) < 60
+
+
+def test_training_codecs_offline():
+    """`--codec openmagnet/demo` is the bundled model's codec (it went to the hub); an EnCodec id that the cache
+    lacks is a one-line error naming HF_HUB_OFFLINE at once (it waited through the retries)."""
+    from openmagnet.checkpoint import CheckpointError, resolve_codec
+
+    codec, package = resolve_codec("openmagnet/demo")
+    assert codec.sample_rate == 16000 and "best_state" in package
+    started = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        resolve_codec("facebook/encodec_48khz")
+    assert "HF_HUB_OFFLINE" in str(err.value) and "\n" not in str(err.value)
+    assert time.monotonic() - started < 20

@@ -76,6 +76,8 @@ def test_notebook_runs(tmp_path, monkeypatch):
     players = [o for o in outputs if "<audio" in o.get("data", {}).get("text/html", "")]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(players) >= 8 and len(images) == len(players), (len(players), len(images))
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "TqdmWarning" not in stderr and "IProgress" not in stderr, stderr  # transformers' tqdm.auto, no widgets
 
 
 def test_released_models_fall_back_offline(tmp_path, monkeypatch):

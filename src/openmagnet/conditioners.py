@@ -97,7 +97,9 @@ class TextConditioner:
     kind = ""
 
     def __init__(self, name: str, projection: nn.Linear, device: tp.Union[str, torch.device] = "cpu"):
-        from transformers.utils import logging as hf_logging  # heavy: imported on first use only
+        with warnings.catch_warnings():  # transformers imports tqdm.auto, which warns in a notebook without
+            warnings.filterwarnings("ignore", message="IProgress not found")  # ipywidgets; no bar of it is shown
+            from transformers.utils import logging as hf_logging  # heavy: imported on first use only
 
         self.name = name
         self.projection = projection
