@@ -165,10 +165,11 @@ def test_hub_id_tricks_are_refused_before_any_download(hub_calls, name):
     assert hub_calls == []
 
 
-@pytest.mark.parametrize("name", ["facebook/magnet-small-10secs", "owner/repo.v2", "a/b", "t5-base", "A_b/c-D.e"])
+@pytest.mark.parametrize("name", ["facebook/magnet-small-10secs", "owner/repo.v2", "a/b", "A_b/c-D.e"])
 def test_hub_ids_ask_for_the_model_files_only(hub_calls, name):
     assert check_hub_id(name) == name
-    with pytest.raises(CheckpointError, match=r"cannot get state_dict\.bin of .* from the Hugging Face hub"):
+    with pytest.raises(CheckpointError, match=r"is not a local folder, the Hugging Face hub cannot be reached .* its "
+                                              r"cache does not hold state_dict\.bin"):
         MAGNeT.get_pretrained(name, device="cpu")
     with pytest.raises(CheckpointError):
         resolve_file(name, CODEC_FILE)
@@ -178,6 +179,14 @@ def test_hub_ids_ask_for_the_model_files_only(hub_calls, name):
     audiocraft_pair = [(name, LM_FILE), (name, CODEC_FILE)]
     assert asked in ([(name, "config.json")] + audiocraft_pair, audiocraft_pair)
     assert all("revision" not in kwargs and "subfolder" not in kwargs for _, _, kwargs in hub_calls)
+
+
+def test_a_bare_word_is_a_missing_folder_never_a_hub_request(hub_calls):
+    """Every MAGNeT repo has an owner: `t5-base` as a model is a mistyped folder, said so, and the hub is not asked."""
+    assert check_hub_id("t5-base") == "t5-base"
+    with pytest.raises(CheckpointError, match=r"^t5-base: no such local folder or file \(a hub id reads owner/name"):
+        MAGNeT.get_pretrained("t5-base", device="cpu")
+    assert hub_calls == []
 
 
 def test_only_the_model_files_can_be_fetched(hub_calls):

@@ -369,9 +369,9 @@ class MAGNeT:
         dtype (layout 'hf'): the LM's floating tensors in this dtype, e.g. torch.float16 (the released
         precision, half the size); None keeps the model's own, so the files load back identical. license: the
         model card's (default: that of Meta's released weights, cc-by-nc-4.0, for their checkpoints and what is
-        fine-tuned from them; 'other' for a model openmagnet trained from scratch, whose trainer sets it). A folder that already holds a model is refused
-        unless overwrite=True; then the files are written completely before any existing one is replaced. Returns
-        the directory."""
+        fine-tuned from them; 'other' for a model openmagnet trained from scratch, whose trainer sets it). A folder
+        that already holds a model is refused unless overwrite=True; then the files are written completely before
+        any existing one is replaced. Returns the directory."""
         return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license,
                           overwrite=overwrite)
 

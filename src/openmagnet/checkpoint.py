@@ -36,7 +36,7 @@ from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_co
 from .files import safetensors_save, save_torch, write_all_atomically
 from .lm import MagnetLM
 from .locate import BUNDLED_MODELS, OFFLINE_HINT, cache_only, hub_unreachable, is_path_like, missing_path, \
-    unreachable_message
+    offline_mode, unreachable_message
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
@@ -112,9 +112,6 @@ def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Pat
     if problem is not None:
         raise CheckpointError(problem)
     return _hub_download(name, filename)
-
-
-_is_path_like = is_path_like  # the name other rooms import (hub.py)
 
 
 def _hub_reason(exc: BaseException) -> str:
@@ -510,7 +507,7 @@ def resolve_codec(spec: tp.Union[str, os.PathLike], device: tp.Union[str, torch.
     device = torch.device(device)
     name = str(spec)
     path = Path(name).expanduser()
-    if path.exists() or _is_path_like(name) or name in BUNDLED_MODELS:  # a bundled model's codec too
+    if path.exists() or is_path_like(name) or name in BUNDLED_MODELS:  # a bundled model's codec too
         return _codec_from_file(resolve_file(spec, CODEC_FILE), device)
     check_hub_id(name)
     try:
@@ -531,7 +528,10 @@ def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
         codec = HFEncodec.from_pretrained(name, device=device, local_files_only=cache_only(name))
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing/foreign repo
         unreachable = hub_unreachable()
-        if unreachable is not None:
+        if offline_mode():
+            why = (f"with offline mode on (HF_HUB_OFFLINE) the hub cache holds neither its {CODEC_FILE} "
+                   f"nor a Hugging Face EnCodec of that name")
+        elif unreachable is not None:
             why = (f"the Hugging Face hub cannot be reached ({unreachable}) and its cache holds neither its "
                    f"{CODEC_FILE} nor a Hugging Face EnCodec of that name ({OFFLINE_HINT})")
         else:

@@ -37,11 +37,12 @@ import torch
 from . import __version__
 from .checkpoint import (AUDIOCRAFT_FORMAT_VERSION, BUNDLED_MODELS, CODEC_FILE, CODEC_HF_FILE, LM_FILE,
                          LM_SAFETENSORS_FILE, TEXT_PROJ_KEY, CheckpointError, _hub_download, _hub_file,
-                         _is_path_like, _package_part, audiocraft_writers, check_lm_state, dump_yaml, load_package,
+                         _package_part, audiocraft_writers, check_lm_state, dump_yaml, load_package,
                          parse_xp_cfg, read_safetensors, resolve_file)
 from .config import (LMConfig, TextConfig, check_generation, codec_config_from_xp, generation_from_xp,
                      lm_config_from_xp, text_config_from_xp)
 from .files import safetensors_save, write_all_atomically
+from .locate import missing_path
 from .lm import MagnetLM
 
 CONFIG_FILE = "config.json"
@@ -113,8 +114,8 @@ def saved_config(name: PathLike) -> tp.Optional[tp.Tuple[Path, dict]]:
         file = path / CONFIG_FILE
         if not file.is_file():
             return None
-    elif _is_path_like(text):
-        return None  # resolve_file says "no such file or directory"
+    elif missing_path(text) is not None:
+        return None  # a path, or a bare word: resolve_file says "no such local folder or file"
     else:
         file = _hub_config(text)
         if file is None:

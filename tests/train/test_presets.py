@@ -29,8 +29,9 @@ def test_a_short_run_gets_a_short_warm_up_and_says_so():
 
     from openmagnet.train.optim import lr_factor
 
-    with pytest.warns(UserWarning, match=r"^the magnet_32khz preset's warm-up of 4000 steps is longer than a tenth of "
-                                         r"this run's 20 steps: warming up over 2 instead \(--set warmup=N to choose\)$"):
+    with pytest.warns(UserWarning, match=r"^the magnet_32khz preset's warm-up of 4000 steps is longer than a tenth "
+                                         r"of this run's 20 steps: warming up over 2 instead \(--set warmup=N to "
+                                         r"choose\)$"):
         cfg = preset_config("magnet_32khz", max_steps=20)
     assert cfg.warmup == 2 and lr_factor(2, cfg.schedule, cfg.warmup, cfg.max_steps) > 0.99
     assert lr_factor(20, "cosine", 4000, 20) * 1e-4 == pytest.approx(5e-7)  # what it was: no learning at all
