@@ -53,7 +53,7 @@ check_transformers_version(_INSTALLED)
 from transformers import AutoConfig, AutoModelForTextToWaveform, AutoProcessor  # noqa: E402
 
 from .configuration import MODEL_TYPE, MagnetConfig  # noqa: E402
-from .conversion import from_magnet, save_transformers  # noqa: E402
+from .conversion import from_magnet, save_folder, save_transformers  # noqa: E402
 from .modeling import MagnetForConditionalGeneration, MagnetGenerateOutput  # noqa: E402
 from .processing import MagnetProcessor  # noqa: E402
 
@@ -69,4 +69,4 @@ def register() -> None:
 register()
 
 __all__ = ["MagnetConfig", "MagnetForConditionalGeneration", "MagnetGenerateOutput", "MagnetProcessor",
-           "from_magnet", "save_transformers", "register", "TRANSFORMERS_RANGE"]
+           "from_magnet", "save_folder", "save_transformers", "register", "TRANSFORMERS_RANGE"]

@@ -9,9 +9,8 @@ to audiocraft's fp16 layout gives the original tensors byte for byte.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import tempfile
 import typing as tp
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from transformers import EncodecFeatureExtractor
 
 from ..api import MAGNeT
 from ..codec import HFEncodec
+from ..config import text_config_from_xp
+from ..files import check_new_folder, new_folder
 from .configuration import MagnetConfig, codec_fields, lm_fields
 from .modeling import MagnetForConditionalGeneration, generation_config_for
 from .processing import MagnetProcessor
@@ -42,7 +43,7 @@ def from_magnet(model: MAGNeT) -> tp.Tuple[MagnetForConditionalGeneration, Magne
         audiocraft = {"lm": {"xp.cfg": model.xp_cfg}, "compression_model": model.codec_cfg}
     config = MagnetConfig(text_encoder=encoder.config.to_dict(), audio_encoder=audio_encoder,
                           decoder={**lm_fields(model.lm.cfg), "generation": model.stored_generation},
-                          text_encoder_kind=model.text_config.kind, text_encoder_name=model.text_config.name,
+                          text_encoder_kind=model.text_config.kind, text_encoder_name=_text_name(model),
                           audiocraft=audiocraft, architectures=["MagnetForConditionalGeneration"],
                           dtype=str(model.lm.dtype).replace("torch.", ""))
     with torch.device("meta"):  # nothing is made: the parts are the model's own
@@ -55,49 +56,44 @@ def from_magnet(model: MAGNeT) -> tp.Tuple[MagnetForConditionalGeneration, Magne
     return converted.eval(), processor
 
 
+def _text_name(model: MAGNeT) -> str:
+    """The text encoder's name as the checkpoint gives it (not a local folder given to get_pretrained instead)."""
+    if model.xp_cfg is not None:
+        return text_config_from_xp(model.xp_cfg, model.text_config.dim).name
+    return model.text_config.name
+
+
 def save_transformers(model: MAGNeT, directory: PathLike) -> Path:
     """Write `model` in the transformers layout into `directory`, which must not exist or be empty: everything is
     written into a temporary folder beside it first, then renamed into place (a failure leaves nothing)."""
-    out = Path(directory).expanduser()
-    check_new_folder(out)
+    check_new_folder(Path(directory).expanduser())
     converted, processor = from_magnet(model)
-    with new_folder(out) as tmp:
-        converted.save_pretrained(tmp)
+    return save_folder(converted, processor, directory)
+
+
+def save_folder(model: MagnetForConditionalGeneration, processor: MagnetProcessor, directory: PathLike) -> Path:
+    """`model.save_pretrained` and `processor.save_pretrained` into a new folder (absent or empty), with a model card,
+    all written before the folder takes its name."""
+    out = Path(directory).expanduser()
+    with new_folder(out) as tmp, quiet_progress_bars():
+        model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(out.name, converted.config), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(out.name, model.config), encoding="utf-8")
     return out
 
 
-def check_new_folder(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} already exists and is not an empty folder: give a new folder (nothing is "
-                         f"overwritten)")
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """No transformers progress bar (saving, loading shards) for the duration."""
+    from transformers.utils import logging as hf_logging
 
-
-class new_folder:
-    """`with new_folder(out) as tmp:` write into tmp (a fresh folder beside `out`); on success tmp becomes `out`
-    (absent or empty before), on failure it is removed."""
-
-    def __init__(self, out: Path):
-        self.out = out
-
-    def __enter__(self) -> Path:
-        check_new_folder(self.out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
-        return self.tmp
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        try:
-            if self.out.is_dir():
-                self.out.rmdir()  # empty (checked): the rename below needs it gone
-            os.rename(self.tmp, self.out)
-        except OSError:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def model_card(name: str, config: MagnetConfig) -> str:
@@ -131,4 +127,4 @@ music = synth("lo-fi music with a soothing melody", forward_params={{"do_sample"
 """
 
 
-__all__ = ["from_magnet", "save_transformers", "check_new_folder", "new_folder", "model_card"]
+__all__ = ["from_magnet", "save_transformers", "save_folder", "quiet_progress_bars", "model_card"]

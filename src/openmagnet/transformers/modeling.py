@@ -21,8 +21,9 @@ line naming them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as tp
-import warnings
+from pathlib import Path
 
 import torch
 from transformers import AutoModel, EncodecConfig, GenerationConfig, GenerationMixin, PreTrainedModel, T5EncoderModel
@@ -35,7 +36,7 @@ from ..codec import EncodecModel, HFEncodec
 from ..conditioners import project_text
 from ..config import GenerationParams, TextConfig, show
 from ..lm import MagnetLM
-from .configuration import AUDIOCRAFT_CODEC, HF_CODEC, MagnetConfig, sub_config
+from .configuration import AUDIOCRAFT_CODEC, HF_CODEC, MagnetConfig, check_model_type, sub_config
 
 # generate() keywords: MAGNeT's settings (GenerationParams names, do_sample for use_sampling) ...
 SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "decoding_steps", "span_arrangement", "max_cfg_coef",
@@ -252,27 +253,113 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' from_pretrained (dtype, device_map, revision, ...), strict: a tensor missing from the
-        folder, one it holds that the model lacks, or one of another shape is a one-line CheckpointError."""
+        """transformers' from_pretrained (dtype, device_map, revision, ...), strict: the folder's config.json must be
+        a MAGNeT one, and its tensors exactly the model's (a tensor missing, one the model lacks, one of another
+        shape: a one-line CheckpointError naming them, before any weight is read)."""
+        source = str(pretrained_model_name_or_path)
         want_info = kwargs.pop("output_loading_info", False)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+        files = _model_files(source, kwargs)
+        if files is not None:
+            config = kwargs.get("config")
+            if not isinstance(config, MagnetConfig):
+                config = MagnetConfig.from_json_file(str(files[0])) if _check_config_file(files[0], source) else None
+            check_tensors(cls, config, files[1], source)
+        try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
                                                   **kwargs)
-        check_loading(info, str(pretrained_model_name_or_path))
+        except RuntimeError as exc:
+            if "mismatched" not in str(exc):
+                raise
+            raise CheckpointError(f"{source}: some tensors have other shapes than the model its config.json describes"
+                                  ) from None
+        check_loading(info, source)
         return (model, info) if want_info else model
 
 
+WEIGHTS_FILE, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def _model_files(source: str, kwargs: dict) -> tp.Optional[tp.Tuple[Path, tp.List[Path]]]:
+    """(config.json, the safetensors files) of a local folder or a hub repo (fetched through transformers' cache,
+    which from_pretrained then reads); None where they cannot be found here (from_pretrained then says why)."""
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        if (folder / "state_dict.bin").is_file() or (folder / "model.safetensors").is_file():
+            raise CheckpointError(f"{source} has no config.json: it is a model in audiocraft's or openmagnet's layout, "
+                                  f"not a transformers one; convert it with `openmagnet convert --to transformers "
+                                  f"{source} DST`, or load it with openmagnet.MAGNeT.from_pretrained")
+        return None
+    try:
+        config = cached_file(source, "config.json", **hub)
+        index = cached_file(source, WEIGHTS_INDEX, _raise_exceptions_for_missing_entries=False, **hub)
+        if index is None:
+            weights = [cached_file(source, WEIGHTS_FILE, **hub)]
+        else:
+            shards = sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
+            weights = [cached_file(source, shard, **hub) for shard in shards]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if config is None or None in weights:
+        return None
+    return Path(config), [Path(w) for w in weights]
+
+
+def _check_config_file(path: Path, source: str) -> bool:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{source}: cannot read its config.json ({type(exc).__name__}: {exc})") from None
+    check_model_type(config, source)
+    return True
+
+
+def check_tensors(cls: type, config: MagnetConfig, files: tp.Sequence[Path], source: str) -> None:
+    """The safetensors files must hold exactly the tensors of the model `config` describes (tied copies, e.g. T5's
+    input embedding, may be left out), with their shapes; only the files' headers are read."""
+    from safetensors import safe_open
+
+    try:
+        config.check(source)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    with torch.device("meta"):
+        model = cls(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tied = set(model.all_tied_weights_keys)
+    found: tp.Dict[str, tp.Tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                found.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        except Exception as exc:  # SafetensorError, OSError
+            raise CheckpointError(f"{file}: cannot read this safetensors file, it is truncated or corrupt "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    problems = []
+    missing = sorted(set(expected) - set(found) - tied)
+    unexpected = sorted(set(found) - set(expected))
+    shaped = [f"{k} is {list(found[k])}, expected {list(expected[k])}" for k in sorted(set(found) & set(expected))
+              if found[k] != expected[k]]
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
+        if keys:
+            problems.append(f"{label}: {', '.join(keys[:12])}" + (f" and {len(keys) - 12} more" if len(keys) > 12
+                                                                  else ""))
+    if problems:
+        raise CheckpointError(f"{source} does not match the MAGNeT its config.json describes: " + "; ".join(problems))
+
+
 def check_loading(info: dict, source: str) -> None:
+    """What transformers reports after loading (the remaining case: weights it read from elsewhere than
+    safetensors): any tensor missing, unexpected or mis-shaped is a one-line CheckpointError."""
     problems = []
     for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
                        ("mismatched_keys", "mis-shaped")):
         found = sorted(str(k[0] if isinstance(k, tuple) else k) for k in (info.get(key) or ()))
         if found:
-            problems.append(f"{label}: {', '.join(found[:20])}" + (f" and {len(found) - 20} more" if len(found) > 20
+            problems.append(f"{label}: {', '.join(found[:12])}" + (f" and {len(found) - 12} more" if len(found) > 12
                                                                    else ""))
-    errors = [str(e).splitlines()[0] for e in (info.get("error_msgs") or ()) if str(e).strip()]
-    problems += errors[:3]
     if problems:
         raise CheckpointError(f"{source} does not match the MAGNeT its config.json describes: " + "; ".join(problems))
 
