@@ -10,6 +10,7 @@ then renamed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import typing as tp
@@ -23,6 +24,11 @@ PathLike = tp.Union[str, os.PathLike]
 
 def convert(src: PathLike, dst: PathLike, to: str, text_encoder: tp.Optional[PathLike] = None) -> Path:
     """Write the model `src` into the new folder `dst` in layout `to` (transformers, audiocraft or openmagnet)."""
+    with _no_progress_bars():
+        return _convert(src, dst, to, text_encoder)
+
+
+def _convert(src: PathLike, dst: PathLike, to: str, text_encoder: tp.Optional[PathLike]) -> Path:
     if to not in LAYOUTS:
         raise ValueError(f"--to must be one of {', '.join(LAYOUTS)}; got {to!r}")
     out = Path(dst).expanduser()
@@ -34,12 +40,13 @@ def convert(src: PathLike, dst: PathLike, to: str, text_encoder: tp.Optional[Pat
             raise ValueError("--text-encoder: a transformers folder holds its text encoder; drop the flag")
         import torch
 
+        from transformers import AutoProcessor
+
         face = _face()
         model = face.MagnetForConditionalGeneration.from_pretrained(str(src), dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(str(src))
         if to == "transformers":
-            from transformers import AutoProcessor
-
-            return face.save_folder(model, AutoProcessor.from_pretrained(str(src)), out)
+            return face.save_folder(model, processor, out)
         magnet = model.to_magnet()
     else:
         from ..api import MAGNeT
@@ -66,6 +73,20 @@ def is_transformers_folder(src: PathLike) -> bool:
         return False
     return isinstance(content, dict) and content.get("model_type") == "magnet" and \
         content.get("library_name") != "openmagnet"
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """No transformers progress bar (loading an EnCodec or shards, saving) while converting."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _face():

@@ -53,7 +53,7 @@ check_transformers_version(_INSTALLED)
 from transformers import AutoConfig, AutoModelForTextToWaveform, AutoProcessor  # noqa: E402
 
 from .configuration import MODEL_TYPE, MagnetConfig  # noqa: E402
-from .conversion import from_magnet, save_folder, save_transformers  # noqa: E402
+from .conversion import from_magnet, quiet_progress_bars, save_folder, save_transformers  # noqa: E402
 from .modeling import MagnetForConditionalGeneration, MagnetGenerateOutput  # noqa: E402
 from .processing import MagnetProcessor  # noqa: E402
 
@@ -69,4 +69,5 @@ def register() -> None:
 register()
 
 __all__ = ["MagnetConfig", "MagnetForConditionalGeneration", "MagnetGenerateOutput", "MagnetProcessor",
-           "from_magnet", "save_folder", "save_transformers", "register", "TRANSFORMERS_RANGE"]
+           "from_magnet", "save_folder", "save_transformers", "quiet_progress_bars", "register",
+           "TRANSFORMERS_RANGE"]
