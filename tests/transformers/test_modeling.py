@@ -48,12 +48,12 @@ def test_greedy_tokens_identical_to_audiocraft(loaded, name):
     assert out.audio.shape == (2, 1, expected.shape[-1] * hop) and out.audio.dtype == torch.float32
 
 
-# ------------------------------------------------------------------------------------------------ every door, one answer
+# ----------------------------------------------------------------------------------------------- every door, one answer
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
 @pytest.mark.parametrize("name", ["music10", "music10_hf", "sound10", "demo"])
 def test_pipeline_and_generate_equal_magnet(loaded, converted, name, sampled):
-    """pipeline("text-to-audio", DIR), MagnetForConditionalGeneration.generate and MAGNeT.get_pretrained(SOURCE).generate
-    with the same seed and settings: the same tokens and the same audio."""
+    """pipeline("text-to-audio", DIR), MagnetForConditionalGeneration.generate and
+    MAGNeT.get_pretrained(SOURCE).generate with the same seed and settings: the same tokens and the same audio."""
     source = source_model(name)
     prompt = "dog barking in the rain" if name == "sound10" else "happy rock"
     with settings(source, duration=FAST["duration"], use_sampling=sampled, decoding_steps=FAST["decoding_steps"]):

@@ -210,7 +210,8 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
         given = options.pop("generation_config", None)
         if given is not None:
             if not isinstance(given, GenerationConfig):
-                raise TypeError(f"generation_config must be a transformers GenerationConfig, got {type(given).__name__}")
+                raise TypeError(f"generation_config must be a transformers GenerationConfig, got "
+                                f"{type(given).__name__}")
             merged.update(settings_of(given, self.config.lm_config.seq_len, "generation_config"))
         for key in SETTINGS:
             if key in options:
