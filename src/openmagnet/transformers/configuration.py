@@ -31,6 +31,9 @@ MODEL_TYPE = "magnet"
 AUDIOCRAFT_CODEC = "audiocraft_encodec"  # the model_type of an audio_encoder that is openmagnet's EncodecModel
 HF_CODEC = "encodec"
 TEXT_KINDS = ("t5", "hf")
+# the defaults: magnet-small's decoder (LMConfig()), audiocraft's 32 kHz EnCodec (CodecConfig()) and t5-base's encoder
+T5_BASE = {"model_type": "t5", "d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12,
+           "vocab_size": 32128}
 
 
 def lm_fields(cfg: LMConfig) -> dict:
@@ -57,7 +60,7 @@ class MagnetConfig(PretrainedConfig):
                  decoder: tp.Optional[dict] = None, text_encoder_kind: str = "t5",
                  text_encoder_name: str = "t5-base", audiocraft: tp.Optional[dict] = None,
                  sampling_rate: tp.Optional[int] = None, audio_channels: tp.Optional[int] = None, **kwargs):
-        self.text_encoder = _plain_dict(text_encoder, "text_encoder") or {"model_type": "t5"}
+        self.text_encoder = _plain_dict(text_encoder, "text_encoder") or dict(T5_BASE)
         self.audio_encoder = _plain_dict(audio_encoder, "audio_encoder") or codec_fields(CodecConfig())
         decoder = _plain_dict(decoder, "decoder") or {**lm_fields(LMConfig()), "generation": None}
         decoder.setdefault("generation", None)

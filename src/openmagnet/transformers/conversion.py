@@ -19,7 +19,7 @@ from transformers import EncodecFeatureExtractor
 
 from ..api import MAGNeT
 from ..codec import HFEncodec
-from ..config import text_config_from_xp
+from ..config import GenerationParams, text_config_from_xp
 from ..files import check_new_folder, new_folder
 from .configuration import MagnetConfig, codec_fields, lm_fields
 from .modeling import MagnetForConditionalGeneration, generation_config_for
@@ -48,8 +48,10 @@ def from_magnet(model: MAGNeT) -> tp.Tuple[MagnetForConditionalGeneration, Magne
                           dtype=str(model.lm.dtype).replace("torch.", ""))
     with torch.device("meta"):  # nothing is made: the parts are the model's own
         converted = MagnetForConditionalGeneration(config, parts=(encoder, codec_module, model.lm))
-    converted.generation_config = generation_config_for(model.params, model.cfg.seq_len,
-                                                        conditioner.tokenizer.pad_token_id)
+    # the settings the model stores for itself over the API defaults, as MAGNeT.get_pretrained starts with (not
+    # whatever set_generation_params set since: save_pretrained stores the same)
+    params = GenerationParams(**(model.stored_generation or {}))
+    converted.generation_config = generation_config_for(params, model.cfg.seq_len, conditioner.tokenizer.pad_token_id)
     extractor = EncodecFeatureExtractor(feature_size=model.audio_channels, sampling_rate=model.sample_rate,
                                         padding_value=0.0)
     processor = MagnetProcessor(extractor, conditioner.tokenizer, max_text_tokens=conditioner.max_tokens)

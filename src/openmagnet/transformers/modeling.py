@@ -117,6 +117,10 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
         by default they are built from the config."""
         config.check()
         super().__init__(config)
+        # the settings the model stores over MAGNeT's API defaults (from_pretrained reads generation_config.json)
+        self.generation_config = generation_config_for(GenerationParams(**(config.stored_generation or {})),
+                                                       config.lm_config.seq_len,
+                                                       config.text_encoder_config.pad_token_id)
         if parts is None:
             parts = (build_text_encoder(config), build_audio_encoder(config), MagnetLM(config.lm_config))
         self.text_encoder, self.audio_encoder, self.decoder = parts
