@@ -123,3 +123,15 @@ def test_a_failed_conversion_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert code == 2 and err == (f"openmagnet: error: no space left on device while writing {tmp_path / 'dst'}: free "
                                  f"space or write it elsewhere (nothing was left there)\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transformers_model_on_the_hub_converts_back(tmp_path, capsys):
+    """A hub id whose repo holds the transformers layout (served here from the hub cache, offline)."""
+    from tests.test_hub import add_to_hub_cache
+
+    src = FIXTURES / "music10"
+    assert run(["convert", "--to", "transformers", str(src), str(tmp_path / "tf"), "--quiet"], capsys)[0] == 0
+    add_to_hub_cache("someone/magnet-tiny-transformers", tmp_path / "tf")
+    assert run(["convert", "--to", "audiocraft", "someone/magnet-tiny-transformers", str(tmp_path / "ac"), "--quiet"],
+               capsys) == (0, "", "")
+    assert_same_package(released(src / LM_FILE), released(tmp_path / "ac" / LM_FILE))

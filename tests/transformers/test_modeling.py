@@ -230,3 +230,14 @@ def test_forward_says_to_generate(loaded):
     model, _ = loaded("music10")
     with pytest.raises(NotImplementedError, match="call generate()"):
         model(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_openmagnet_says_how_to_read_a_transformers_folder(converted):
+    from openmagnet import MAGNeT
+
+    folder = converted("music10")
+    with pytest.raises(CheckpointError) as err:
+        MAGNeT.get_pretrained(folder, device="cpu")
+    assert one_line(err) == (f"{folder} is a MAGNeT in the transformers layout (openmagnet convert --to transformers): "
+                             f"load it with transformers after `import openmagnet.transformers`, or convert it back "
+                             f"with `openmagnet convert --to openmagnet {folder} DST`")

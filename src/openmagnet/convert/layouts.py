@@ -62,10 +62,13 @@ def _convert(src: PathLike, dst: PathLike, to: str, text_encoder: tp.Optional[Pa
 
 
 def is_transformers_folder(src: PathLike) -> bool:
-    """True for a local folder holding a transformers MAGNeT (config.json of model_type 'magnet' that is not
-    openmagnet's own save_pretrained config)."""
-    config = Path(src).expanduser() / "config.json"
-    if not config.is_file():
+    """True for a transformers MAGNeT: a local folder or hub repo whose config.json has model_type 'magnet' and is
+    not openmagnet's own save_pretrained config."""
+    folder = Path(src).expanduser()
+    config = folder / "config.json"
+    if not folder.is_dir():
+        config = _hub_config(str(src))
+    if config is None or not config.is_file():
         return False
     try:
         content = json.loads(config.read_text(encoding="utf-8"))
@@ -73,6 +76,19 @@ def is_transformers_folder(src: PathLike) -> bool:
         return False
     return isinstance(content, dict) and content.get("model_type") == "magnet" and \
         content.get("library_name") != "openmagnet"
+
+
+def _hub_config(name: str) -> tp.Optional[Path]:
+    """The config.json of hub repo `name` (through the Hugging Face cache), or None: not a hub id, no such file,
+    offline without it (MAGNeT.get_pretrained then says what is wrong)."""
+    from ..checkpoint import _hub_file, _is_path_like
+
+    if _is_path_like(name) or Path(name).expanduser().exists():
+        return None
+    try:
+        return _hub_file(name, "config.json")
+    except Exception:  # not a hub id (CheckpointError), not in the repo, offline, network
+        return None
 
 
 @contextlib.contextmanager
