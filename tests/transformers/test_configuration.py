@@ -68,3 +68,18 @@ def test_a_model_from_a_config_generates_saves_and_loads(tmp_path):
     back = face.MagnetForConditionalGeneration.from_pretrained(tmp_path / "tiny")
     with pytest.raises(ValueError, match="this model keeps no audiocraft xp.cfg"):
         back.to_magnet().save_pretrained(tmp_path / "audiocraft", layout="audiocraft")
+
+
+def test_greedy_stored_settings_save_and_apply(tmp_path):
+    """A model that stores greedy decoding: transformers will not save temperature / top_p beside do_sample=False, so
+    generation_config.json leaves them out and generate() takes them from config.decoder.generation (the temperature
+    still shapes MAGNeT's re-masking scores when greedy)."""
+    stored = {"use_sampling": False, "temperature": 2.0, "top_p": 0.5, "decoding_steps": [2, 1, 1, 1]}
+    model = face.MagnetForConditionalGeneration(tiny_config(decoder={**TINY_LM, "generation": stored})).eval()
+    model.save_pretrained(tmp_path / "greedy")
+    back = face.MagnetForConditionalGeneration.from_pretrained(tmp_path / "greedy")
+    assert back.generation_config.do_sample is False and back.generation_config.temperature is None
+    params = back._settings({})
+    assert (params.use_sampling, params.temperature, params.top_p, params.decoding_steps) == (False, 2.0, 0.5,
+                                                                                             (2, 1, 1, 1))
+    assert back._settings({"do_sample": True, "temperature": 1.0}).temperature == 1.0

@@ -209,7 +209,7 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def _settings(self, options: dict) -> GenerationParams:
         """GenerationParams from the model's generation_config, a given generation_config, then keywords."""
-        base = dataclasses.asdict(GenerationParams())
+        base = dataclasses.asdict(GenerationParams(**(self.config.stored_generation or {})))
         merged = {**base, **settings_of(self.generation_config, self.config.lm_config.seq_len, "the model's")}
         given = options.pop("generation_config", None)
         if given is not None:
@@ -387,9 +387,12 @@ def settings_of(config: GenerationConfig, frames: int, what: str) -> dict:
 
 def generation_config_for(params: GenerationParams, frames: int, pad_token_id: tp.Optional[int]) -> GenerationConfig:
     """The GenerationConfig that stores `params`: transformers' names where they exist (do_sample, temperature, top_k,
-    top_p), MAGNeT's for the rest; max_length is the frames of one window (what MAGNeT makes, and what keeps the
-    text-to-audio pipeline from adding its default max_new_tokens)."""
+    top_p; the last three only when sampling), MAGNeT's for the rest; max_length is the frames of one window (what
+    MAGNeT makes, and what keeps the text-to-audio pipeline from adding its default max_new_tokens)."""
     values = dataclasses.asdict(params)
+    if not params.use_sampling:  # transformers refuses to save sampling fields beside do_sample=False: greedy decoding
+        for key in ("temperature", "top_k", "top_p"):  # takes them from config.decoder.generation (MAGNeT's
+            del values[key]  # temperature still shapes the re-masking confidence), as generate() does
     return GenerationConfig(do_sample=values.pop("use_sampling"), max_length=frames, pad_token_id=pad_token_id,
                             **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
 
