@@ -4,6 +4,7 @@
     openmagnet data index AUDIO_DIR --out MANIFEST_DIR
     openmagnet train --data MANIFEST_DIR --out RUN_DIR --preset magnet_32khz --model-scale small
     openmagnet export RUN_DIR --out MODEL_DIR
+    openmagnet convert --to transformers facebook/magnet-small-10secs MODEL_DIR
 
 Settings left unset take the values the audiocraft demos recommend for the loaded model (they
 differ from the API defaults): span arrangement 'stride1', 20 first-codebook steps per 10 s of
@@ -18,6 +19,7 @@ import typing as tp
 import warnings
 from pathlib import Path
 
+from .convert.command import add_convert_parser
 from .evaluation.command import add_eval_parser
 from .files import NO_SPACE, DiskFullError, slug
 from .train.codec.command import add_codec_parser
@@ -319,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_eval_parser(sub)
     add_codec_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 
