@@ -252,7 +252,7 @@ class Harness:
                     torch.load(path, weights_only=True)
                 complete.append(name)
         result["in_place_after_kill"] = complete
-        rc, err = self.finish(["export", str(run), "--out", str(model)])
+        rc, err = self.finish(["export", str(run), "--out", str(model), "--overwrite"])  # files of the killed one
         result["recovery_rc"] = rc
         if rc != 0:
             result.update(ok=False, error=err.strip().splitlines()[-1] if err.strip() else "")

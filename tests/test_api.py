@@ -322,8 +322,8 @@ def test_collapsed_sampling_is_warned(model):
     collapsed[1, 0, :31] = 7  # 31 % of clip 1's first stage
     collapsed[0, 2, :50] = 5  # 50 % of clip 0's third stage
     with pytest.warns(RuntimeWarning, match=r"^the sampling collapsed: one code fills more than 30% of the frames "
-                                            r"\(codebook 0: 31%, codebook 2: 50%\); lower max_cfg_coef or the "
-                                            r"temperature, or add remask_noise=3 \(set_generation_params\)$"):
+                                            r"\(codebook 0: 31%, codebook 2: 50%\); try remask_noise=3 \(now 0\) or "
+                                            r"max_cfg_coef=5 \(now 10\) with set_generation_params$"):
         assert warn_if_collapsed(collapsed) == [0, 2]
     # and generation checks its own tokens: an LM whose heads prefer one code collapses every stage
     lm = model.lm
@@ -342,3 +342,71 @@ def test_collapsed_sampling_is_warned(model):
         with torch.no_grad():
             for head, weight in zip(lm.linears, saved):
                 head.weight.copy_(weight)
+
+
+def test_the_collapse_warning_names_a_remedy_not_in_force():
+    """With re-masking noise already on (the demo model's 3), the warning does not ask for it again but for what
+    helped there (a weaker guidance, a higher temperature); at CFG 1 it no longer suggests lowering the guidance;
+    the command line says it in flags."""
+    from openmagnet.api import SamplingCollapsed
+    from openmagnet.config import GenerationParams
+    from openmagnet.cli import FLAGS
+
+    demo = GenerationParams(max_cfg_coef=3.0, remask_noise=3.0)
+    warning = SamplingCollapsed({0: 0.62}, 0.3, demo)
+    assert str(warning) == ("the sampling collapsed: one code fills more than 30% of the frames (codebook 0: 62%); "
+                            "try max_cfg_coef=1.5 (now 3) or temperature=4.5 (now 3) with set_generation_params")
+    assert warning.describe(FLAGS) == ("the sampling collapsed: one code fills more than 30% of the frames "
+                                       "(codebook 0: 62%); try --max-cfg 1.5 (now 3) or --temperature 4.5 (now 3)")
+    flat = SamplingCollapsed({1: 0.5}, 0.3, GenerationParams(max_cfg_coef=1.0, min_cfg_coef=1.0, remask_noise=2.0))
+    assert str(flat).endswith("try temperature=4.5 (now 3) or remask_noise=4 (now 2) with set_generation_params")
+
+
+def test_one_collapse_warning_per_generation_past_the_window(model):
+    """A generation made of several windows warns once for the whole clip, not once per window."""
+    import warnings
+
+    lm = model.lm
+    saved = [head.weight.detach().clone() for head in lm.linears]
+    try:
+        with torch.no_grad():
+            for head in lm.linears:
+                head.weight.zero_()
+                head.weight[3] = 1.0  # greedy picks one code everywhere: every window collapses
+        model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1])
+        model.duration = 25.0  # three windows of 10 s
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.generate(["a"])
+        collapsed = [w for w in caught if "the sampling collapsed" in str(w.message)]
+        assert len(collapsed) == 1, [str(w.message) for w in caught]
+    finally:
+        model.duration = model.max_duration
+        model.set_generation_params()
+        with torch.no_grad():
+            for head, weight in zip(lm.linears, saved, strict=True):
+                head.weight.copy_(weight)
+
+
+def test_remove_dc_is_opt_in_and_leaves_the_reference_path_alone(model):
+    """generate()'s audio is the codec's decoding of its tokens, exactly (the reference's), unless remove_dc=True
+    (ours): then it is that audio through audio.remove_dc; generation_params lists it only when set, and feeds back
+    into set_generation_params (which takes the reference's `temp`)."""
+    from openmagnet.audio import remove_dc
+
+    model.set_generation_params(decoding_steps=[2, 1, 1, 1])
+    assert "remove_dc" not in model.generation_params
+    wav, tokens = model.generate(["a"], generator=torch.Generator().manual_seed(0), return_tokens=True)
+    assert torch.equal(wav, model.generate_audio(tokens))
+    model.set_generation_params(decoding_steps=[2, 1, 1, 1], remove_dc=True, temperature=2.5)
+    params = model.generation_params
+    assert params["remove_dc"] is True and params["temp"] == 2.5
+    model.set_generation_params(**params)  # the getter's dict goes back into the setter
+    assert model.generation_params == params
+    wav2, tokens2 = model.generate(["a"], generator=torch.Generator().manual_seed(0), return_tokens=True)
+    assert torch.equal(wav2, remove_dc(model.generate_audio(tokens2), model.sample_rate))
+    with pytest.raises(TypeError, match="give one"):
+        model.set_generation_params(temperature=2.0, temp=1.0)
+    with pytest.raises(ValueError, match="remove_dc must be true or false; got 'yes'"):
+        model.set_generation_params(remove_dc="yes")
+    model.set_generation_params()

@@ -48,13 +48,60 @@ def test_cli_continuation_and_flac(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["generate", "x", "--model", "./missing_dir"], "openmagnet: error: ./missing_dir: no such file or directory\n"),
+    (["generate", "x", "--model", "./missing_dir"], "openmagnet: error: ./missing_dir: no such local folder or file\n"),
     (["generate", "--model", "x"], 'openmagnet: error: give at least one text prompt, e.g. openmagnet generate "happy rock"\n'),  # noqa: E501
     (["generate", "  ", "--model", "x"], "openmagnet: error: a text prompt is empty: remove it or write a description\n"),  # noqa: E501
 ])
 def test_cli_errors_are_one_line(args, message, capsys):
     code, _, err = run_cli(args, capsys)
     assert code == 2 and err == message
+
+
+def test_out_is_checked_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    """A bad --out fails at once in one line (the first-hour report: `--out /proc/x` after 50 s of work, `--out afile`
+    a FileExistsError traceback), before any model is loaded."""
+    from openmagnet.api import MAGNeT
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr(MAGNeT, "get_pretrained", staticmethod(never))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [(afile, f"--out {afile}: is a file, not a folder; name a folder (it is created if needed)"),
+             (afile / "sub", f"--out {afile}/sub: cannot write there: not a directory; name a folder you can "
+                             f"write to")]
+    if os.path.isdir("/proc/self"):  # Linux: nothing can be created in /proc, root or not
+        cases.append(("/proc/x", "--out /proc/x: cannot write there: no such file or directory; name a folder you "
+                                 "can write to"))
+    for out, message in cases:
+        for command in (["generate", "x"], ["edit", str(afile), "--region", "0", "1"]):
+            code, _, err = run_cli([*command, "--out", str(out), "--quiet"], capsys)
+            assert (code, err) == (2, f"openmagnet: error: {message}\n"), command
+
+
+def test_a_rerun_never_overwrites_silently(tmp_path, capsys):
+    """The same prompt into the same --out twice keeps both clips (00_x.wav, 00_x-2.wav); --overwrite replaces."""
+    args = ["generate", "happy rock", "--model", str(FIXTURES / "sound10"), "--out", str(tmp_path / "o"), "--steps",
+            "1", "1", "1", "1", "--quiet"]
+    code, first, err = run_cli([*args, "--seed", "1"], capsys)
+    assert code == 0, err
+    original = open(first.strip(), "rb").read()
+    code, second, err = run_cli([*args, "--seed", "2"], capsys)
+    assert code == 0 and second.strip() == str(tmp_path / "o" / "00_happy_rock-2.wav"), (second, err)
+    assert open(first.strip(), "rb").read() == original
+    code, third, err = run_cli([*args, "--seed", "2", "--overwrite"], capsys)
+    assert code == 0 and third == first
+    assert open(first.strip(), "rb").read() == open(second.strip(), "rb").read()  # seed 2's clip replaced it
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["00_happy_rock-2.wav", "00_happy_rock.wav"]
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(tmp_path, capsys):
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    code, _, err = run_cli(["generate", "x", "--model", str(empty), "--out", str(tmp_path / "new" / "out")], capsys)
+    assert code == 2 and err.startswith(f"openmagnet: error: {empty} has no state_dict.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_model"]
 
 
 @pytest.mark.parametrize("device,message", [
@@ -76,7 +123,7 @@ def test_cli_missing_device_is_one_line(tmp_path, capsys, monkeypatch, device, m
 def test_cli_bad_top_p(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--top-p", "3", "--quiet",
                             "--out", str(tmp_path)], capsys)
-    assert code == 2 and err == "openmagnet: error: top_p must be in [0, 1] (0 disables nucleus sampling); got 3.0\n"
+    assert code == 2 and err == "openmagnet: error: --top-p must be in [0, 1] (0 disables nucleus sampling); got 3.0\n"
 
 
 def test_cli_int8_mode(tmp_path, capsys):
@@ -90,9 +137,49 @@ def test_cli_int8_mode(tmp_path, capsys):
 def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
                             "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)
-    assert code == 2 and err.startswith("openmagnet: error: dtype=torch.float16 on CPU is a trap: float16 matrix "
+    assert code == 2 and err.startswith("openmagnet: error: --dtype float16 on this CPU is a trap: float16 matrix "
                                         "products run at about 1 GFLOP/s on CPU")
+    assert err.endswith("or leave --dtype out\n") and "--fast (here: " in err and "fast=True" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--duration", "-3"], "--duration must be a positive number of seconds, got -3"),
+    (["--extend-stride", "0"], "--extend-stride must be a positive number of seconds, got 0"),
+    (["--top-p", "3"], "--top-p must be in [0, 1] (0 disables nucleus sampling); got 3.0"),
+    (["--temperature", "-1"], "--temperature must be >= 0; got -1.0"),
+    (["--steps", "0", "1", "1", "1"], "--steps must be 4 positive integers (one per codebook), e.g. [20, 10, 10, 10]; "
+                                      "got [0, 1, 1, 1]"),
+    (["--prompt-audio", "nope.wav"], "--prompt-audio nope.wav: no such audio file"),
+    (["--fast", "--dtype", "bfloat16"], "--fast chooses the dtype and the int8 mode for this machine: drop --dtype and "
+                                        "--quantize, or drop --fast"),
+    (["--quantize", "int8", "--device", "cuda"], "--quantize runs on the CPU only: drop it, or use --device cpu (not "
+                                                 "cuda)"),
+])
+def test_generate_flags_are_checked_in_flags_before_loading(flags, message, tmp_path, capsys, monkeypatch):
+    """Settings are refused in the command line's words (not "set model.duration" or "use fast=True") and before
+    any model is loaded (--prompt-audio was checked after)."""
+    from openmagnet.api import MAGNeT
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded first")
+
+    monkeypatch.setattr(MAGNeT, "get_pretrained", staticmethod(never))
+    code, _, err = run_cli(["generate", "x", "--out", str(tmp_path), *flags], capsys)
+    assert (code, err) == (2, f"openmagnet: error: {message}\n")
+
+
+def test_an_error_before_the_first_step_prints_no_progress_bar(tmp_path, capsys):
+    """A prompt longer than the clip is found after loading, before decoding: stderr has the model's line and the
+    error's, and no empty "decoding: 0%" bar between them."""
+    prompt = tmp_path / "long.wav"
+    sf.write(prompt, np.zeros(11 * 16000), 16000)
+    code, _, err = run_cli(["generate", "--prompt-audio", str(prompt), "--model", str(FIXTURES / "sound10"),
+                            "--out", str(tmp_path / "o")], capsys)
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 2 and "decoding" not in err, err
+    assert lines[1] == ("openmagnet: error: the prompt is 11.00 s long but this model generates 10 s: trim the prompt "
+                        "to less than 10 s")
 
 
 # ------------------------------------------------------------------------------------------------ every sub-command
@@ -164,6 +251,20 @@ def test_export_writes_a_loadable_model(pipeline):
         p.name for p in (root / "model").iterdir()}
 
 
+def test_export_never_overwrites_a_model_silently(pipeline, tmp_path, capsys):
+    root, _ = pipeline
+    out = tmp_path / "model"
+    assert main(["export", str(root / "run"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["export", str(root / "run"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"openmagnet: error: --out {out} already holds a model (state_dict.bin, "
+                                       f"compression_state_dict.bin, model.safetensors): add --overwrite to replace "
+                                       f"it, or name another folder\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["export", str(root / "run"), "--out", str(out), "--overwrite"]) == 0
+
+
 def test_export_bundle(pipeline, tmp_path, capsys):
     root, _ = pipeline
     assert main(["export", str(root / "model"), "--bundle", "--out", str(tmp_path / "bundle")]) == 0
@@ -193,8 +294,8 @@ def test_generate_with_the_exported_model(pipeline, tmp_path, capsys):
     assert (code, out) == (0, f"{tmp_path}/00_a_calm_sine_tone.wav\n")
     # a model trained for two steps may collapse onto few codes: then one warning line, nothing else
     assert err == "" or re.fullmatch(r"openmagnet: warning: the sampling collapsed: one code fills more than 30% of "
-                                     r"the frames \(.*\); lower max_cfg_coef or the temperature, or add "
-                                     r"remask_noise=3 \(set_generation_params\)\n", err), err
+                                     r"the frames \(.*\); try --remask-noise 3 \(now 0\) or --max-cfg 5 \(now 10\)\n",
+                                     err), err
     wav, sr = sf.read(out.strip())
     assert sr == 32000 and wav.shape == (32000,)  # the run's 1 s segment
 

@@ -298,11 +298,17 @@ def test_save_refusals(tmp_path, monkeypatch):
     model.save_pretrained(tmp_path / "hf")
     with pytest.raises(ValueError, match=r"hf holds a model in the hf layout \(config\.json\): save into another "
                                          r"folder, or with layout='hf'"):
-        model.save_pretrained(tmp_path / "hf", layout="audiocraft")
-    model.save_pretrained(tmp_path / "hf")  # the same layout again: replaced
+        model.save_pretrained(tmp_path / "hf", layout="audiocraft", overwrite=True)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "hf").iterdir()}
+    with pytest.raises(ValueError, match=r"/hf already holds a model \(compression_model\.safetensors, config\.json, "
+                                         r"model\.safetensors\): save into another folder, or pass overwrite=True to "
+                                         r"replace it$"):
+        model.save_pretrained(tmp_path / "hf")  # the same layout again: no silent replacement
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "hf").iterdir()} == before
+    model.save_pretrained(tmp_path / "hf", overwrite=True)  # asked for: replaced
     model.save_pretrained(tmp_path / "ac", layout="audiocraft")
     with pytest.raises(ValueError, match=r"holds a model in the audiocraft layout \(state_dict\.bin\)"):
-        model.save_pretrained(tmp_path / "ac")
+        model.save_pretrained(tmp_path / "ac", overwrite=True)
 
 
 def test_failed_save_leaves_the_previous_one_intact(tmp_path, monkeypatch):
@@ -318,5 +324,5 @@ def test_failed_save_leaves_the_previous_one_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "safetensors_save", failing)
     with pytest.raises(OSError, match="disk full"):
-        model.save_pretrained(out, license="mit")
+        model.save_pretrained(out, license="mit", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file left either

@@ -128,7 +128,7 @@ def test_the_collapse_check_counts_only_the_sampled_frames(monkeypatch):
     from openmagnet import api
 
     seen = []
-    monkeypatch.setattr(api, "warn_if_collapsed", lambda tokens: seen.append(tokens.shape[-1]) or [])
+    monkeypatch.setattr(api, "warn_if_collapsed", lambda tokens, **_: seen.append(tokens.shape[-1]) or [])
     model = _demo()
     sr = model.sample_rate
     silence = torch.zeros(1, 4 * sr)

@@ -58,7 +58,7 @@ fi
 #    the model and bundled (safetensors only, fp16) into the package. With the reference's sampler this small LM
 #    collapses into the codec's silence code (one code fills 41-100 % of a clip at every setting tried, RESULTS.md),
 #    so the grid uses the re-masking noise (remask_noise 3: Gumbel noise on the confidence that picks what to re-mask)
-$OM export "$WORK/lm3" --out "$WORK/model"
+$OM export "$WORK/lm3" --out "$WORK/model" --overwrite  # a rerun re-exports the (resumed) run
 [ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth_wide" \
     --out "$WORK/family_classifier.npz"
 [ -f "$WORK/sampling/chosen.json" ] || .venv/bin/python recipes/demo/choose_sampling.py --model "$WORK/model" \
@@ -66,7 +66,8 @@ $OM export "$WORK/lm3" --out "$WORK/model"
     --prompts 16 --cfg 3 5 10 --temperature 3 --remask-noise 3
 GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generation {k}=' + (','.join(map(str, v)) \
     if isinstance(v, list) else str(v)) for k, v in json.load(open(sys.argv[1])).items()))" "$WORK/sampling/chosen.json")
-$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo $GENERATION
+# remove_dc: this codec adds a DC offset (about +0.17) that -14 LUFS normalisation would quadruple
+$OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo --overwrite $GENERATION --generation remove_dc=true
 
 # 5. does it follow the text, and does it sound like music? generated audio for the 64 prompts of the seed-777
 #    set (at the stored settings) against the rendered clips (ceiling) and shuffled prompts (floor): tempo, key and

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .audio import convert_audio
+from .audio import convert_audio, remove_dc
 from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig
@@ -210,13 +210,14 @@ def recommended_params(sample_rate: int, max_duration: float, **given: tp.Any) -
     """set_generation_params() keywords for a model of `sample_rate` Hz that makes `max_duration` s:
     what the audiocraft demos recommend (it differs from the API defaults): span arrangement 'stride1',
     20 first-codebook steps per 10 s of audio, and for the 16 kHz sound models temperature 3.5, top-p 0.8,
-    max CFG 20. Each of `given` (set_generation_params() keywords) that is not None replaces its
-    recommendation."""
+    max CFG 20; and (ours) the audio without its DC offset (remove_dc: inaudible, and a clip's offset would
+    otherwise grow with its loudness normalisation). Each of `given` (set_generation_params() keywords) that
+    is not None replaces its recommendation."""
     sound = sample_rate == 16000
     params = dict(use_sampling=True, top_k=0, top_p=0.8 if sound else 0.9, temperature=3.5 if sound else 3.0,
                   max_cfg_coef=20.0 if sound else 10.0, min_cfg_coef=1.0,
                   decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1",
-                  remask_noise=0.0)
+                  remask_noise=0.0, remove_dc=True)
     unknown = sorted(set(given) - set(params))
     if unknown:
         raise TypeError(f"recommended_params() takes set_generation_params() keywords {sorted(params)}, got {unknown}")
@@ -356,7 +357,7 @@ class MAGNeT:
         return cls.get_pretrained(name_or_path, device=device, dtype=dtype, **options)
 
     def save_pretrained(self, save_directory: PathLike, layout: str = "hf", dtype: tp.Optional[torch.dtype] = None,
-                        license: str = DEFAULT_LICENSE) -> Path:
+                        license: str = DEFAULT_LICENSE, overwrite: bool = False) -> Path:
         """Write the model into `save_directory` (created), for `from_pretrained` / `get_pretrained`:
 
         layout='hf': config.json (the LM's and the codec's audiocraft xp.cfg as loaded, the stored generation
@@ -367,9 +368,11 @@ class MAGNeT:
 
         dtype (layout 'hf'): the LM's floating tensors in this dtype, e.g. torch.float16 (the released
         precision, half the size); None keeps the model's own, so the files load back identical. license: the
-        model card's (default: that of Meta's released weights). The files are written completely before any
-        existing one is replaced. Returns the directory."""
-        return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license)
+        model card's (default: that of Meta's released weights). A folder that already holds a model is refused
+        unless overwrite=True; then the files are written completely before any existing one is replaced. Returns
+        the directory."""
+        return save_model(save_directory, **self._saved_parts(), layout=layout, dtype=dtype, license=license,
+                          overwrite=overwrite)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: tp.Optional[str] = None,
                     commit_message: str = "Upload MAGNeT model", layout: str = "hf",
@@ -431,28 +434,39 @@ class MAGNeT:
     @property
     def generation_params(self) -> dict:
         """The current settings, under the reference's names (temperature is stored as 'temp'); our
-        `remask_noise` is listed only when it is set (not 0), so the dict is the reference's otherwise."""
+        `remask_noise` and `remove_dc` are listed only when set, so the dict is the reference's otherwise.
+        `set_generation_params(**model.generation_params)` restores them (it takes `temp` for `temperature`)."""
         p = self.params
         params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
                       max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
                       decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
-        return {**params, "remask_noise": p.remask_noise} if p.remask_noise else params
+        ours = dict(remask_noise=p.remask_noise, remove_dc=p.remove_dc)
+        return {**params, **{key: value for key, value in ours.items() if value}}
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,
                               temperature: float = 3.0, max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                               decoding_steps: tp.Sequence[int] = (20, 10, 10, 10),
-                              span_arrangement: str = "nonoverlap", remask_noise: float = 0.0) -> None:
+                              span_arrangement: str = "nonoverlap", remask_noise: float = 0.0,
+                              remove_dc: bool = False, *, temp: tp.Optional[float] = None) -> None:
         """Same names and defaults as audiocraft. The demos use span_arrangement='stride1', and
         decoding_steps=[60, 10, 10, 10] for the 30-second models. remask_noise (ours, 0 = the reference's
         sampler): Gumbel noise on the re-masking confidence, annealed with the mask rate (MaskGIT's choice
-        temperature); a few units keep one confident code from filling the clip."""
+        temperature); a few units keep one confident code from filling the clip. remove_dc (ours, False = the
+        reference's audio): the generated audio without its DC offset and sub-10 Hz drift (`audio.remove_dc`).
+        temp: `temperature` under the name `generation_params` lists it by (the reference's)."""
+        if temp is not None:
+            if temperature != 3.0 and temperature != temp:
+                raise TypeError(f"set_generation_params() got temperature={temperature!r} and temp={temp!r}: "
+                                f"give one (temp is generation_params' name for temperature)")
+            temperature = temp
         if isinstance(decoding_steps, tp.Sequence) and not isinstance(decoding_steps, str):
             decoding_steps = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in decoding_steps)
         self.params = GenerationParams(use_sampling=bool(use_sampling), top_k=int(top_k), top_p=top_p,
                                        temperature=temperature, max_cfg_coef=max_cfg_coef,
                                        min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
-                                       span_arrangement=span_arrangement, remask_noise=remask_noise)
+                                       span_arrangement=span_arrangement, remask_noise=remask_noise,
+                                       remove_dc=remove_dc)
 
     def recommended_params(self, **given: tp.Any) -> dict:
         """set_generation_params() keywords for this model: its own stored settings where it has them
@@ -492,6 +506,8 @@ class MAGNeT:
             tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives)
             tokens = self._loop_tokens(tokens, descriptions, negatives, loop_seam, generator)
             audio = self.decode_loop(tokens)
+            if self.params.remove_dc:
+                audio = remove_dc(audio, self.sample_rate, periodic=True)  # one period of the loop: wrap unchanged
             return (audio, tokens) if return_tokens else audio
         tokens = self._generate_tokens(descriptions, None, progress, generator, negatives=negatives)
         return self._finish(tokens, return_tokens)
@@ -512,7 +528,7 @@ class MAGNeT:
         keep[max(0, shift - half):min(T, shift + half)] = False
         rotated = torch.roll(tokens, shifts=shift, dims=-1)  # frame 0 now at `shift`, frame T-1 just before it
         closed = self._generate_tokens(descriptions, None, False, generator, negatives=negatives,
-                                       infill=(rotated, keep))
+                                       infill=(rotated, keep), check_collapse=False)
         return torch.roll(closed, shifts=-shift, dims=-1)
 
     def decode_loop(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -582,6 +598,8 @@ class MAGNeT:
         if tokens.shape[-1] < given.shape[-1]:  # 'nonoverlap' trims to whole spans: the tail keeps its codes
             tokens = torch.cat([tokens, given[..., tokens.shape[-1]:]], dim=-1)
         out = self.generate_audio(tokens)[..., :wav.shape[-1]]
+        if self.params.remove_dc:  # before the cross-fade: the original audio outside the regions stays as given
+            out = remove_dc(out, self.sample_rate)
         if crossfade is not None:
             out = crossfade_regions(wav.to(out.device), out, regions, self.sample_rate, crossfade)
         return (out, tokens) if return_tokens else out
@@ -661,7 +679,9 @@ class MAGNeT:
                          progress: bool, generator: tp.Optional[torch.Generator],
                          negatives: tp.Optional[tp.List[tp.Optional[str]]] = None,
                          infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None,
-                         frames: tp.Optional[int] = None) -> torch.Tensor:
+                         frames: tp.Optional[int] = None, check_collapse: bool = True) -> torch.Tensor:
+        """check_collapse=False: a part of a generation (a window past the first, a loop's seam), whose caller
+        checks the whole once."""
         check_generator(generator, self.device)
         if infill is not None:
             seq_len = infill[0].shape[-1]
@@ -687,12 +707,14 @@ class MAGNeT:
             tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
                                      span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
                                      generator=generator, callback=callback, infill=infill)
+        if not check_collapse:
+            return tokens
         made = torch.ones(tokens.shape[-1], dtype=torch.bool)  # the frames this call sampled: only those can collapse
         if infill is not None:
             made = ~infill[1][:tokens.shape[-1]].cpu()
         elif prompt_tokens is not None:
             made[:prompt_tokens.shape[-1]] = False
-        warn_if_collapsed(tokens[..., made.to(tokens.device)])
+        warn_if_collapsed(tokens[..., made.to(tokens.device)], params=self.params)
         return tokens
 
     def extend_plan(self, total: int) -> tp.List[tp.Tuple[int, int]]:
@@ -730,10 +752,14 @@ class MAGNeT:
                 callback(index * steps + step, max(len(plan), index + 1) * steps)
 
             with self._progress_to(report if callback is not None else None):
-                chunk = self._generate_tokens(descriptions, prompt, progress, generator, negatives, frames=length)
+                chunk = self._generate_tokens(descriptions, prompt, progress, generator, negatives, frames=length,
+                                              check_collapse=False)
             made = chunk if made is None else torch.cat([made, chunk[..., overlap:]], dim=-1)
             index += 1
-        return made[..., :total]
+        made = made[..., :total]
+        given = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
+        warn_if_collapsed(made[..., given:], params=self.params)  # once for the whole clip, not once per window
+        return made
 
     @contextlib.contextmanager
     def _progress_to(self, callback: tp.Optional[tp.Callable[[int, int], None]]):
@@ -746,6 +772,8 @@ class MAGNeT:
 
     def _finish(self, tokens: torch.Tensor, return_tokens: bool):
         audio = self.generate_audio(tokens)
+        if self.params.remove_dc:
+            audio = remove_dc(audio, self.sample_rate)
         return (audio, tokens) if return_tokens else audio
 
 
@@ -815,20 +843,55 @@ COLLAPSE_SHARE = 0.3  # one code filling more of a stage than this is a collapse
 COLLAPSE_MIN_FRAMES = 25  # fewer sampled frames than this (0.5 s at 50 Hz) say nothing about a collapse
 
 
-def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE) -> tp.List[int]:
-    """Warn (RuntimeWarning) when, in some generated clip, one code fills more than `threshold` of a
-    stage's frames: the sampling collapsed onto few codes and the audio drones. tokens [B, K, T]: the sampled
-    frames only (not a prompt's or the kept frames of an infill, which are the input's). Returns the collapsed
-    stages; none for fewer than COLLAPSE_MIN_FRAMES frames."""
+class SamplingCollapsed(RuntimeWarning):
+    """One code filled more than the threshold of some stage's frames in a generated clip: the sampling collapsed
+    onto few codes and the audio drones. `shares` {codebook: share of its commonest code, worst clip}; the remedies
+    named are those not already in force under `params` (the settings the generation used). str() says them in
+    the API's words; `describe(flags)` in a face's (the command line passes its flags)."""
+
+    def __init__(self, shares: tp.Dict[int, float], threshold: float, params: tp.Optional[GenerationParams] = None):
+        self.shares, self.threshold, self.params = dict(shares), threshold, params
+        super().__init__(self.describe())
+
+    def remedies(self) -> tp.List[tp.Tuple[str, float, float]]:
+        """[(setting, value to try, value now)], two at most and none already in force: openmagnet's re-masking
+        noise when it is off, a weaker guidance (half the max CFG, while above 1), a higher temperature (x1.5),
+        more re-masking noise (x2). On the demo model ("slow ambient pad", seeds 1 and 11, its stored CFG 3,
+        temperature 3 and noise 3: codebook 0's commonest code 62-66%), CFG 1.5 brought it to 30-34%,
+        temperature 4.5 to 27-36%, noise 6 to 42-44%."""
+        p = self.params or GenerationParams()
+        found = [("remask_noise", 3.0, 0.0)] if p.remask_noise == 0 else []
+        if p.max_cfg_coef > 1:
+            found.append(("max_cfg_coef", max(1.0, round(p.max_cfg_coef / 2, 2)), p.max_cfg_coef))
+        if p.use_sampling and p.temperature > 0:
+            found.append(("temperature", round(p.temperature * 1.5, 2), p.temperature))
+        if p.remask_noise > 0:
+            found.append(("remask_noise", 2 * p.remask_noise, p.remask_noise))
+        return found[:2]
+
+    def describe(self, flags: tp.Optional[tp.Mapping[str, str]] = None) -> str:
+        """The warning's sentence; `flags` maps set_generation_params() names to a face's (e.g. '--remask-noise')."""
+        worst = ", ".join(f"codebook {k}: {share:.0%}" for k, share in self.shares.items())
+        tries = " or ".join((f"{flags[name]} {value:g}" if flags else f"{name}={value:g}") + f" (now {now:g})"
+                            for name, value, now in self.remedies())
+        return (f"the sampling collapsed: one code fills more than {self.threshold:.0%} of the frames ({worst}); "
+                f"try {tries}" + ("" if flags else " with set_generation_params"))
+
+
+def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE,
+                      params: tp.Optional[GenerationParams] = None) -> tp.List[int]:
+    """Warn (SamplingCollapsed, a RuntimeWarning) when, in some generated clip, one code fills more than
+    `threshold` of a stage's frames: the sampling collapsed onto few codes and the audio drones. tokens [B, K, T]:
+    the sampled frames only (not a prompt's or the kept frames of an infill, which are the input's), of a whole
+    generation (one warning, however many windows made it). `params`: the settings it used, so that the warning
+    names a remedy not already in force. Returns the collapsed stages; none for fewer than COLLAPSE_MIN_FRAMES
+    frames."""
     if tokens.shape[-1] < COLLAPSE_MIN_FRAMES:
         return []
     share = top_code_share(tokens).amax(0)  # [K], the worst clip per stage
     stages = [k for k, s in enumerate(share.tolist()) if s > threshold]
     if stages:
-        worst = ", ".join(f"codebook {k}: {share[k]:.0%}" for k in stages)
-        warnings.warn(f"the sampling collapsed: one code fills more than {threshold:.0%} of the frames ({worst}); "
-                      f"lower max_cfg_coef or the temperature, or add remask_noise=3 (set_generation_params)",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(SamplingCollapsed({k: float(share[k]) for k in stages}, threshold, params), stacklevel=4)
     return stages
 
 

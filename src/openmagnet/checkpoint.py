@@ -35,6 +35,8 @@ from .config import CodecConfig, codec_config_from_xp, generation_from_xp, lm_co
     text_config_from_xp
 from .files import safetensors_save, save_torch, write_all_atomically
 from .lm import MagnetLM
+from .locate import BUNDLED_MODELS, OFFLINE_HINT, cache_only, hub_unreachable, is_path_like, missing_path, \
+    unreachable_message
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
@@ -50,8 +52,6 @@ HUB_FILES = (LM_FILE, CODEC_FILE, HUB_CONFIG_FILE, LM_SAFETENSORS_FILE, CODEC_HF
 # can only ever name a repo, never a path (no '..', no '/' beyond the owner's, no '?', '#', '@' or spaces).
 _HUB_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 MAX_XP_CFG = 1 << 20  # characters; audiocraft's experiment configs are a few thousand
-# Models that ship inside the package (safetensors under src/openmagnet/assets/), by name.
-BUNDLED_MODELS = {"openmagnet/demo": "demo"}
 
 
 def bundled_model_dir(name: str) -> tp.Optional[Path]:
@@ -74,6 +74,7 @@ def bundled_generation(name: str) -> tp.Optional[dict]:
     return generation_from_xp(parse_xp_cfg(metadata.get("xp.cfg", {}), str(folder)))
 AUDIOCRAFT_FORMAT_VERSION = "1.3.0"  # the `version` written into exported files
 TEXT_PROJ_KEY = "condition_provider.conditioners.description.output_proj.weight"
+LOCAL_FOLDER = f"a local model folder holding {LM_FILE} and {CODEC_FILE}"  # the route that needs no hub
 
 
 class CheckpointError(ValueError):
@@ -107,23 +108,17 @@ def resolve_file(name_or_path: tp.Union[str, os.PathLike], filename: str) -> Pat
                               f"(audiocraft's layout), or config.json, {LM_SAFETENSORS_FILE} and {CODEC_HF_FILE} "
                               f"(MAGNeT.save_pretrained)")
     name = str(name_or_path)
-    if _is_path_like(name):
-        raise CheckpointError(f"{name}: no such file or directory")
+    problem = missing_path(name)  # a path, or a bare word (every MAGNeT repo has an owner): a mistyped folder
+    if problem is not None:
+        raise CheckpointError(problem)
     return _hub_download(name, filename)
 
 
-def _is_path_like(name: str) -> bool:
-    """True for names that can only be local paths (never a hub id `owner/repo`)."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or \
-        name.endswith((".bin", ".pt", ".safetensors"))
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+_is_path_like = is_path_like  # the name other rooms import (hub.py)
 
 
 def _hub_reason(exc: BaseException) -> str:
-    return "offline mode is on (HF_HUB_OFFLINE)" if _offline() else f"{type(exc).__name__}: {_first_line(exc)}"
+    return hub_unreachable() or f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def check_hub_id(name: str) -> str:
@@ -145,7 +140,9 @@ def _hub_file(repo_id: str, filename: str) -> Path:
     if filename not in HUB_FILES:
         raise CheckpointError(f"openmagnet fetches only {', '.join(HUB_FILES[:-1])} and {HUB_FILES[-1]} from the hub, "
                               f"not {show(filename)}")
-    path = Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet"))
+    # one quick check first: an unreachable hub makes hf_hub_download retry for a minute; then the cache alone
+    path = Path(hf_hub_download(repo_id=repo_id, filename=filename, library_name="openmagnet",
+                                local_files_only=hub_unreachable() is not None))
     if path.name != filename:
         raise CheckpointError(f"the hub cache gave {path} for {filename} of {repo_id}: clear that cache entry")
     return path
@@ -156,11 +153,12 @@ def _hub_download(repo_id: str, filename: str) -> Path:
     try:
         return _hub_file(repo_id, filename)
     except Exception as exc:  # the hub raises many types: offline, missing repo, network, auth
-        why = _hub_reason(exc)
-        raise CheckpointError(
-            f"cannot get {filename} of {repo_id!r} from the Hugging Face hub ({why}). "
-            f"Download it on a machine with network access, or pass a local directory that holds "
-            f"{LM_FILE} and {CODEC_FILE}: MAGNeT.get_pretrained('/path/to/dir')") from None
+        unreachable = hub_unreachable()
+        if unreachable is None:
+            raise CheckpointError(f"cannot get {filename} of {repo_id} from the Hugging Face hub "
+                                  f"({type(exc).__name__}: {_first_line(exc)}): check the id, or use "
+                                  f"{LOCAL_FOLDER}") from None
+        raise CheckpointError(unreachable_message(repo_id, filename, unreachable, LOCAL_FOLDER)) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -424,11 +422,11 @@ def _pointed_codec(name: tp.Any, source: str, device: torch.device):
         raise CheckpointError(f"{source}: its codec pointer {show(name)} is not a Hugging Face hub id such as "
                               f"facebook/encodec_32khz; the file is corrupt or not a MAGNeT codec file") from None
     try:
-        return HFEncodec.from_pretrained(name, device=device)
+        return HFEncodec.from_pretrained(name, device=device, local_files_only=cache_only(name))
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing or foreign repo
         raise CheckpointError(
-            f"{source}: cannot load the Hugging Face EnCodec {name!r} it points to ({type(exc).__name__}: "
-            f"{_first_line(exc)}); run once with network access, or point HF_HUB_CACHE at a cache that holds it"
+            f"{source}: cannot load the Hugging Face EnCodec {name!r} it points to ({_hub_reason(exc)}); run once "
+            f"where the hub can be reached ({OFFLINE_HINT} afterwards), or point HF_HUB_CACHE at a cache that holds it"
         ) from None
 
 
@@ -512,7 +510,7 @@ def resolve_codec(spec: tp.Union[str, os.PathLike], device: tp.Union[str, torch.
     device = torch.device(device)
     name = str(spec)
     path = Path(name).expanduser()
-    if path.exists() or _is_path_like(name):
+    if path.exists() or _is_path_like(name) or name in BUNDLED_MODELS:  # a bundled model's codec too
         return _codec_from_file(resolve_file(spec, CODEC_FILE), device)
     check_hub_id(name)
     try:
@@ -530,11 +528,12 @@ def _codec_from_file(path: Path, device: torch.device):
 
 def _hf_codec(name: str, device: torch.device, hub_error: BaseException):
     try:
-        codec = HFEncodec.from_pretrained(name, device=device)
+        codec = HFEncodec.from_pretrained(name, device=device, local_files_only=cache_only(name))
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing/foreign repo
-        if _offline():
-            why = (f"with offline mode on (HF_HUB_OFFLINE) the hub cache holds neither its {CODEC_FILE} "
-                   f"nor a Hugging Face EnCodec of that name")
+        unreachable = hub_unreachable()
+        if unreachable is not None:
+            why = (f"the Hugging Face hub cannot be reached ({unreachable}) and its cache holds neither its "
+                   f"{CODEC_FILE} nor a Hugging Face EnCodec of that name ({OFFLINE_HINT})")
         else:
             why = (f"the hub has neither its {CODEC_FILE} ({_hub_reason(hub_error)}) nor a Hugging Face EnCodec "
                    f"of that name ({type(exc).__name__}: {_first_line(exc)})")

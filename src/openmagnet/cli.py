@@ -13,7 +13,9 @@ audio, and for the sound models temperature 3.5, top-p 0.8, max CFG 20.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import typing as tp
 import warnings
@@ -21,13 +23,16 @@ from pathlib import Path
 
 from .convert.command import add_convert_parser
 from .evaluation.command import add_eval_parser
-from .files import NO_SPACE, DiskFullError, slug
+from .files import NO_SPACE, DiskFullError, check_out_dir, slug, unused_stem
 from .train.codec.command import add_codec_parser
 from .train.command import add_export_parser, add_train_parser
 
 # The parsers above are argparse only. Each sub-command imports what it runs when it runs, so the CLI
 # starts without torch (`--help` in a few hundredths of a second) and never loads the app or the solver.
 RELEASED_DEFAULT = "facebook/magnet-small-10secs"
+# For tests that run commands as a user types them (tests/test_readme.py runs the README's): decoding steps for every
+# generation, e.g. "2 1 1 1", in place of the model's or --steps' (a few steps instead of 50 make the same files).
+TEST_STEPS_ENV = "OPENMAGNET_TEST_STEPS"
 DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
 
 
@@ -40,21 +45,84 @@ def default_model() -> str:
     return bundled[0] if bundled else RELEASED_DEFAULT
 
 
+LOCAL_MODEL = "a local model folder (--model DIR) holding state_dict.bin and compression_state_dict.bin"
+
+
+def in_flags(message: str) -> str:
+    """An API message in the command line's words: set_generation_params() names as their flags (FLAGS)."""
+    for name, flag in FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    return message
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """What `generate` and `edit` can check before torch is imported, in flags: the generation settings (as
+    GenerationParams checks them), lengths in seconds, the files named, and the combinations --fast, --dtype,
+    --quantize and --device refuse."""
+    from .config import GenerationParams  # standard library only
+
+    given = dict(top_k=getattr(args, "top_k", None), top_p=getattr(args, "top_p", None),
+                 temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=getattr(args, "min_cfg", None),
+                 decoding_steps=decoding_steps(getattr(args, "steps", None)),
+                 span_arrangement=getattr(args, "span_arrangement", None), remask_noise=args.remask_noise)
+    try:
+        GenerationParams(**{key: value for key, value in given.items() if value is not None})
+    except ValueError as exc:
+        raise ValueError(in_flags(str(exc))) from None
+    for flag in ("duration", "extend_stride", "crossfade"):
+        value = getattr(args, flag, None)
+        if value is not None and not (math.isfinite(value) and value > (0 if flag != "crossfade" else -1e-12)):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a {'positive ' * (flag != 'crossfade')}number of "
+                             f"seconds{' (0 or more)' * (flag == 'crossfade')}, got {value:g}")
+    audio = getattr(args, "prompt_audio", None)
+    if audio is not None and not Path(audio).expanduser().is_file():
+        raise ValueError(f"--prompt-audio {audio}: no such audio file")
+    if getattr(args, "fast", False) and (getattr(args, "dtype", None) or getattr(args, "quantize", None)):
+        raise ValueError("--fast chooses the dtype and the int8 mode for this machine: drop --dtype and --quantize, "
+                         "or drop --fast")
+    device = str(args.device or "")
+    if getattr(args, "quantize", None) and device and not device.startswith("cpu"):
+        raise ValueError(f"--quantize runs on the CPU only: drop it, or use --device cpu (not {device})")
+
+
+def _check_model_name(name: tp.Optional[str]) -> None:
+    """--model, before torch is imported: a mistyped folder, or a hub id while the hub cannot be reached and its
+    cache does not hold it, is a one-line error in seconds (locate.model_name_problem)."""
+    from .locate import model_name_problem  # standard library only
+
+    problem = None if name is None else model_name_problem(name, LOCAL_MODEL)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def _generate(args: argparse.Namespace) -> int:
+    prompts = list(args.prompts)
+    if not prompts and args.prompt_audio is None:
+        raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
+    if any(not p.strip() for p in prompts):
+        raise ValueError("a text prompt is empty: remove it or write a description")
+    if args.loop and args.prompt_audio is not None:
+        raise ValueError("--loop makes a clip from nothing: drop --prompt-audio (or --loop)")
+    _check_flags(args)
+    _check_model_name(args.model)
+    discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
+    try:
+        return _run_generate(args, prompts)
+    except BaseException:
+        discard()  # the folders it created, while still empty
+        raise
+
+
+def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
-    from tqdm import tqdm
 
     from .api import MAGNeT, check_device  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    prompts = list(args.prompts)
-    if not prompts and args.prompt_audio is None:
-        raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
-    if any(not p.strip() for p in prompts):
-        raise ValueError("a text prompt is empty: remove it or write a description")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
+    _check_dtype(args.dtype, device)
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
                                   quantize=args.quantize, fast=args.fast)
     if not args.quiet:
@@ -62,18 +130,21 @@ def _generate(args: argparse.Namespace) -> int:
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
-        decoding_steps=args.steps, span_arrangement=args.span_arrangement, remask_noise=args.remask_noise))
+        decoding_steps=decoding_steps(args.steps), span_arrangement=args.span_arrangement,
+        remask_noise=args.remask_noise))
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    if args.loop and args.duration is not None and args.duration > model.max_duration:
+        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
+                         f"it out)")
     if args.duration is not None:
         model.duration = args.duration
     if args.extend_stride is not None:
         model.extend_stride = args.extend_stride
-    total = model.params.total_steps
-    with tqdm(total=total, desc="decoding", unit="step", disable=args.quiet) as bar:
-        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
+    with Progress("decoding", args.quiet) as bar:
+        model.set_custom_progress_callback(bar)
         if args.prompt_audio is not None:
             wav, sr = audio_read(args.prompt_audio, duration=args.prompt_seconds)
             batch = max(len(prompts), 1)
@@ -84,48 +155,109 @@ def _generate(args: argparse.Namespace) -> int:
         else:
             descriptions = prompts
             negatives = None if args.negative is None else [args.negative] * len(prompts)
-            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives)
-    out = Path(args.out)
+            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives,
+                                  loop=args.loop)
+    out = Path(args.out).expanduser()
     for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
-        path = audio_write(out / slug(text, i), wav.cpu(), model.sample_rate, format=args.format,
+        stem = _out_stem(out / slug(text, i), args)
+        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
                            strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
         print(path)
     return 0
 
 
-def _advance(bar, step: int, total: int) -> None:
-    bar.total = total  # a generation past the window adds windows
-    bar.update(step - bar.n)
+def _check_dtype(dtype: tp.Optional[str], device: tp.Any) -> None:
+    """--dtype that this device runs slower than float32 (bf16 on a CPU without native bf16, fp16 on any CPU)."""
+    if dtype is None:
+        return
+    from .api import _parse_dtype, fast_mode
+    from .hardware import slow_dtype_reason
+
+    reason = slow_dtype_reason(device, _parse_dtype(dtype))
+    if reason is not None:
+        raise ValueError(f"--dtype {dtype} on this {device.type.upper()} is a trap: {reason}: use --fast (here: "
+                         f"{fast_mode(device)}) or leave --dtype out")
+
+
+def _out_stem(stem: Path, args: argparse.Namespace) -> Path:
+    """Where a clip goes: `stem`, or with --overwrite unset and a file there already, `stem-2`, `stem-3`, ..."""
+    return stem if args.overwrite else unused_stem(stem, f".{args.format}")
+
+
+def decoding_steps(given: tp.Optional[tp.List[int]]) -> tp.Optional[tp.List[int]]:
+    """--steps, or the steps in $OPENMAGNET_TEST_STEPS when it is set (a test's shortcut, see TEST_STEPS_ENV)."""
+    text = os.environ.get(TEST_STEPS_ENV, "").strip()
+    if not text:
+        return given
+    steps = text.replace(",", " ").split()
+    if len(steps) != 4 or not all(s.isdigit() and int(s) > 0 for s in steps):
+        raise ValueError(f"{TEST_STEPS_ENV} must be 4 positive integers, e.g. '2 1 1 1'; got {text!r}")
+    return [int(s) for s in steps]
+
+
+class Progress:
+    """The decoding steps as a tqdm bar, opened at the first step: an error before any step (a prompt too long, a
+    bad setting) prints its line with no empty 0% bar above it. Pass it as the model's progress callback."""
+
+    def __init__(self, desc: str, quiet: bool):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", disable=self.quiet)
+        self.bar.total = total  # a generation past the window adds windows
+        self.bar.update(step - self.bar.n)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: tp.Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _edit(args: argparse.Namespace) -> int:
+    if not args.region:
+        raise ValueError("give at least one region to regenerate: --region START_S END_S")
+    if not Path(args.input).expanduser().is_file():
+        raise ValueError(f"INPUT {args.input}: no such audio file")
+    _check_flags(args)
+    _check_model_name(args.model)
+    discard = check_out_dir(args.out)
+    try:
+        return _run_edit(args)
+    except BaseException:
+        discard()
+        raise
+
+
+def _run_edit(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from .api import MAGNeT, check_device  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.region:
-        raise ValueError("give at least one region to regenerate: --region START_S END_S")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
-        remask_noise=args.remask_noise))
+        remask_noise=args.remask_noise, decoding_steps=decoding_steps(None)))
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
     wav, sr = audio_read(args.input)
     description = args.prompt or None
     negatives = None if args.negative is None else [args.negative]
-    with tqdm(total=model.params.total_steps, desc="infill", unit="step", disable=args.quiet) as bar:
-        model.set_custom_progress_callback(lambda step, all_steps: _advance(bar, step, all_steps))
+    with Progress("infill", args.quiet) as bar:
+        model.set_custom_progress_callback(bar)
         out = model.generate_infill(wav, sr, [tuple(r) for r in args.region], [description], progress=True,
                                     generator=generator, negative_descriptions=negatives, crossfade=args.crossfade)
-    stem = Path(args.input).stem + "_edit"
-    path = audio_write(Path(args.out) / stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
+    stem = _out_stem(Path(args.out).expanduser() / (Path(args.input).stem + "_edit"), args)
+    path = audio_write(stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
     print(path)
     return 0
 
@@ -227,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None,
                    help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL_HELP}; "
                         "downloads on first use)")
-    g.add_argument("--out", default="out", help="output directory (default ./out)")
+    g.add_argument("--out", default="out", help="output directory (default ./out), checked before anything loads")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace clips of the same name in --out (default: a new name, NAME-2, NAME-3, ...)")
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     g.add_argument("--fast", action="store_true",
@@ -256,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length to generate (default: the model's window); longer is made in overlapping windows")
     g.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
                    help="past the window, how far each new window moves on (default: half the window)")
+    g.add_argument("--loop", action="store_true",
+                   help="a clip that repeats without a seam (its wrap regenerated with both ends as context; one "
+                        "window at most)")
     g.add_argument("--negative", default=None, metavar="TEXT",
                    help="what to steer away from (replaces the empty prompt of classifier-free guidance)")
     g.add_argument("--prompt-audio", default=None, help="audio file to continue")
@@ -273,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("prompt", nargs="?", default=None, help="text description of the new material (optional)")
     e.add_argument("--region", type=float, nargs=2, action="append", metavar=("START_S", "END_S"), default=[],
                    help="a region to regenerate, in seconds (repeat for several)")
-    e.add_argument("--out", default="out", help="output directory (default ./out)")
+    e.add_argument("--out", default="out", help="output directory (default ./out), checked before anything loads")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace INPUT_edit in --out (default: a new name, INPUT_edit-2, ...)")
     e.add_argument("--crossfade", type=float, default=None, metavar="SECONDS",
                    help="keep the original audio outside the regions, cross-faded over this many seconds")
     e.add_argument("--negative", default=None, metavar="TEXT", help="what to steer away from")
@@ -325,25 +464,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# set_generation_params() names as the generate and edit commands spell them, for messages that name a setting
+FLAGS = {"remask_noise": "--remask-noise", "max_cfg_coef": "--max-cfg", "min_cfg_coef": "--min-cfg",
+         "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "decoding_steps": "--steps",
+         "span_arrangement": "--span-arrangement"}
+
+
 def _one_line(message: tp.Any, category: type, filename: str, lineno: int, line: tp.Optional[str] = None) -> str:
-    """Warnings as the command line prints them: one line, no source excerpt."""
-    return f"openmagnet: warning: {message}\n"
+    """Warnings as the command line prints them: one line, no source excerpt, settings named by their flags."""
+    describe = getattr(message, "describe", None)  # api.SamplingCollapsed (not imported here: it loads torch)
+    return f"openmagnet: warning: {describe(FLAGS) if callable(describe) else message}\n"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: tp.Optional[tp.Sequence[str]] = None) -> argparse.Namespace:
+    """parser.parse_args, except that the text prompts of `generate` and `edit` may also come after the options
+    (`edit song.wav --region 3.0 5.5 "a drum fill"`): argparse takes the positionals before the first option only."""
+    args, extras = parser.parse_known_args(argv)
+    loose = [x for x in extras if not x.startswith("-")]
+    if extras and len(loose) == len(extras):
+        if args.command == "generate":
+            args.prompts = [*args.prompts, *loose]
+            extras = []
+        elif args.command == "edit" and args.prompt is None and len(loose) == 1:
+            args.prompt, extras = loose[0], []
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, DiskFullError) as exc:
         print(f"openmagnet: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in NO_SPACE:
+    except OSError as exc:  # FileExistsError, NotADirectoryError, PermissionError, a full disk, ...: one line
+        if exc.errno is None:
             raise
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        print(f"openmagnet: error: {os.strerror(exc.errno).lower()}{where}: free space or write elsewhere",
-              file=sys.stderr)
+        full = exc.errno in NO_SPACE
+        where = (f" while writing {exc.filename}" if full else f": {exc.filename}") if exc.filename else ""
+        fix = "free space or write elsewhere" if full else "check the path and its permissions"
+        print(f"openmagnet: error: {os.strerror(exc.errno).lower()}{where}: {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("openmagnet: interrupted", file=sys.stderr)

@@ -21,6 +21,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .locate import OFFLINE_HINT, cache_only, hub_unreachable
+
 Descriptions = tp.Sequence[tp.Optional[str]]
 MAX_TEXT_TOKENS = 512  # what t5-base's tokenizer declares (model_max_length), and T5's training length
 
@@ -131,15 +133,16 @@ class TextConditioner:
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in the middle of our own
         try:
-            self.tokenizer, encoder = self._load(resolve_text_encoder(name))
+            source = resolve_text_encoder(name)
+            self.tokenizer, encoder = self._load(source, local_files_only=cache_only(source))
         except (OSError, ValueError) as exc:
             if "pip install" in str(exc):
                 raise
+            why = hub_unreachable() or type(exc).__name__
             raise ValueError(
-                f"cannot load the text encoder {name!r} ({type(exc).__name__}): it comes from the Hugging Face "
-                f"hub on first use; run once with network access, point HF_HUB_CACHE / HF_HOME at a cache "
-                f"that holds it, or pass a local directory: get_pretrained(..., text_encoder='/path/to/{name}')"
-            ) from None
+                f"cannot load the text encoder {name!r} ({why}): it comes from the Hugging Face hub on first use and "
+                f"the cache does not hold it; run once where the hub can be reached ({OFFLINE_HINT} afterwards), "
+                f"or point HF_HUB_CACHE / HF_HOME at a cache that holds it") from None
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
@@ -149,7 +152,7 @@ class TextConditioner:
             raise ValueError(f"text encoder {name!r} has width {width} but the checkpoint's "
                              f"text projection expects {projection.in_features}")
 
-    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+    def _load(self, source: str, local_files_only: bool = False) -> tp.Tuple[tp.Any, nn.Module]:
         raise NotImplementedError
 
     @staticmethod
@@ -200,10 +203,11 @@ class T5Conditioner(TextConditioner):
 
     kind = "t5"
 
-    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+    def _load(self, source: str, local_files_only: bool = False) -> tp.Tuple[tp.Any, nn.Module]:
         from transformers import T5EncoderModel, T5Tokenizer
 
-        return T5Tokenizer.from_pretrained(source), T5EncoderModel.from_pretrained(source)
+        return (T5Tokenizer.from_pretrained(source, local_files_only=local_files_only),
+                T5EncoderModel.from_pretrained(source, local_files_only=local_files_only))
 
     @property
     def t5(self) -> nn.Module:
@@ -216,10 +220,11 @@ class HFTextConditioner(TextConditioner):
 
     kind = "hf"
 
-    def _load(self, source: str) -> tp.Tuple[tp.Any, nn.Module]:
+    def _load(self, source: str, local_files_only: bool = False) -> tp.Tuple[tp.Any, nn.Module]:
         from transformers import AutoModel, AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
+        return (AutoTokenizer.from_pretrained(source, local_files_only=local_files_only),
+                AutoModel.from_pretrained(source, local_files_only=local_files_only))
 
 
 def text_kind(name: str) -> str:
@@ -229,7 +234,9 @@ def text_kind(name: str) -> str:
     from transformers import AutoConfig
 
     try:
-        return "t5" if AutoConfig.from_pretrained(resolve_text_encoder(name)).model_type == "t5" else "hf"
+        source = resolve_text_encoder(name)
+        config = AutoConfig.from_pretrained(source, local_files_only=cache_only(source))
+        return "t5" if config.model_type == "t5" else "hf"
     except (OSError, ValueError):
         return "t5" if "t5" in name.lower() else "hf"
 
@@ -247,7 +254,8 @@ def text_width(name: str) -> int:
     from transformers import AutoConfig
 
     try:
-        return TextConditioner.width(AutoConfig.from_pretrained(resolve_text_encoder(name)))
+        source = resolve_text_encoder(name)
+        return TextConditioner.width(AutoConfig.from_pretrained(source, local_files_only=cache_only(source)))
     except (OSError, ValueError) as exc:
         if "pip install" in str(exc):
             raise

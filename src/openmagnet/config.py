@@ -130,6 +130,10 @@ class GenerationParams:
     # of this scale, annealed with the mask rate, is added to the confidence that decides which tokens are
     # re-masked, so one confident code (e.g. the codec's silence) cannot lock itself in from the first step.
     remask_noise: float = 0.0
+    # Not in the reference either (False = audiocraft's audio, unchanged): the generated audio leaves without its
+    # DC offset and drift below ~10 Hz (audio.remove_dc), which a small codec can add (the bundled demo model's
+    # raw output sits at +0.17). The command line and the app always ask for it; the bundled model stores it.
+    remove_dc: bool = False
 
     def __post_init__(self):
         steps = self.decoding_steps
@@ -150,6 +154,8 @@ class GenerationParams:
             raise ValueError(f"top_k must be an integer (0 disables top-k sampling); got {show(self.top_k)}")
         if not isinstance(self.use_sampling, bool):
             raise ValueError(f"use_sampling must be true or false; got {show(self.use_sampling)}")
+        if not isinstance(self.remove_dc, bool):
+            raise ValueError(f"remove_dc must be true or false; got {show(self.remove_dc)}")
         if not 0.0 <= self.top_p <= 1.0:
             raise ValueError(f"top_p must be in [0, 1] (0 disables nucleus sampling); got {self.top_p}")
         if self.top_k < 0:

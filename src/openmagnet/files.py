@@ -52,6 +52,49 @@ def slug(text: tp.Optional[str], index: int) -> str:
     return f"{index:02d}_{words or 'prompt'}"
 
 
+def unused_stem(stem: PathLike, suffix: str) -> Path:
+    """`stem` when `stem + suffix` does not exist yet, else the first free `stem-2`, `stem-3`, ...: a rerun into the
+    same folder adds clips instead of replacing the earlier ones."""
+    stem = Path(stem)
+    candidate, number = stem, 1
+    while Path(f"{candidate}{suffix}").exists():
+        number += 1
+        candidate = stem.with_name(f"{stem.name}-{number}")
+    return candidate
+
+
+def check_out_dir(out: PathLike, flag: str = "--out") -> tp.Callable[[], None]:
+    """Make sure files can be written into the folder `out` before any work: create it (and its parents) and write
+    and remove a probe file. A one-line ValueError in the words of `flag` otherwise. Returns a function that removes
+    the folders this created while they are still empty (for a run that then fails)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out}: is a file, not a folder; name a folder (it is created if needed)")
+    created = []
+    for folder in reversed([out, *out.parents]):
+        if not folder.exists():
+            created.append(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = temp_beside(out / "probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        _remove_empty(created)
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        where = "" if exc.filename in (None, str(out)) else f" ({exc.filename})"
+        raise ValueError(f"{flag} {out}: cannot write there: {why}{where}; name a folder you can write to") from None
+    return lambda: _remove_empty(created)
+
+
+def _remove_empty(folders: tp.List[Path]) -> None:
+    for folder in reversed(folders):  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def temp_beside(path: PathLike) -> Path:
     """A fresh, not yet existing temporary path `.NAME.XXXXXXXXXXXX.tmp` in path's folder (the writer
     creates it, so exclusive-create writers work and the file gets the usual permissions)."""

@@ -228,12 +228,17 @@ def check_summary(summary: dict, described: dict) -> None:
 def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_cfg: tp.Optional[dict],
                codec_cfg: tp.Optional[dict], generation: tp.Optional[dict], layout: str = "hf",
                dtype: tp.Optional[torch.dtype] = None, license: str = DEFAULT_LICENSE,
-               card_id: tp.Optional[str] = None) -> Path:
+               card_id: tp.Optional[str] = None, overwrite: bool = False) -> Path:
     """Write a model in `layout` ('hf' or 'audiocraft', see the module docstring) into `directory` (created).
     dtype: the LM's floating tensors in this dtype (layout 'hf'; None keeps the model's own); layout 'audiocraft'
-    is always fp16. license: the model card's. card_id: the name the card loads it by (default the folder)."""
+    is always fp16. license: the model card's. card_id: the name the card loads it by (default the folder).
+    A folder that holds a model already is refused unless overwrite=True (then replaced, all files or none)."""
     out = Path(directory).expanduser()
     _check_save_args(out, lm, xp_cfg, codec_cfg, layout, dtype, license)
+    held = sorted(name for name in MODEL_FILES if (out / name).is_file())
+    if held and not overwrite:
+        raise ValueError(f"{out} already holds a model ({', '.join(held)}): save into another folder, or pass "
+                         f"overwrite=True to replace it")
     xp = with_generation(xp_cfg, generation) if generation else copy.deepcopy(xp_cfg)
     text_dim = int(lm.condition_provider.output_proj.weight.shape[1])
     lm_cfg, text_cfg = lm_config_from_xp(xp, text_dim=text_dim), text_config_from_xp(xp, text_dim=text_dim)
@@ -265,6 +270,10 @@ def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_
     out.mkdir(parents=True, exist_ok=True)
     write_all_atomically(out, writers)
     return out
+
+
+# what a model folder of either layout holds (a folder with any of them is a model folder)
+MODEL_FILES = (CONFIG_FILE, LM_SAFETENSORS_FILE, CODEC_HF_FILE, LM_FILE, CODEC_FILE)
 
 
 def _check_save_args(out: Path, lm: MagnetLM, xp_cfg: tp.Optional[dict], codec_cfg: tp.Optional[dict], layout: str,

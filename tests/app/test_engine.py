@@ -90,15 +90,30 @@ def test_model_errors_are_sentences(tmp_path):
     engine = Engine(tmp_path, policy=Policy(allow_any_model=True))
     with pytest.raises(AppError, match=r"^Could not load model 'facebook/magnet-nope': .*offline"):
         engine.generate(request(model="facebook/magnet-nope"))
-    with pytest.raises(AppError, match=r"^Could not load model '/no/such/dir': /no/such/dir: no such file"):
+    with pytest.raises(AppError, match=r"^Could not load model '/no/such/dir': /no/such/dir: no such local folder"):
         engine.generate(request(model="/no/such/dir"))
     engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     missing = str(FIXTURES / "no_such_model")
-    with pytest.raises(AppError, match=rf"^Could not load model '{missing}': {missing}: no such file"):
+    with pytest.raises(AppError, match=rf"^Could not load model '{missing}': {missing}: no such local folder"):
         engine.generate(request(model=missing))
     if not torch.cuda.is_available():
         with pytest.raises(AppError, match=r"^CUDA is not available on this machine \(.*\): choose cpu or auto\.$"):
             engine.generate(request(device="cuda"))
+
+
+def test_a_model_that_cannot_be_had_keeps_the_loaded_one(tmp_path):
+    """Choosing a released model the hub cannot give (offline, not in the cache) is a sentence at once, and the model
+    loaded before stays loaded and named (the first-hour report: 46 s, then "No model loaded yet")."""
+    engine = Engine(tmp_path, policy=Policy(allow_any_model=True))
+    assert len(engine.generate(request()).clips) == 1
+    shown = engine.model_info()
+    with pytest.raises(AppError, match=r"^Could not load model 'facebook/magnet-medium-10secs': facebook/magnet-medium-"
+                                       r"10secs is not a local folder, the Hugging Face hub cannot be reached "
+                                       r"\(offline mode is on \(HF_HUB_OFFLINE\)\) and its cache does not hold "
+                                       r"state_dict\.bin: use a local model folder .*\.$"):
+        engine.generate(request(model="facebook/magnet-medium-10secs"))
+    assert engine.model_info() == shown and shown.startswith(f"Model **{MODEL}**")
+    assert len(engine.generate(request()).clips) == 1  # still loaded
 
 
 @pytest.mark.parametrize("kw,shown", [(dict(cast=torch.bfloat16), "bfloat16"),  # the CUDA default

@@ -4,6 +4,7 @@ tests/data/test_info.py and tests/data/test_dataset.py."""
 import gzip
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def test_index_fields_order_and_atomic_write(audio_dir, tmp_path):
     assert os.listdir(tmp_path / "manifest") == ["data.jsonl"]  # no temporary file left behind
     rows = [json.loads(line) for line in result.path.read_text().splitlines()]
     assert all(list(row) == FIELDS for row in rows)
-    root = str(audio_dir.resolve())
+    root = os.path.relpath(audio_dir.resolve(), (tmp_path / "manifest").resolve())  # relative to the manifest
     assert [r["path"] for r in rows] == [f"{root}/a_mono16k.wav", f"{root}/b_stereo44k.wav",
                                          f"{root}/sub/chord.wav", f"{root}/sub/noise.flac"]
     assert [(r["duration"], r["sample_rate"]) for r in rows] == [(2.0, 16000), (1.5, 44100), (0.5, 32000),
@@ -31,7 +32,11 @@ def test_index_fields_order_and_atomic_write(audio_dir, tmp_path):
     assert [r["info_path"] for r in rows] == [f"{root}/a_mono16k.json", None, f"{root}/sub/chord.json", None]
     assert all(r["amplitude"] is None and r["weight"] is None for r in rows)
     metas = read_manifest(tmp_path / "manifest")
-    assert metas == [AudioMeta.from_json(r) for r in rows] and read_manifest(result.path) == metas
+    absolute = str(audio_dir.resolve())
+    assert [m.path for m in metas] == [f"{absolute}/a_mono16k.wav", f"{absolute}/b_stereo44k.wav",
+                                       f"{absolute}/sub/chord.wav", f"{absolute}/sub/noise.flac"]
+    assert [m.info_path for m in metas] == [f"{absolute}/a_mono16k.json", None, f"{absolute}/sub/chord.json", None]
+    assert read_manifest(result.path) == metas
     assert index(audio_dir, tmp_path).path.read_text() == result.path.read_text()  # deterministic
 
 
@@ -108,3 +113,31 @@ def test_cli_data_index(audio_dir, tmp_path, capsys):
     assert main(["data", "index", str(tmp_path / "nope"), "--out", str(out_dir)]) == 2
     assert capsys.readouterr().err == (f"openmagnet: error: audio folder {tmp_path / 'nope'} does not exist; "
                                        "pass the folder that holds your audio files\n")
+
+
+def test_index_writes_relative_paths_so_the_dataset_can_move(tmp_path):
+    """data.jsonl holds paths relative to its folder (they were absolute, so moving a dataset broke it); a moved
+    dataset reads back whole, and a manifest with absolute paths (older indexes, audiocraft's) still reads."""
+    import shutil
+
+    import numpy as np
+    import soundfile
+
+    from openmagnet.data.manifest import index_audio_dir, read_manifest
+
+    root = tmp_path / "set"
+    (root / "audio" / "a").mkdir(parents=True)
+    soundfile.write(root / "audio" / "a" / "x.wav", np.zeros(1600, dtype="float32"), 16000)
+    (root / "audio" / "a" / "x.json").write_text('{"description": "quiet"}')
+    index_audio_dir(root / "audio", root / "index")
+    line = json.loads((root / "index" / "data.jsonl").read_text())
+    assert (line["path"], line["info_path"]) == ("../audio/a/x.wav", "../audio/a/x.json")
+    moved = tmp_path / "elsewhere" / "set"
+    shutil.move(str(root), str(moved))
+    (meta,) = read_manifest(moved / "index")
+    assert meta.path == str(moved / "audio" / "a" / "x.wav") and Path(meta.path).is_file()
+    assert Path(meta.info_path).read_text() == '{"description": "quiet"}'
+    absolute = dict(line, path=str(moved / "audio" / "a" / "x.wav"), info_path=None)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "data.jsonl").write_text(json.dumps(absolute) + "\n")
+    assert read_manifest(tmp_path / "old")[0].path == str(moved / "audio" / "a" / "x.wav")

@@ -115,3 +115,28 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(argv) == 0 and '0 rendered now' in capsys.readouterr().out
     assert main(['data', 'synth', '--out', str(out), '--hours', '0', '--quiet']) == 2
     assert '--hours must be > 0' in capsys.readouterr().err
+
+
+def test_without_the_synth_extra_one_line_and_nothing_written(tmp_path, monkeypatch, capsys):
+    """Without pretty_midi (the synth extra), `data synth` says which extra to install in one line (it ended in a
+    ModuleNotFoundError traceback) and writes nothing, so the retry is not refused."""
+    monkeypatch.setitem(sys.modules, 'pretty_midi', None)  # import pretty_midi now raises ModuleNotFoundError
+    out = tmp_path / 'data'
+    assert main(['data', 'synth', '--out', str(out), '--hours', str(4 / 3600), '--quiet']) == 2
+    assert capsys.readouterr().err == (
+        "openmagnet: error: data synth needs the synth extra: pip install 'openmagnet[synth]' (pretty_midi, "
+        "pyfluidsynth), and FluidSynth with a General MIDI SoundFont (apt-get install fluidsynth fluid-soundfont-gm)\n")
+    assert not out.exists()
+
+
+@needs_synth
+def test_a_folder_with_no_clip_yet_does_not_bind_the_settings(tmp_path):
+    """A run that stopped before its first clip (other renderer, other seed) leaves a synth.json that must not refuse
+    the next run's settings; once a clip is there, other settings are refused as before."""
+    out = tmp_path / 'data'
+    out.mkdir()
+    (out / 'synth.json').write_text(json.dumps({'version': 0, 'seed': 9, 'renderer': 'cli', 'complete': False}))
+    result = synthesize_dataset(out, hours=2 / 3600, seed=0, clip_seconds=SHORT, progress=False)
+    assert result.rendered == 1 and json.loads((out / 'synth.json').read_text())['seed'] == 0
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        synthesize_dataset(out, hours=2 / 3600, seed=1, clip_seconds=SHORT, progress=False)

@@ -82,6 +82,26 @@ def test_a_fine_tune_records_its_source_and_a_resume_keeps_it(manifest, tmp_path
     assert resumed.setup.lm_cfg == setup.build_model(spec, tuned, torch.device("cpu")).lm_cfg
 
 
+def test_a_fine_tune_records_the_architecture_it_trains(manifest, tmp_path):
+    """run.json of a --continue-from run says the model's architecture, not --model-scale's default ('small' for a
+    run whose model came from the 256-wide demo, in the first-hour report)."""
+    import json
+
+    from openmagnet.train.presets import preset_config
+    from openmagnet.train.solver import Solver
+
+    run = tmp_path / "run"
+    _solver(manifest, run, max_steps=1, save_every=1, valid_every=1).run()  # SMALL: 32 wide, 2 heads, 2 layers
+    tuned = tmp_path / "tuned"
+    fine = {k: v for k, v in SMALL.items() if k not in ("model_scale", "dim", "num_heads", "num_layers")}
+    solver = Solver(preset_config("magnet_32khz", **{**fine, "max_steps": 1, "save_every": 1, "valid_every": 1}),
+                    str(manifest), str(tuned), progress=False, continue_from=str(run))
+    solver.run()
+    config = json.loads((tuned / "run.json").read_text())["config"]
+    assert (config["model_scale"], config["dim"], config["num_heads"], config["num_layers"]) == ("custom", 32, 2, 2)
+    assert solver.cfg.architecture() == dict(dim=32, num_heads=2, num_layers=2)
+
+
 def test_a_new_run_needs_data(tmp_path):
     from openmagnet.train.presets import preset_config
 

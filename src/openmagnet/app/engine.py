@@ -19,6 +19,7 @@ from ..api import MAGNeT, check_device, describe_mode, recommended_params
 from ..audio import audio_read, audio_write, save_spectrogram
 from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
 from ..hardware import mps_available
+from ..locate import model_name_problem
 from .security import AppError, Policy, check_model, check_upload, output_stem
 
 RELEASED_MODELS = (
@@ -34,6 +35,7 @@ MAX_SECONDS = 120.0  # longest clip the page makes (past the model's window: ove
 AUDIO_MODES = ("continue", "edit")  # what an upload is for: continue it, or regenerate a region of it
 SPANS = ("stride1", "nonoverlap")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LOCAL_MODEL = "a local model folder holding state_dict.bin and compression_state_dict.bin (typed in the Model box)"
 
 
 class Interrupted(Exception):
@@ -169,7 +171,8 @@ def check_request(req: Request) -> Checked:
     if duration is not None and duration < 0.1:
         raise AppError(f"Duration {duration:g} s is too short: ask for at least 0.1 s, or 0 for the model's length.")
     params = dict(use_sampling=True, top_k=0, top_p=top_p, temperature=temperature, max_cfg_coef=max_cfg,
-                  min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement)
+                  min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement,
+                  remove_dc=True)  # written clips never carry a DC offset (audio.remove_dc)
     if req.remask_noise is not None:
         params["remask_noise"] = _number(req.remask_noise, "Re-masking noise", 0, 20)
     negative = " ".join((req.negative or "").split()) or None
@@ -284,6 +287,7 @@ class Engine:
         self.policy = policy or Policy()
         self._model = None
         self._model_key: tp.Optional[tuple] = None
+        self._failed: tp.Optional[str] = None  # a model whose loading failed after the previous one was freed
         self._lock = threading.Lock()  # one generation at a time
         self._stop = threading.Event()
         self._running_session: tp.Optional[str] = None
@@ -297,15 +301,21 @@ class Engine:
         dev = resolve_device(device)
         key = (name, str(dev), bool(fast))
         if self._model_key != key:
+            problem = model_name_problem(str(target), LOCAL_MODEL)  # seconds, offline too; the old model stays
+            if problem is not None:
+                raise AppError(f"Could not load model {name!r}: {problem}.")
             self._model = self._model_key = None  # free the old one first
+            self._failed = name
             try:
                 self._model = MAGNeT.get_pretrained(target, device=dev, fast=bool(fast))
             except Exception as exc:  # noqa: BLE001 - told to the user as a sentence
                 raise AppError(f"Could not load model {name!r}: {error_message(exc)}") from exc
-            self._model_key = key
+            self._model_key, self._failed = key, None
         return self._model
 
     def model_info(self) -> str:
+        if self._model is None and self._failed:
+            return f"No model loaded: loading {self._failed} failed (see the status line). {device_summary()}"
         if self._model is None:
             return f"No model loaded yet. {device_summary()}"
         m = self._model

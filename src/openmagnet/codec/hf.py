@@ -42,12 +42,14 @@ class HFEncodec(nn.Module):
         self._bandwidth = cfg.target_bandwidths[possible.index(self._num_codebooks)]
 
     @classmethod
-    def from_pretrained(cls, name: str, device: tp.Union[str, torch.device, None] = None) -> "HFEncodec":
+    def from_pretrained(cls, name: str, device: tp.Union[str, torch.device, None] = None,
+                        local_files_only: bool = False) -> "HFEncodec":
         """Load `name` (hub id or local directory) with transformers, honouring HF_HUB_CACHE and
-        HF_HUB_OFFLINE as set by the caller."""
+        HF_HUB_OFFLINE as set by the caller; local_files_only: from the cache alone (checkpoint.py passes it
+        when the hub cannot be reached)."""
         import transformers  # deferred: `import openmagnet` must not import transformers
 
-        model = transformers.EncodecModel.from_pretrained(name).float().eval()
+        model = transformers.EncodecModel.from_pretrained(name, local_files_only=local_files_only).float().eval()
         return cls(model).to(device or "cpu").eval()
 
     # -- properties ------------------------------------------------------------------------------

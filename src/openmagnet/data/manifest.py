@@ -2,7 +2,10 @@
 
 The format is audiocraft's (`data/audio_dataset.py`, SPEC §4.3): one JSON object per line with exactly
 the fields path, duration, sample_rate, amplitude, weight, info_path, in `data.jsonl` or
-`data.jsonl.gz` inside a manifest folder. soundfile is imported inside `index_audio_dir`.
+`data.jsonl.gz` inside a manifest folder. `index_audio_dir` writes the paths relative to the manifest's folder
+(so that a dataset folder can move; audiocraft's own tools read them from the working directory, so run those
+from the manifest's folder), and `read_manifest` reads relative and absolute ones alike, relative ones from the
+manifest's folder. soundfile is imported inside `index_audio_dir`.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ _INDEX_HINT = "run `openmagnet data index AUDIO_DIR --out DIR` first"
 class AudioMeta:
     """One manifest line: an audio file and what its header says.
 
-    path: absolute path of the audio file; duration: seconds; sample_rate: Hz of the file;
+    path: the audio file (absolute as read_manifest returns it; relative to the manifest's folder in the file
+    index_audio_dir writes); duration: seconds; sample_rate: Hz of the file;
     amplitude, weight: optional, unused by uniform sampling (kept for audiocraft compatibility);
     info_path: the side-car JSON of the file, or None.
     """
@@ -158,7 +162,10 @@ def index_audio_dir(audio_dir: PathLike, out_dir: PathLike, *, extensions: tp.Se
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST_NAMES[0]
-    _write_atomic(manifest, (m.to_json() for m in metas))
+    base = out.resolve()
+    stored = (dataclasses.replace(m, path=os.path.relpath(m.path, base),
+                                  info_path=m.info_path and os.path.relpath(m.info_path, base)) for m in metas)
+    _write_atomic(manifest, (m.to_json() for m in stored))
     return IndexResult(manifest, len(metas), skipped)
 
 
@@ -180,7 +187,7 @@ def _absolute(value: tp.Optional[str], base: Path) -> tp.Optional[str]:
     """value as an absolute path, relative paths being taken from base (the manifest's folder)."""
     if value is None:
         return None
-    return value if os.path.isabs(value) else str(base / value)
+    return value if os.path.isabs(value) else os.path.normpath(base.absolute() / value)  # '../audio/x.wav'
 
 
 def read_manifest(path: PathLike) -> tp.List[AudioMeta]:

@@ -235,8 +235,10 @@ def _soundfont_sha256(path: Path) -> str:
 
 
 def _check_settings(record: Path, settings: dict) -> None:
-    """On a resumed run, insist that everything that shapes the audio matches the earlier run."""
-    if not record.is_file():
+    """On a resumed run, insist that everything that shapes the audio matches the earlier run; a run that rendered
+    no clip (it stopped at once, e.g. without the synth extra) binds nothing."""
+    if not record.is_file() or not any(record.parent.glob('audio/clip_*.wav')) and \
+            not any(record.parent.glob('holdout/audio/clip_*.wav')):
         return
     try:
         old = json.loads(record.read_text(encoding='utf-8'))
@@ -250,6 +252,16 @@ def _check_settings(record: Path, settings: dict) -> None:
         diff = ', '.join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"{record.parent} was synthesised with other settings ({diff}); "
                          "use the same settings to resume, or another --out")
+
+
+def check_synth_extra() -> None:
+    """The Python half of the `synth` extra (pretty_midi composes the clips), before anything is written."""
+    try:
+        import pretty_midi  # noqa: F401
+    except ImportError:
+        raise ValueError("data synth needs the synth extra: pip install 'openmagnet[synth]' (pretty_midi, "
+                         "pyfluidsynth), and FluidSynth with a General MIDI SoundFont (apt-get install fluidsynth "
+                         "fluid-soundfont-gm)") from None
 
 
 def _validate(hours: float, workers: int, holdout: int, sample_rate: int) -> None:
@@ -272,6 +284,7 @@ def synthesize_dataset(out_dir: PathLike, hours: float, seed: int, *, sample_rat
     so an interrupted run resumes; out_dir/synth.json records the settings and the counts. tempo: see
     `compose.sample_spec` ('style' or 'wide')."""
     _validate(hours, workers, holdout, sample_rate)
+    check_synth_extra()
     clip_seconds = (float(clip_seconds[0]), float(clip_seconds[-1]))
     sample_spec(seed, 0, clip_seconds, tempo=tempo)  # validates clip_seconds and tempo
     font, kind, out = find_soundfont(soundfont), find_renderer(renderer), Path(out_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import typing as tp
+from pathlib import Path
 
 from ..config import parse_generation_setting
 from .presets import parse_override, preset_config
@@ -77,6 +78,7 @@ def add_export_parser(sub: tp.Any) -> None:
                                    "MAGNeT.get_pretrained(MODEL_DIR) in openmagnet and in audiocraft.")
     e.add_argument("run", help="run folder, or one of its checkpoints/step_*.pt")
     e.add_argument("--out", required=True, help="model folder to write")
+    e.add_argument("--overwrite", action="store_true", help="replace the model --out holds already (default: refuse)")
     e.add_argument("--bundle", action="store_true",
                    help="RUN is an exported model folder: write its safetensors-only form (model.safetensors + "
                         "compression.safetensors, fp16), as models ship inside the package")
@@ -87,8 +89,17 @@ def add_export_parser(sub: tp.Any) -> None:
     e.set_defaults(func=export_command)
 
 
+# the files of a model folder, in any of the layouts openmagnet writes
+MODEL_FILES = ("state_dict.bin", "compression_state_dict.bin", "model.safetensors", "compression.safetensors",
+               "compression_model.safetensors", "config.json")
+
+
 def export_command(args: argparse.Namespace) -> int:
     generation = dict(parse_generation_setting(item) for item in args.generation) or None
+    held = [name for name in MODEL_FILES if (Path(args.out).expanduser() / name).is_file()]
+    if held and not args.overwrite:
+        raise ValueError(f"--out {args.out} already holds a model ({', '.join(held)}): add --overwrite to replace it, "
+                         f"or name another folder")
     if args.bundle:
         from .export import bundle_model  # lazy: loads torch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing as tp
+import warnings
 
 from ..config import LM_PRESETS
 
@@ -18,6 +19,8 @@ TASKS = ("music", "sound")
 
 # Model scales: the released ones, plus `tiny` for tests and CPU experiments.
 SCALES: tp.Dict[str, tp.Dict[str, int]] = {"tiny": dict(dim=128, num_heads=4, num_layers=4), **LM_PRESETS}
+CUSTOM_SCALE = "custom"  # no named scale: dim, num_heads and num_layers say it all (e.g. a fine-tuned model's)
+WARMUP_SHARE = 0.1  # a preset's warm-up takes at most this share of a run's steps, unless --set warmup=N
 
 
 @dataclasses.dataclass
@@ -81,8 +84,10 @@ class TrainConfig:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.model_scale not in SCALES:
+        if self.model_scale not in SCALES and self.model_scale != CUSTOM_SCALE:
             raise ValueError(f"model scale must be one of {', '.join(SCALES)}; got {self.model_scale!r}")
+        if self.model_scale == CUSTOM_SCALE and None in (self.dim, self.num_heads, self.num_layers):
+            raise ValueError("model scale 'custom' needs dim, num_heads and num_layers (--set dim=N ...)")
         for name in ("batch_size", "max_steps", "log_every", "ema_every", "keep_last", "valid_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -100,7 +105,7 @@ class TrainConfig:
 
     def architecture(self) -> tp.Dict[str, int]:
         """dim / num_heads / num_layers of the scale, with the explicit overrides applied."""
-        arch = dict(SCALES[self.model_scale])
+        arch = dict(SCALES.get(self.model_scale, {}))
         for name in ("dim", "num_heads", "num_layers"):
             if getattr(self, name) is not None:
                 arch[name] = getattr(self, name)
@@ -126,13 +131,24 @@ PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
 
 
 def preset_config(preset: str, **overrides: tp.Any) -> TrainConfig:
+    """The preset's settings with `overrides` (None: the preset's). The preset's warm-up (4000 or 3000 steps, for
+    runs of 10^5-10^6 steps) is cut to WARMUP_SHARE of a shorter run's max_steps, with a warning, unless the
+    overrides set warmup: a 20-step fine-tune would otherwise never leave it (its learning rate at most 5e-7)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return TrainConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = TrainConfig(**{**PRESETS[preset], **given})
+    short = int(cfg.max_steps * WARMUP_SHARE)
+    if "warmup" not in given and cfg.warmup > short:
+        warnings.warn(f"the {preset} preset's warm-up of {cfg.warmup} steps is longer than a tenth of this run's "
+                      f"{cfg.max_steps} steps: warming up over {short} instead (--set warmup=N to choose)",
+                      UserWarning, stacklevel=2)
+        cfg = dataclasses.replace(cfg, warmup=short)
+    return cfg
 
 
 def parse_override(text: str) -> tp.Tuple[str, tp.Any]:

@@ -31,7 +31,7 @@ from ..data.manifest import AudioMeta, read_manifest
 from ..data.tokens import TokenSegmentDataset, build_token_cache
 from ..lm import MagnetLM
 from . import distributed as dist_utils
-from .presets import TrainConfig
+from .presets import CUSTOM_SCALE, SCALES, TrainConfig
 from .runs import CODEC_COPY, RUN_FILE, check_resume_overrides, latest_checkpoint, path_weights, read_run, step_seed
 
 # what --resume may change: bookkeeping only, never what the run computes
@@ -129,13 +129,17 @@ def build_model(spec: RunSpec, out: tp.Union[str, Path], device: torch.device) -
 
 
 def final_config(spec: RunSpec, model: Setup) -> TrainConfig:
-    """The run's config, true to its model: a fine-tune keeps the length, sample rate, codec and text
-    encoder of the checkpoint it starts from (a resumed run's config already does)."""
+    """The run's config, true to its model: a fine-tune keeps the architecture (recorded as the scale it matches,
+    else 'custom' with its sizes), length, sample rate, codec and text encoder of the checkpoint it starts from
+    (a resumed run's config already does)."""
     if spec.source is None or spec.resume:
         return spec.cfg
+    arch = dict(dim=model.lm_cfg.dim, num_heads=model.lm_cfg.num_heads, num_layers=model.lm_cfg.num_layers)
+    scale = next((name for name, sizes in SCALES.items() if sizes == arch), CUSTOM_SCALE)  # not --model-scale's
+    sizes = arch if scale == CUSTOM_SCALE else dict(dim=None, num_heads=None, num_layers=None)
     return dataclasses.replace(spec.cfg, segment_duration=model.lm_cfg.segment_duration,
                                sample_rate=int(round(model.codec.sample_rate)), text_encoder=model.text_cfg.name,
-                               codec=model.codec_spec)
+                               codec=model.codec_spec, model_scale=scale, **sizes)
 
 
 def _fresh_model(cfg: TrainConfig, device: torch.device) -> Setup:
