@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 
-TRANSFORMERS_MIN = "5.25"  # the oldest release this face is tested with (pyproject.toml pins the same range)
+TRANSFORMERS_MIN = "5.20"  # the oldest release the face is tested with (5.20.0, 5.25.0; pyproject.toml pins the same)
 TRANSFORMERS_BELOW = "6"
 TRANSFORMERS_RANGE = f">={TRANSFORMERS_MIN},<{TRANSFORMERS_BELOW}"
 
