@@ -28,7 +28,7 @@ SRC = Path(importlib.util.find_spec("openmagnet").origin).parent
 INFERENCE = ("openmagnet.codec", "openmagnet.lm", "openmagnet.decoding", "openmagnet.attention",
              "openmagnet.sampling", "openmagnet.config")
 NOT_FOR_INFERENCE = ("openmagnet.train", "openmagnet.data", "openmagnet.evaluation", "openmagnet.cli",
-                     "openmagnet.app")
+                     "openmagnet.app", "openmagnet.transformers", "openmagnet.convert")
 # `openmagnet app` must start the app: the CLI is the one module outside app/ that may import it
 APP_IMPORTERS = ("openmagnet.cli",)
 
@@ -141,7 +141,8 @@ def test_inference_never_imports_training_data_evaluation_cli_or_app():
            if any(within(name, m) for m in INFERENCE)
            for imp in imports if any(within(imp.target, m) for m in NOT_FOR_INFERENCE)]
     assert not bad, ("inference code (codec/, lm, decoding, attention, sampling, config) must not import "
-                     "train/, data/, evaluation/, cli or app/ (STYLE.md §3.2):\n" + "\n".join(bad))
+                     "train/, data/, evaluation/, cli, app/ or the faces transformers/ and convert/ (STYLE.md §3.2):\n"
+                     + "\n".join(bad))
 
 
 def test_only_the_app_and_its_cli_command_import_the_app():
@@ -221,5 +222,13 @@ def test_importing_the_codec_loads_no_training_or_data():
     code = ("import sys, openmagnet.codec; "
             "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['openmagnet', 'train'], "
             "['openmagnet', 'data'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_parsers_load_neither_torch_nor_transformers():
+    """`openmagnet --help` stays instant: the sub-commands' parsers (convert's included) are argparse only."""
+    code = ("import sys, openmagnet.cli; openmagnet.cli.build_parser(); "
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -141,7 +141,7 @@ def _options(command: str) -> tp.Dict[str, tp.Optional[tp.List[str]]]:
             if flag not in ("-h", "--help")}
 
 
-@pytest.mark.parametrize("command", ["generate", "edit"])
+@pytest.mark.parametrize("command", ["generate", "edit", "convert"])
 def test_the_synopsis_matches_help(command):
     """Every flag of `openmagnet generate` / `edit` is in the README's synopsis (seven were missing), with its
     choices as `a|b|c`, and the synopsis names no flag the command lacks."""

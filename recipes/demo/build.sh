@@ -14,7 +14,10 @@ mkdir -p "$WORK"
 #    (about 16 min with one worker); 0.1 h from seed 123, used by nothing but the codec's gates
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64
 grep -q '"complete": true' "$WORK/synth_wide/synth.json" 2>/dev/null || $OM data synth --out "$WORK/synth_wide" \
-    --hours 6 --seed 1 --workers 2 --holdout 64 --sample-rate 16000 --tempo wide
+    --hours 12 --seed 1 --workers 2 --holdout 64 --sample-rate 16000 --tempo wide
+# the acceptance set of rebuild 3: 64 clips from a seed no training set uses (the holdout stream of seed 777)
+grep -q '"complete": true' "$WORK/eval777/synth.json" 2>/dev/null || $OM data synth --out "$WORK/eval777" \
+    --hours 0.003 --seed 777 --holdout 64 --sample-rate 16000 --tempo wide
 grep -q '"complete": true' "$WORK/gate/synth.json" 2>/dev/null || $OM data synth --out "$WORK/gate" --hours 0.1 \
     --seed 123 --sample-rate 16000
 
@@ -32,18 +35,22 @@ $OM codec train --data "$WORK/synth" --valid "$WORK/synth/holdout" --out "$WORK/
 $OM codec export "$WORK/codec16" --out "$WORK/codec_model"
 $OM codec eval "$WORK/codec_model" --data "$WORK/gate" --clips 16 --seconds 5 > "$WORK/codec_gates.json"
 
-# 3. MAGNeT on the 16 kHz tokens: 256 wide, 6 layers, all-MiniLM-L6-v2 text states, 10-s segments from the
-#    token cache, held-out CE with true, shuffled and no text next to the codes' unigram entropy at every
-#    validation; --precision auto: bf16 autocast on a CPU with native bf16, fp32 on one without
-LM_STEPS="${LM_STEPS:-5000}"
-if [ -d "$WORK/lm16/checkpoints" ]; then
-    $OM train --out "$WORK/lm16" --resume --max-steps "$LM_STEPS"
+# 3. MAGNeT on the 16 kHz tokens (rebuild 3): 384 wide, 8 layers, 6 heads (22 M parameters), all-MiniLM-L6-v2
+#    text states, 10-s segments from the token cache of 12 h, lr 6e-4 cosine over 8000 steps, warm-up 500; held-out
+#    CE with true, shuffled and no text next to the codes' unigram entropy at every validation; --precision auto:
+#    bf16 autocast on a CPU with native bf16 (AVX512_BF16, AMX), fp32 on one without. The codec is the one step 2
+#    writes; without it (rebuilding only the LM) the bundled model's codec, as rebuild 3 did.
+LM_STEPS="${LM_STEPS:-8000}"
+if [ -f "$WORK/codec_model/compression_state_dict.bin" ]; then CODEC="$WORK/codec_model"; else CODEC=src/openmagnet/assets/demo; fi
+if [ -d "$WORK/lm3/checkpoints" ]; then
+    $OM train --out "$WORK/lm3" --resume --max-steps "$LM_STEPS"
 else
-    $OM train --data "$WORK/synth_wide" --valid "$WORK/synth_wide/holdout" --out "$WORK/lm16" --preset magnet_32khz \
-        --model-scale tiny --set dim=256 --set num_heads=4 --set num_layers=6 --codec "$WORK/codec_model" \
+    $OM train --data "$WORK/synth_wide" --valid "$WORK/synth_wide/holdout" --out "$WORK/lm3" --preset magnet_32khz \
+        --model-scale tiny --set dim=384 --set num_heads=6 --set num_layers=8 --codec "$CODEC" \
         --set sample_rate=16000 --text-encoder all-MiniLM-L6-v2 --segment-duration 10 --batch-size 8 \
-        --max-steps "$LM_STEPS" --lr 1e-3 --precision auto --num-workers 1 --set token_cache=true --set warmup=300 \
-        --set save_every=250 --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=0
+        --max-steps "$LM_STEPS" --lr 6e-4 --precision auto --num-workers 1 --set token_cache=true --set warmup=500 \
+        --set save_every=250 --set valid_every=500 --set valid_batches=4 --set cfg_dropout=0.2 --set generate_every=0 \
+        --set log_every=25
 fi
 
 # 4. sampling settings chosen on held-out prompts (a grid over max CFG and temperature, scored by the adherence
@@ -51,7 +58,7 @@ fi
 #    the model and bundled (safetensors only, fp16) into the package. With the reference's sampler this small LM
 #    collapses into the codec's silence code (one code fills 41-100 % of a clip at every setting tried, RESULTS.md),
 #    so the grid uses the re-masking noise (remask_noise 3: Gumbel noise on the confidence that picks what to re-mask)
-$OM export "$WORK/lm16" --out "$WORK/model" --overwrite  # a rerun re-exports the (resumed) run
+$OM export "$WORK/lm3" --out "$WORK/model" --overwrite  # a rerun re-exports the (resumed) run
 [ -f "$WORK/family_classifier.npz" ] || $OM eval train-classifier --data "$WORK/synth_wide" \
     --out "$WORK/family_classifier.npz"
 [ -f "$WORK/sampling/chosen.json" ] || .venv/bin/python recipes/demo/choose_sampling.py --model "$WORK/model" \
@@ -62,14 +69,15 @@ GENERATION=$(.venv/bin/python -c "import json, sys; print(' '.join(f'--generatio
 # remove_dc: this codec adds a DC offset (about +0.17) that -14 LUFS normalisation would quadruple
 $OM export "$WORK/model" --bundle --out src/openmagnet/assets/demo --overwrite $GENERATION --generation remove_dc=true
 
-# 5. does it follow the text? generated audio for the 64 held-out prompts (at the stored settings) against the
-#    rendered clips (ceiling) and shuffled prompts (floor): tempo, key and mode, instrument family; then FAD (CREPE)
-#    and chroma between the codec's reconstructions (ceiling) and a shuffled pairing (floor)
-.venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/synth_wide/holdout" \
+# 5. does it follow the text, and does it sound like music? generated audio for the 64 prompts of the seed-777
+#    set (at the stored settings) against the rendered clips (ceiling) and shuffled prompts (floor): tempo, key and
+#    mode, instrument family, rhythm regularity, pitch salience, DC offset and the fast/slow tempo probe; then FAD
+#    (CREPE) and chroma between the codec's reconstructions (ceiling) and a shuffled pairing (floor)
+.venv/bin/python recipes/demo/generate_holdout.py --model openmagnet/demo --labels "$WORK/eval777/holdout" \
     --out "$WORK/generated"
-$OM eval adherence --labels "$WORK/synth_wide/holdout" --audio "$WORK/generated" \
+$OM eval adherence --labels "$WORK/eval777/holdout" --audio "$WORK/generated" --musicality \
     --classifier "$WORK/family_classifier.npz" --json "$WORK/adherence.json"
-.venv/bin/python recipes/demo/objective_rows.py --model openmagnet/demo --labels "$WORK/synth_wide/holdout" \
+.venv/bin/python recipes/demo/objective_rows.py --model openmagnet/demo --labels "$WORK/eval777/holdout" \
     --generated "$WORK/generated" --out "$WORK/objective"
 
 # 6. the README's media: example clips + spectrograms, and a screenshot of the web app (needs Chromium)

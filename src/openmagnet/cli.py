@@ -4,6 +4,7 @@
     openmagnet data index AUDIO_DIR --out MANIFEST_DIR
     openmagnet train --data MANIFEST_DIR --out RUN_DIR --preset magnet_32khz --model-scale small
     openmagnet export RUN_DIR --out MODEL_DIR
+    openmagnet convert --to transformers facebook/magnet-small-10secs MODEL_DIR
 
 Settings left unset take the values the audiocraft demos recommend for the loaded model (they
 differ from the API defaults): span arrangement 'stride1', 20 first-codebook steps per 10 s of
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from .config import FAST_MODE
+from .convert.command import add_convert_parser
 from .evaluation.command import add_eval_parser
 from .files import NO_SPACE, DiskFullError, check_out_dir, slug, unused_stem
 from .train.codec.command import add_codec_parser
@@ -459,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_eval_parser(sub)
     add_codec_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 

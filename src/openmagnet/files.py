@@ -12,6 +12,8 @@ import contextlib
 import errno
 import os
 import re
+import shutil
+import tempfile
 import unicodedata
 import uuid
 import typing as tp
@@ -228,3 +230,35 @@ def _write_temp(out: Path, name: str, write: tp.Callable[[Path], None]) -> Path:
             temp.unlink()
         raise
     return temp
+
+
+def check_new_folder(out: PathLike) -> None:
+    """ValueError unless `out` is absent or an empty folder (nothing is ever written over)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} already exists and is not an empty folder: give a new folder (nothing is "
+                         f"overwritten)")
+
+
+@contextlib.contextmanager
+def new_folder(out: PathLike) -> tp.Iterator[Path]:
+    """`with new_folder(out) as tmp:` write a whole folder into tmp (created beside `out`); on success tmp is renamed
+    to `out`, which must be absent or empty (`check_new_folder`), on any error it is removed: `out` is never left
+    half-written. A full disk raises DiskFullError naming `out`."""
+    out = Path(out)
+    check_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        check_new_folder(out)
+        if out.is_dir():
+            out.rmdir()  # empty: the rename needs it gone
+        os.rename(tmp, out)
+    except OSError as exc:
+        if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
+            raise
+        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {out}: free space or write it "
+                            f"elsewhere (nothing was left there)", exc.errno) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

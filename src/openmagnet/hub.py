@@ -121,6 +121,10 @@ def saved_config(name: PathLike) -> tp.Optional[tp.Tuple[Path, dict]]:
         if file is None:
             return None
     config = read_config(file)
+    if config.get("library_name") != "openmagnet" and config.get("model_type") == "magnet":
+        raise CheckpointError(f"{name} is a MAGNeT in the transformers layout (openmagnet convert --to transformers): "
+                              f"load it with transformers after `import openmagnet.transformers`, or convert it back "
+                              f"with `openmagnet convert --to openmagnet {name} DST`")
     return (file, config) if config.get("library_name") == "openmagnet" else None
 
 

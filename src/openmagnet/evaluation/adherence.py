@@ -35,6 +35,14 @@ _INSTALL = "install the eval extra: pip install 'openmagnet[eval]'"
 
 
 def _librosa():
+    """librosa, imported on first use. numba (librosa's JIT) 0.68 with llvmlite 0.50 compiles code for AMD Zen 4
+    (AVX-512) that crashes the process (librosa.util.peak_pick, chroma_cqt: segmentation faults measured on a
+    2-core Zen 4 VM); for generic x86-64 it runs everywhere. So unless the user chose a target, numba is pointed
+    at the generic CPU before it is first imported (the functions it compiles here are not hot)."""
+    import sys
+
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_CPU_NAME", "generic")
     try:
         import librosa
     except ImportError:

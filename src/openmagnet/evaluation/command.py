@@ -50,6 +50,10 @@ def add_eval_parser(sub: tp.Any) -> None:
                    help="family classifier from `eval train-classifier` (without it: no family columns)")
     a.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON")
     a.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt floor")
+    a.add_argument("--musicality", action="store_true",
+                   help="also a table of rhythm regularity, pitch salience (CREPE), DC offset and the fast/slow "
+                        "tempo probe for the rendered clips and the generated audio")
+    a.add_argument("--weights", default=None, metavar="DIR", help="folder holding CREPE's full.pth (--musicality)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=adherence_command)
     o = eval_sub.add_parser("objective", help="FAD, KLD and CLAP of generated audio against reference audio",
@@ -172,9 +176,38 @@ def adherence_command(args: argparse.Namespace) -> int:
     if above:
         print()
         print(margins_table(above))
+    music = _musicality_rows(args) if args.musicality else None
+    if music:
+        from .musicality import markdown_table as musicality_table
+
+        print()
+        print(musicality_table(music))
     if args.json:
-        atomic_write_text(json.dumps({**rows, **({"margins": above} if above else {})}, indent=1) + "\n", args.json)
+        extra = {**({"margins": above} if above else {}), **({"musicality": music} if music else {})}
+        atomic_write_text(json.dumps({**rows, **extra}, indent=1) + "\n", args.json)
     return 0
+
+
+def _musicality_rows(args: argparse.Namespace) -> tp.Dict[str, dict]:
+    """Rendered clips (ceiling), generated audio and the shuffled-prompt floor (the rendered audio, so only its
+    tempo probe differs) through evaluation/musicality.py."""
+    from .adherence import derangement, load_labels
+    from .crepe import Crepe
+    from .musicality import analyse_files, summarise
+
+    crepe = Crepe.load(weights_dir=args.weights)
+    clips = load_labels(args.labels)
+    bpms = [float(lab["bpm"]) for _, lab in clips]
+    rendered = analyse_files([p for p, _ in clips], crepe, progress=not args.quiet)
+    shuffled = [bpms[j] for j in derangement(len(bpms), args.seed)]
+    rows = {"rendered clips (ceiling)": summarise(rendered, bpms, seed=args.seed)}
+    if args.audio:
+        found = [(Path(args.audio) / f"{p.stem}.wav", float(lab["bpm"])) for p, lab in clips]
+        found = [(p, b) for p, b in found if p.is_file()]
+        generated = analyse_files([p for p, _ in found], crepe, progress=not args.quiet)
+        rows["generated"] = summarise(generated, [b for _, b in found], seed=args.seed)
+    rows["shuffled prompts (floor)"] = summarise(rendered, shuffled, seed=args.seed)
+    return rows
 
 
 def fetch_crepe_command(args: argparse.Namespace) -> int:

@@ -102,6 +102,14 @@ class Crepe(nn.Module):
         return torch.cat([self.features_of(frames[i:i + batch]) for i in range(0, frames.shape[0], batch)])
 
     @torch.no_grad()
+    def confidence(self, wav: torch.Tensor, sample_rate: int, hop: float = 0.05, batch: int = 256) -> torch.Tensor:
+        """wav [C, T] -> [frames] CREPE's voicing confidence: the largest of the 360 bin probabilities (near 1
+        where one pitch dominates the frame, low for noise, silence and dense mixtures)."""
+        frames = self.frames(wav, sample_rate, hop)
+        return torch.cat([torch.sigmoid(self.classifier(self.features_of(frames[i:i + batch]))).amax(-1)
+                          for i in range(0, frames.shape[0], batch)])
+
+    @torch.no_grad()
     def pitch(self, wav: torch.Tensor, sample_rate: int, hop: float = 0.01, batch: int = 256) -> torch.Tensor:
         """wav [C, T] -> [frames] Hz of the most likely bin, refined by the weighted average of its neighbours
         (+-4 bins, as CREPE's local average)."""
