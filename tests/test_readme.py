@@ -25,9 +25,9 @@ INSTALL = re.compile(r"^(python3? -m venv|(\S*/)?pip install)\b")
 # (pattern, reason): what is not run here, and why
 SKIPS = [
     (re.compile(r"\bopenmagnet app\b"), "a web server that runs until stopped (tests/app/ serve the same page)"),
-    (re.compile(r"facebook/"), "downloads released weights from the Hugging Face hub (the network)"),
     (re.compile(r"\bopenmagnet (data index|train|export)\b|--model models/"),
      "needs your own training audio (my_audio/) and a training run of hours"),
+    (re.compile(r"facebook/"), "downloads released weights from the Hugging Face hub (the network)"),
     (re.compile(r"-m pytest\b"), "the test suite itself (.ci/run runs it)"),
 ]
 
