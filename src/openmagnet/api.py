@@ -27,11 +27,12 @@ from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig
 from .decoding import generate_tokens, top_code_share
-from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
+from .hardware import bf16_native, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .hub import DEFAULT_LICENSE, check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
+from .runtime import FastMode, apply_fast_mode, describe_mode, fast_mode, int8_kernel_choice  # noqa: F401 (public)
 
 PathLike = tp.Union[str, os.PathLike]
 logger = logging.getLogger("openmagnet")
@@ -52,58 +53,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
     return torch.float32
-
-
-@dataclasses.dataclass(frozen=True)
-class FastMode:
-    """What `get_pretrained(..., fast=True)` loads on a device, and why."""
-    dtype: tp.Optional[torch.dtype]
-    quantize: tp.Optional[str]
-    banded_attention: tp.Optional[bool]
-    why: str
-
-    def __str__(self) -> str:
-        return f"{describe_mode(self.dtype, self.quantize)} ({self.why})"
-
-
-def fast_mode(device: tp.Union[str, torch.device]) -> FastMode:
-    """The fastest mode that keeps at least 95% greedy-token agreement with exact float32 on `device`,
-    as measured on the official small architecture (README, "Speed"; bench/compare_audiocraft.py):
-
-      CPU, native bf16 and int8 (Zen 4, Sapphire Rapids): int8 feed-forward + bf16 attention
-      CPU, int8 only (AVX2 x86: most laptops, desktops, older servers): int8 feed-forward + float32
-          attention, int8 attention too while decoding codebook 0 ('int8-hybrid'), the int8
-          weights scaled to the kernel's 16-bit pairs where it lacks VNNI
-      CPU, native bf16 but no int8 kernels: bf16 matrices
-      CPU, neither: float32 with banded attention (exact maths)
-      CUDA: bf16 on compute capability >= 8, else fp16; MPS: float32 (nothing faster measured)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        native = cuda_bf16_native(device)
-        return FastMode(torch.bfloat16 if native else torch.float16, None, None,
-                        "CUDA with native bf16" if native else "CUDA without native bf16")
-    if device.type != "cpu":
-        return FastMode(torch.float32, None, None, f"{device.type}: no faster mode measured")
-    cpu = cpu_info()
-    if cpu.int8 and cpu.bf16_native:
-        return FastMode(torch.bfloat16, "int8", True, cpu.describe())
-    if cpu.int8:
-        return FastMode(torch.float32, "int8-hybrid", True, cpu.describe())
-    if cpu.bf16_native:
-        return FastMode(torch.bfloat16, None, True, cpu.describe())
-    return FastMode(torch.float32, None, True, cpu.describe())
-
-
-def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str]) -> str:
-    """'int8 feed-forward + float32 attention', 'bfloat16', ... (the LM's matrices)."""
-    name = str(dtype or torch.float32).replace("torch.", "")
-    if quantize == "int8":
-        return f"int8 feed-forward + {name} attention"
-    if quantize == "int8-hybrid":
-        return f"int8 feed-forward + {name} attention (int8 for codebook 0)"
-    if quantize == "int8-all":
-        return "int8 (every matrix)"
-    return name
 
 
 def check_device(device: tp.Union[str, torch.device, None],
@@ -257,6 +206,7 @@ class MAGNeT:
         self._conditioner = conditioner
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
+        self.fast_mode: tp.Optional[FastMode] = None  # what fast=True chose, and why (get_pretrained)
         self.stored_generation = dict(generation) if generation else None
         self.xp_cfg = xp_cfg
         self.codec_cfg = codec_cfg
@@ -269,7 +219,8 @@ class MAGNeT:
                        device: tp.Optional[tp.Union[str, torch.device]] = None,
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
                        text_encoder: tp.Optional[PathLike] = None, quantize: tp.Optional[str] = None,
-                       banded_attention: tp.Optional[bool] = None, fast: bool = False) -> "MAGNeT":
+                       banded_attention: tp.Optional[bool] = None, fast: bool = False,
+                       fast_recheck: bool = False) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id); or a model
@@ -281,13 +232,15 @@ class MAGNeT:
         (it is loaded on the first generation).
 
         Speed (see README, "Speed"): the default float32 on CPU is the exact mode, bit-identical to
-        audiocraft. fast=True picks the fastest mode that stays close to exact on this machine
-        (`fast_mode(device)`; `model.mode` says which). By hand: dtype=torch.bfloat16 runs the
+        audiocraft. fast=True picks the fastest mode that stays close to exact on this machine: on CPU it times
+        the candidate kernels on the model's own matrix shapes the first time (a few seconds, then cached per CPU
+        model and torch version in `runtime.user_cache_dir()`; fast_recheck=True times them again); see
+        `runtime.fast_mode`. `model.mode` says what runs, `model.fast_mode` why. By hand: dtype=torch.bfloat16 runs the
         transformer's matrices in bf16 (residual stream, heads and guidance stay float32), refused
         on a CPU without native bf16, where it is 10-100x slower. quantize='int8' (CPU only) runs
         the feed-forward matrices in int8 and the attention projections in dtype (default bfloat16
         where native, else float32); quantize='int8-all' runs every matrix in int8 (fastest, least
-        accurate; see quantize.py).
+        accurate; see quantize.py), with the int8 kernel that measured fastest on this machine.
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
         (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
         mode but exact float32)."""
@@ -298,15 +251,19 @@ class MAGNeT:
         if quantize is not None and device.type != "cpu":
             raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use dtype=torch.bfloat16 "
                              f"or torch.float16 on {device.type}, or device='cpu'")
+        if fast_recheck and not fast:
+            raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
         mode = None
+        measure = fast and device.type == "cpu"  # the CPU's kernels are timed on the loaded model
         if fast:
             if dtype is not None or quantize is not None:
                 raise ValueError("fast=True chooses dtype and quantize for this machine: drop dtype= and quantize=, "
                                  "or drop fast=True")
-            mode = fast_mode(device)
-            dtype, quantize = mode.dtype, mode.quantize
+            if not measure:
+                mode = fast_mode(device)
+                dtype = mode.dtype
             if banded_attention is None:
-                banded_attention = mode.banded_attention
+                banded_attention = True if measure else mode.banded_attention
         if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
             raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
                              f"quantize='int8' to keep the attention projections in that dtype")
@@ -315,17 +272,20 @@ class MAGNeT:
         elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
             dtype = torch.bfloat16 if bf16_native(device) else torch.float32
         else:
-            dtype = torch.float32 if quantize is not None else default_dtype(device)
+            dtype = torch.float32 if quantize is not None or measure else default_dtype(device)
         reason = slow_dtype_reason(device, dtype)
         if reason is not None:
-            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (here: {fast_mode(device)}) "
-                             f"or the default float32")
+            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (it measures what this CPU "
+                             f"runs fastest) or the default float32")
         files = read_model_files(name, codec)
-        # quantization starts from float32 matrices; the ones left as floats then take `dtype`
-        load_dtype = torch.float32 if quantize is not None else dtype
+        # quantization (and fast mode's measurement) starts from float32 matrices; the float ones then take `dtype`
+        load_dtype = torch.float32 if quantize is not None or measure else dtype
         lm, _, text_cfg = lm_from_package(files.lm_package, files.lm_source, device, load_dtype)
-        if quantize is not None:
-            cast_float_matrices(quantize_lm(lm, quantize), dtype)
+        if measure:
+            mode = fast_mode(device, lm, recheck=fast_recheck)
+            apply_fast_mode(lm, mode)
+        elif quantize is not None:
+            cast_float_matrices(quantize_lm(lm, quantize, engine=int8_kernel_choice(lm)), dtype)
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
             banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
         lm.banded_attention = bool(banded_attention)
@@ -340,8 +300,9 @@ class MAGNeT:
             text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
         model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=files.generation,
                        xp_cfg=files.xp_cfg, codec_cfg=files.codec_cfg)
+        model.fast_mode = mode
         if mode is not None:
-            logger.info("fast mode: %s", model.mode)
+            logger.info("fast mode: %s (%s)", model.mode, mode.why)
         return model
 
     @classmethod
@@ -403,12 +364,14 @@ class MAGNeT:
     def mode(self) -> str:
         """How the LM runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
         lm = self.lm
-        text = describe_mode(lm.dtype, lm.quantized)
-        if lm.quantized and self.device.type == "cpu" and int8_saturates():
+        ffn = lm.transformer.layers[0].linear1.weight
+        text = describe_mode(lm.dtype, lm.quantized, lm.int8_engine, None if ffn.is_meta else ffn.dtype)
+        if lm.quantized and self.device.type == "cpu" and lm.int8_engine != "int_mm" and \
+                int8_saturates(lm.int8_engine):
             text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
         if lm.banded_attention:
             text += ", banded attention"
-        elif lm.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
+        elif lm.dtype == ffn.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
             text += " (exact)"
         return text
 

@@ -52,11 +52,15 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
+    if args.fast_recheck and not args.fast:
+        raise ValueError("--fast-recheck times the kernels of --fast again: add --fast")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
-                                  quantize=args.quantize, fast=args.fast)
+                                  quantize=args.quantize, fast=args.fast, fast_recheck=args.fast_recheck)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
+        if model.fast_mode is not None:
+            print(f"fast mode: {model.fast_mode.why}", file=sys.stderr)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
@@ -229,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     g.add_argument("--fast", action="store_true",
-                   help="the fastest mode that stays close to exact on this machine (on CPU: int8 feed-forward, "
-                        "with bf16 attention where the CPU has native bf16); the choice is printed")
+                   help="the fastest mode that stays close to exact on this machine: on CPU the candidate kernels "
+                        "(float32, bf16 where native, each int8 engine) are timed on the model's shapes the first "
+                        "time and the choice is cached; it is printed")
+    g.add_argument("--fast-recheck", action="store_true",
+                   help="with --fast: time the kernels again instead of using the cached choice")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
                         "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")

@@ -183,6 +183,7 @@ class MagnetLM(nn.Module):
         # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
         self.banded_attention = False
         self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
+        self.int8_engine: tp.Optional[str] = None  # and the int8 kernel it packed for
         self.stage_now = -1  # the codebook stage being computed (read by stage-dependent kernels)
 
     @classmethod

@@ -118,11 +118,9 @@ def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
 
 
 def test_fast_mode_is_loaded_and_shown(tmp_path):
-    from openmagnet.api import fast_mode
-
     engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     model = engine.model(MODEL, "cpu", fast=True)
-    mode = fast_mode("cpu")
+    mode = model.fast_mode  # measured on this machine (runtime.fast_mode)
     assert model.lm.quantized == mode.quantize and model.lm.dtype == mode.dtype and model.lm.banded_attention
     assert ", fast mode) · 32 kHz" in engine.model_info()
     assert engine.model(MODEL, "cpu") is not model  # exact and fast are different models
