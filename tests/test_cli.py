@@ -102,6 +102,25 @@ def test_cli_fast_prints_its_measured_choice(tmp_path, capsys, monkeypatch):
     assert code == 2 and err == "openmagnet: error: --fast-recheck times the kernels of --fast again: add --fast\n"
 
 
+def test_cli_speed_turbo_does_half_the_work(tmp_path, capsys, monkeypatch):
+    from openmagnet.api import MAGNeT
+
+    passes = []
+    original = MAGNeT.generate
+
+    def recording(self, *args, **kwargs):
+        before = self.forward_passes
+        out = original(self, *args, **kwargs)
+        passes.append((self.params.speed, self.forward_passes - before))
+        return out
+    monkeypatch.setattr(MAGNeT, "generate", recording)
+    base = ["generate", "happy rock", "--model", str(FIXTURES / "music10"), "--steps", "20", "10", "10", "10",
+            "--duration", "0.5", "--quiet", "--out"]
+    assert run_cli(base + [str(tmp_path / "a")], capsys)[0] == 0
+    assert run_cli(base + [str(tmp_path / "b"), "--speed", "turbo"], capsys)[0] == 0
+    assert passes == [(None, 100), ("turbo", 48)]
+
+
 def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
                             "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)

@@ -25,8 +25,8 @@ import torch
 from .audio import convert_audio
 from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
-from .config import GenerationParams, LMConfig, TextConfig
-from .decoding import generate_tokens, top_code_share
+from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, speed_settings
+from .decoding import generate_tokens, mix_guidance, top_code_share
 from .hardware import bf16_native, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .hub import DEFAULT_LICENSE, check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
@@ -129,20 +129,38 @@ def deterministic(enabled: bool = True) -> None:
     torch.set_float32_matmul_precision("highest")
 
 
-def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
-    """logits_fn for decoding: runs the [conditional; null] batch and mixes the stage's logits
-    as uncond + (cond - uncond) * coef, in float32. The cross-attention keys/values of the text
-    never change during a generation, so they are computed once here; the null rows' condition is
-    all zeros, so their cross-attention (exactly 0) is skipped."""
-    null_is_zero = torch.count_nonzero(cond[batch_size:]) == 0
-    cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
+class GuidedLogits:
+    """The model as decoding sees it (a decoding.GuidedFn): runs the [conditional; null] batch and mixes the
+    stage's logits as uncond + (cond - uncond) * coef, in float32; or the halves apart, for guidance reuse.
+    The cross-attention keys/values of the text never change during a generation, so they are computed once
+    here; the null rows' condition is all zeros, so their cross-attention (exactly 0) is skipped. `passes`
+    counts forward-pass equivalents (one pass of the B conditional rows; a guided step is 2)."""
 
-    def logits_fn(codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
-        logits = lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, cross_kv).float()
-        cond_logits, uncond_logits = logits.split(batch_size, dim=0)
-        return uncond_logits + (cond_logits - uncond_logits) * coef
+    def __init__(self, lm: MagnetLM, cond: torch.Tensor, batch_size: int):
+        self.lm, self.batch_size, self.passes = lm, batch_size, 0
+        null_is_zero = bool(torch.count_nonzero(cond[batch_size:]) == 0)
+        self.cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
+        self.cond_kv = self.cross_kv if null_is_zero else [(k[:batch_size], v[:batch_size]) for k, v in self.cross_kv]
 
-    return logits_fn
+    def pair(self, codes: torch.Tensor, stage: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, null) logits [B, T, N] of the stage, float32."""
+        self.passes += 2
+        logits = self.lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, self.cross_kv).float()
+        cond_logits, uncond_logits = logits.split(self.batch_size, dim=0)
+        return cond_logits, uncond_logits
+
+    def cond(self, codes: torch.Tensor, stage: int) -> torch.Tensor:
+        """The conditional rows' logits [B, T, N] alone, float32."""
+        self.passes += 1
+        return self.lm.stage_logits(codes, None, stage, self.cond_kv).float()
+
+    def __call__(self, codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
+        return mix_guidance(*self.pair(codes, stage), coef)
+
+
+def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int) -> GuidedLogits:
+    """logits_fn for decoding (see `GuidedLogits`)."""
+    return GuidedLogits(lm, cond, batch_size)
 
 
 def per_item_descriptions(descriptions: tp.Optional[tp.List[tp.Optional[str]]], n: int,
@@ -207,6 +225,8 @@ class MAGNeT:
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
         self.fast_mode: tp.Optional[FastMode] = None  # what fast=True chose, and why (get_pretrained)
+        # forward-pass equivalents run so far (one pass of a batch's conditional rows; a guided step is 2)
+        self.forward_passes = 0
         self.stored_generation = dict(generation) if generation else None
         self.xp_cfg = xp_cfg
         self.codec_cfg = codec_cfg
@@ -394,28 +414,46 @@ class MAGNeT:
     @property
     def generation_params(self) -> dict:
         """The current settings, under the reference's names (temperature is stored as 'temp'); our
-        `remask_noise` is listed only when it is set (not 0), so the dict is the reference's otherwise."""
+        `remask_noise` is listed only when it is set (not 0), and the speed settings only when one is on, so the
+        dict is the reference's otherwise."""
         p = self.params
         params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
                       max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
                       decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
-        return {**params, "remask_noise": p.remask_noise} if p.remask_noise else params
+        if p.remask_noise:
+            params["remask_noise"] = p.remask_noise
+        if not p.reference_decoding or p.speed is not None:
+            params.update(speed=p.speed, **{name: getattr(p, name) for name in SPEED_FIELDS})
+        return params
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,
                               temperature: float = 3.0, max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                               decoding_steps: tp.Sequence[int] = (20, 10, 10, 10),
-                              span_arrangement: str = "nonoverlap", remask_noise: float = 0.0) -> None:
+                              span_arrangement: str = "nonoverlap", remask_noise: float = 0.0,
+                              speed: tp.Optional[str] = None, guidance_every: tp.Optional[int] = None,
+                              fine_step_share: tp.Optional[float] = None,
+                              confidence_stop: tp.Optional[float] = None) -> None:
         """Same names and defaults as audiocraft. The demos use span_arrangement='stride1', and
         decoding_steps=[60, 10, 10, 10] for the 30-second models. remask_noise (ours, 0 = the reference's
         sampler): Gumbel noise on the re-masking confidence, annealed with the mask rate (MaskGIT's choice
-        temperature); a few units keep one confident code from filling the clip."""
+        temperature); a few units keep one confident code from filling the clip.
+
+        Decoding that does less work (ours; off by default, so decoding is the reference's; see decoding.py and
+        README, "Speed"): speed='turbo' (config.SPEED_PRESETS: about half the forward passes) sets the three
+        below, each of which may also be given alone or to override the preset: guidance_every=k runs the null
+        rows of classifier-free guidance every k-th step only and reuses the cond - null difference in between
+        (none at all where the coefficient is 1); fine_step_share=s runs that share of decoding_steps for
+        codebooks 1-3; confidence_stop=c never re-masks a token sampled with probability >= c and ends a stage
+        once all are (adaptive steps)."""
         if isinstance(decoding_steps, tp.Sequence) and not isinstance(decoding_steps, str):
             decoding_steps = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in decoding_steps)
+        fields = speed_settings(speed, guidance_every=guidance_every, fine_step_share=fine_step_share,
+                                confidence_stop=confidence_stop)
         self.params = GenerationParams(use_sampling=bool(use_sampling), top_k=int(top_k), top_p=top_p,
                                        temperature=temperature, max_cfg_coef=max_cfg_coef,
                                        min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
-                                       span_arrangement=span_arrangement, remask_noise=remask_noise)
+                                       span_arrangement=span_arrangement, remask_noise=remask_noise, **fields)
 
     def recommended_params(self, **given: tp.Any) -> dict:
         """set_generation_params() keywords for this model: its own stored settings where it has them
@@ -647,9 +685,12 @@ class MAGNeT:
         with torch.inference_mode():
             cond = self.conditioner.cfg_condition(descriptions, negatives)
             logits_fn = guided_logits_fn(self.lm, cond, len(descriptions))
-            tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
-                                     span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
-                                     generator=generator, callback=callback, infill=infill)
+            try:
+                tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card,
+                                         self.params, span_len=self.cfg.span_len, prompt=prompt_tokens,
+                                         device=self.device, generator=generator, callback=callback, infill=infill)
+            finally:
+                self.forward_passes += logits_fn.passes
         made = torch.ones(tokens.shape[-1], dtype=torch.bool)  # the frames this call sampled: only those can collapse
         if infill is not None:
             made = ~infill[1][:tokens.shape[-1]].cpu()

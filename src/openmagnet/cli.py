@@ -64,7 +64,8 @@ def _generate(args: argparse.Namespace) -> int:
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
-        decoding_steps=args.steps, span_arrangement=args.span_arrangement, remask_noise=args.remask_noise))
+        decoding_steps=args.steps, span_arrangement=args.span_arrangement, remask_noise=args.remask_noise),
+        speed=args.speed)
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -115,7 +116,7 @@ def _edit(args: argparse.Namespace) -> int:
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
-        remask_noise=args.remask_noise))
+        remask_noise=args.remask_noise), speed=args.speed)
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gumbel noise on the re-masking confidence (ours; 0 = the reference's sampler; about 3 "
                         "keeps a small model from collapsing into one code)")
     g.add_argument("--min-cfg", type=float, default=None, help="CFG coefficient at the end of each stage")
+    g.add_argument("--speed", default=None, choices=["turbo"],
+                   help="decoding that does less work: turbo runs about half the forward passes (the guidance's "
+                        "null rows every 3rd step, half the steps for codebooks 2-4); default: the reference's")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     g.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="length to generate (default: the model's window); longer is made in overlapping windows")
@@ -288,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=None)
     e.add_argument("--max-cfg", type=float, default=None)
     e.add_argument("--remask-noise", type=float, default=None)
+    e.add_argument("--speed", default=None, choices=["turbo"], help="decoding that does less work (see generate)")
     e.add_argument("--greedy", action="store_true")
     e.add_argument("--format", default="wav", choices=["wav", "flac", "mp3", "ogg"])
     e.add_argument("--threads", type=int, default=None)

@@ -144,6 +144,10 @@ def test_length_loop_negative_and_edit_checks_name_the_field():
     checked = check_request(request(duration=0, negative="  drums \n", remask_noise=3))
     assert checked.duration is None and checked.negative == "drums" and checked.params["remask_noise"] == 3
     assert "remask_noise" not in check_request(request()).params  # the model's own setting is kept
+    assert check_request(request(speed="turbo")).params["speed"] == "turbo"
+    assert "speed" not in check_request(request()).params  # the reference's decoding
+    with pytest.raises(AppError, match=r"^Decoding speed must be one of reference, turbo, got 'warp'\.$"):
+        check_request(request(speed="warp"))
 
 
 def test_engine_makes_long_clips_loops_and_edits(tmp_path):

@@ -7,8 +7,8 @@ import typing as tp
 
 import gradio as gr
 
-from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, AppError, Engine, Interrupted, Request, \
-    error_message, model_choices, recommended_params_for_name
+from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, SPEEDS, AppError, Engine, Interrupted, \
+    Request, error_message, model_choices, recommended_params_for_name
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 device = gr.Radio(list(DEVICES), value="auto", label="Device",
                                   info="auto: CUDA, then MPS, then CPU")
                 fast = gr.Checkbox(False, label="Fast mode", elem_id="fast",
-                                   info="the fastest close-to-exact mode of this machine (CPU: int8 feed-forward)")
+                                   info="the fastest close-to-exact kernels of this machine (measured once, cached)")
+                speed = gr.Radio(list(SPEEDS), value="reference", label="Decoding", elem_id="speed",
+                                 info="turbo: about half the forward passes (guidance reused, fewer steps for "
+                                      "codebooks 2-4); reference: audiocraft's decoding")
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
                 span = gr.Radio(list(SPANS), value="stride1", label="Span arrangement")
@@ -100,14 +103,16 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         def run(model_name, text, span_value, device_value, fast_value, variations_value, seed_value, s1, s2, s3, s4,
                 temperature_value, top_p_value, max_cfg_value, min_cfg_value, audio_path, seconds,
                 request: gr.Request, noise_value=None, duration_value=0.0, loop_value=False, negative_value="",
-                mode_value="continue", start_value=0.0, end_value=0.0, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
+                mode_value="continue", start_value=0.0, end_value=0.0, speed_value="reference",
+                progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model_name or "", prompts=text or "", span_arrangement=span_value,
                           steps=(s1, s2, s3, s4), temperature=temperature_value, top_p=top_p_value,
                           max_cfg=max_cfg_value, min_cfg=min_cfg_value, seed=seed_value,
                           variations=variations_value, prompt_audio=audio_path, prompt_seconds=seconds,
                           device=device_value, fast=bool(fast_value), remask_noise=noise_value,
                           duration=duration_value, loop=bool(loop_value), negative=negative_value or "",
-                          audio_mode=mode_value or "continue", region_start=start_value, region_end=end_value)
+                          audio_mode=mode_value or "continue", region_start=start_value, region_end=end_value,
+                          speed=speed_value or "reference")
             session = getattr(request, "session_hash", None) or "local"
             try:
                 outcome = engine.generate(req, session,
@@ -145,7 +150,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         # the controls added after the first release go last, so that API clients that pass the first 17 keep working
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
                   prompt_audio, prompt_seconds, remask_noise, duration, loop, negative, audio_mode, region_start,
-                  region_end]
+                  region_end, speed]
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate")
         stop.click(interrupt, None, status, queue=False)
