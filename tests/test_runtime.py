@@ -199,3 +199,40 @@ def test_fast_recheck_needs_fast():
     with pytest.raises(ValueError) as err:
         MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", fast_recheck=True)
     assert str(err.value) == "fast_recheck=True measures the kernels of fast mode again: add fast=True"
+
+
+# ------------------------------------------------------------------------------------------ compile
+def test_padded_text_keys_give_the_same_attention():
+    from openmagnet.lm import pad_cross_kv
+
+    model = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
+    lm = model.lm
+    cond = torch.randn(2, 7, lm.cfg.dim, generator=torch.Generator().manual_seed(0))
+    kv = lm.cross_kv(cond)
+    padded = pad_cross_kv(kv, 32)
+    assert padded[0][0].shape[2] == 32 and padded[0][2].shape == (1, 1, 1, 32)
+    assert torch.isinf(padded[0][2][..., 7:]).all() and not padded[0][2][..., :7].any()
+    codes = torch.randint(0, 2048, (2, 4, 50), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        plain, bucketed = lm.stage_logits(codes, None, 0, kv), lm.stage_logits(codes, None, 0, padded)
+    torch.testing.assert_close(bucketed, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_is_refused_for_exact_and_runs_a_fast_mode(monkeypatch, tmp_path):
+    with pytest.raises(ValueError) as err:
+        MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", compile=True)
+    assert str(err.value) == ("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
+                              "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
+    monkeypatch.setenv("OPENMAGNET_CACHE", str(tmp_path))
+    _fake_timings(monkeypatch, "float32")  # fast mode falls back to float32 + banded: float kernels only
+    eager = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", fast=True)
+    compiled = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu", fast=True, compile=True)
+    assert compiled.lm.compiled_layers is not None and eager.lm.compiled_layers is None
+    settings = dict(use_sampling=False, decoding_steps=[2, 1, 1, 1])
+    for model in (eager, compiled):
+        model.set_generation_params(**settings)
+        model.duration = 1.0
+    tokens = [m.generate(["happy rock"], return_tokens=True)[1] for m in (eager, compiled)]
+    assert (tokens[0] == tokens[1]).float().mean() > 0.9
+    again = compiled.generate(["a much longer prompt about calm piano and soft strings"], return_tokens=True)[1]
+    assert again.shape == tokens[0].shape

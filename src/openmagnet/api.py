@@ -29,10 +29,11 @@ from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, speed_
 from .decoding import generate_tokens, mix_guidance, top_code_share
 from .hardware import bf16_native, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .hub import DEFAULT_LICENSE, check_summary, describe, push_folder, read_model_files, save_model
-from .lm import MagnetLM
+from .lm import MagnetLM, pad_cross_kv
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
-from .runtime import FastMode, apply_fast_mode, describe_mode, fast_mode, int8_kernel_choice  # noqa: F401 (public)
+from .runtime import TEXT_BUCKET, FastMode, apply_fast_mode, compile_lm, describe_mode, fast_mode, int8_kernel_choice
+
 
 PathLike = tp.Union[str, os.PathLike]
 logger = logging.getLogger("openmagnet")
@@ -140,7 +141,10 @@ class GuidedLogits:
         self.lm, self.batch_size, self.passes = lm, batch_size, 0
         null_is_zero = bool(torch.count_nonzero(cond[batch_size:]) == 0)
         self.cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
-        self.cond_kv = self.cross_kv if null_is_zero else [(k[:batch_size], v[:batch_size]) for k, v in self.cross_kv]
+        if lm.compiled_layers is not None:  # fixed shapes: the text padded to a bucket (masked)
+            self.cross_kv = pad_cross_kv(self.cross_kv, TEXT_BUCKET)
+        self.cond_kv = self.cross_kv if null_is_zero else [tuple(t[:batch_size] if t.shape[0] > 1 else t for t in kv)
+                                                           for kv in self.cross_kv]
 
     def pair(self, codes: torch.Tensor, stage: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """(conditional, null) logits [B, T, N] of the stage, float32."""
@@ -240,7 +244,7 @@ class MAGNeT:
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
                        text_encoder: tp.Optional[PathLike] = None, quantize: tp.Optional[str] = None,
                        banded_attention: tp.Optional[bool] = None, fast: bool = False,
-                       fast_recheck: bool = False) -> "MAGNeT":
+                       fast_recheck: bool = False, compile: bool = False) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id); or a model
@@ -263,7 +267,10 @@ class MAGNeT:
         accurate; see quantize.py), with the int8 kernel that measured fastest on this machine.
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
         (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
-        mode but exact float32)."""
+        mode but exact float32).
+        compile: torch.compile the transformer's layers for fixed shapes (`runtime.compile_lm`; CUDA graphs on
+        CUDA): the first generation of each shape pays the compile time. Only with a mode that is not exact
+        (fast=True, dtype= or quantize=): exact float32 stays uncompiled, bit-identical to audiocraft."""
         check_quantize_mode(quantize)  # everything below is checked before the (slow) loading
         if device is None and quantize is not None:
             device = "cpu"  # the int8 kernels are CPU kernels: do not load the LM onto a GPU first
@@ -273,6 +280,10 @@ class MAGNeT:
                              f"or torch.float16 on {device.type}, or device='cpu'")
         if fast_recheck and not fast:
             raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
+        if compile and not fast and quantize is None and (dtype is None and device.type != "cuda"
+                                                            or dtype is not None and _parse_dtype(dtype) == torch.float32):
+            raise ValueError("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
+                             "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
         mode = None
         measure = fast and device.type == "cpu"  # the CPU's kernels are timed on the loaded model
         if fast:
@@ -309,6 +320,8 @@ class MAGNeT:
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
             banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
         lm.banded_attention = bool(banded_attention)
+        if compile:
+            compile_lm(lm, mode="reduce-overhead" if device.type == "cuda" else None)
         compression_model = codec_from_package(files.codec_package, files.codec_source, codec_device(device))
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "

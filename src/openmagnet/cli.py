@@ -55,8 +55,13 @@ def _generate(args: argparse.Namespace) -> int:
     if args.fast_recheck and not args.fast:
         raise ValueError("--fast-recheck times the kernels of --fast again: add --fast")
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
+    exact = args.dtype == "float32" or args.dtype is None and device.type != "cuda"
+    if args.compile and exact and not (args.fast or args.quantize):
+        raise ValueError("--compile changes the float arithmetic, and the exact mode stays uncompiled: add --fast "
+                         "(or --dtype / --quantize)")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
-                                  quantize=args.quantize, fast=args.fast, fast_recheck=args.fast_recheck)
+                                  quantize=args.quantize, fast=args.fast, fast_recheck=args.fast_recheck,
+                                  compile=args.compile)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
         if model.fast_mode is not None:
@@ -239,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "time and the choice is cached; it is printed")
     g.add_argument("--fast-recheck", action="store_true",
                    help="with --fast: time the kernels again instead of using the cached choice")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer for fixed shapes (with --fast, --dtype or --quantize; the "
+                        "first generation pays tens of seconds of compiling; CUDA graphs on CUDA)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
                         "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")

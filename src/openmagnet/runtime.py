@@ -367,6 +367,19 @@ def apply_fast_mode(lm: MagnetLM, mode: FastMode) -> MagnetLM:
     return lm
 
 
+TEXT_BUCKET = 32  # text positions: a compiled step serves every prompt length up to a multiple of this
+
+
+def compile_lm(lm: MagnetLM, mode: tp.Optional[str] = None) -> MagnetLM:
+    """Compile `lm`'s layers (`MagnetLM.run_layers`) with torch.compile for fixed shapes (dynamic=False): one
+    graph per stage kind (codebook 0 / 1-3) and row count, built on first use (the compile time is spent then,
+    tens of seconds on CPU) and reused for every step; the text is padded to TEXT_BUCKET positions
+    (lm.pad_cross_kv, masked) so a new prompt length does not compile again. mode: torch.compile's
+    ('reduce-overhead' on CUDA captures each step as a CUDA graph). Inference only; returns lm."""
+    lm.compiled_layers = torch.compile(lm.run_layers, dynamic=False, mode=mode)
+    return lm
+
+
 def int8_kernel_choice(lm: MagnetLM) -> tp.Optional[str]:
     """The int8 kernel that measured fastest for `lm`'s feed-forward shapes (cached, see `measured_timings`),
     for quantize= by hand; None where this machine has none."""
