@@ -94,6 +94,8 @@ def main():
                         "speed='turbo'), fast+turbo, fast+turbo+compile (compile=True: the warm-up pays the compile)")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
     p.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
+    p.add_argument("--append", action="store_true",
+                   help="add these runs to the case's runs already in --results (same modes), e.g. one run per call")
     p.add_argument("--no-audiocraft", action="store_true",
                    help="time openmagnet's modes only (ratios then against openmagnet's exact mode)")
     a = p.parse_args()
@@ -113,6 +115,8 @@ def main():
             prompts = (PROMPTS * batch)[:batch]
             key = f"{case}_b{batch}"
             runs = ({} if a.no_audiocraft else {"audiocraft": []}) | {f"openmagnet_{d}": [] for d in a.modes}
+            if a.append and key in results:
+                runs = {name: results[key]["runs"].get(name, []) for name in runs}
             for i in range(a.runs):  # interleaved
                 if not a.no_audiocraft:
                     runs["audiocraft"].append(audiocraft_run(peer, ref, prompts, steps, a.threads))
