@@ -1,5 +1,5 @@
-"""What the machine's matrix arithmetic can do: the one place every dtype, quantization and
-training-precision decision asks.
+"""What the machine's matrix arithmetic can do: the facts every dtype, quantization and
+training-precision decision asks for (the decisions themselves are in runtime.py).
 
 On CPU, reduced precision is a trap unless the CPU has the instructions for it:
 
