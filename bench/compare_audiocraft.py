@@ -37,7 +37,7 @@ CASES = {
     # restricted steps, for a cheaper measurement of the same per-step costs.
     "small30s": ("small", 30, [6, 1, 1, 1]),
 }
-MODES = ("float32", "bfloat16", "int8", "int8-all", "fast")
+MODES = ("float32", "bfloat16", "int8", "int8-all", "fast", "turbo", "fast+turbo", "fast+turbo+compile")
 
 
 def run_measured(cmd, env=None):
@@ -90,9 +90,14 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=["float32"], choices=MODES,
                    help="openmagnet modes to time: float32 (exact), bfloat16, int8 / int8-all (quantize=...), "
-                        "fast (get_pretrained(fast=True): what this CPU runs fastest)")
+                        "fast (get_pretrained(fast=True): what this CPU runs fastest), turbo (exact kernels, "
+                        "speed='turbo'), fast+turbo, fast+turbo+compile (compile=True: the warm-up pays the compile)")
     p.add_argument("--results", default=str(HERE / "results" / "compare_audiocraft.json"))
     p.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
+    p.add_argument("--append", action="store_true",
+                   help="add these runs to the case's runs already in --results (same modes), e.g. one run per call")
+    p.add_argument("--no-audiocraft", action="store_true",
+                   help="time openmagnet's modes only (ratios then against openmagnet's exact mode)")
     a = p.parse_args()
     if a.table_only:
         print_table(json.loads(Path(a.results).read_text()))
@@ -109,9 +114,12 @@ def main():
         for batch in a.batch:
             prompts = (PROMPTS * batch)[:batch]
             key = f"{case}_b{batch}"
-            runs = {"audiocraft": []} | {f"openmagnet_{d}": [] for d in a.modes}
+            runs = ({} if a.no_audiocraft else {"audiocraft": []}) | {f"openmagnet_{d}": [] for d in a.modes}
+            if a.append and key in results:
+                runs = {name: results[key]["runs"].get(name, []) for name in runs}
             for i in range(a.runs):  # interleaved
-                runs["audiocraft"].append(audiocraft_run(peer, ref, prompts, steps, a.threads))
+                if not a.no_audiocraft:
+                    runs["audiocraft"].append(audiocraft_run(peer, ref, prompts, steps, a.threads))
                 for d in a.modes:
                     runs[f"openmagnet_{d}"].append(openmagnet_run(ref, prompts, steps, a.threads, d))
                 print(f"[{key}] run {i}: " + ", ".join(f"{k} {v[-1]['total_s']:.2f}s" for k, v in runs.items()),
@@ -129,20 +137,21 @@ def print_table(results: dict):
     print(f"\n{machine.get('cpu', '?')} ({machine.get('capability', 'capability not recorded')}), "
           f"{machine.get('threads', '?')} threads")
     print("\n| case | implementation | LM decode (s) | codec decode (s) | total (s) | vs audiocraft (range) "
-          "| vs exact (range) | real-time factor | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| vs exact (range) | real-time factor | forward passes | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         if key == "machine":
             continue
-        base = [x["total_s"] for x in r["runs"]["audiocraft"]]
+        base = [x["total_s"] for x in r["runs"].get("audiocraft", [])]
         exact = [x["total_s"] for x in r["runs"].get("openmagnet_float32", [])]
         for impl, runs in r["runs"].items():
             med = {m: statistics.median(x[m] for x in runs) for m in ("lm_s", "codec_s", "total_s", "rss_mb")}
             audio_s = runs[0]["samples"] / runs[0]["sample_rate"]
             name = impl + (f" ({runs[0]['mode']})" if runs[0].get("mode") and "float32" not in impl else "")
+            passes = runs[0].get("forward_passes", "-")
             print(f"| {key} | {name} | {med['lm_s']:.2f} | {med['codec_s']:.3f} | {med['total_s']:.2f} | "
-                  f"{_ratio(base, runs)} | {_ratio(exact, runs) if exact else '-'} | "
-                  f"{med['total_s'] / audio_s:.2f} | {med['rss_mb']:.0f} |")
+                  f"{_ratio(base, runs) if base else '-'} | {_ratio(exact, runs) if exact else '-'} | "
+                  f"{med['total_s'] / audio_s:.2f} | {passes} | {med['rss_mb']:.0f} |")
 
 
 def _ratio(base, runs) -> str:

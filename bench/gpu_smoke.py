@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="where to write the results (.md path or folder); "
                                                "default bench/results/ when the device is not cpu")
     p.add_argument("--only", nargs="+", default=None, metavar="N",
-                   help="run only these checks, by number (1 2 ... 7a 7b 8 9)")
+                   help="run only these checks, by number (1 2 ... 7a 7b 8 9 10)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     return p.parse_args(argv)
 
@@ -595,6 +595,108 @@ def check_cli(ctx: Ctx) -> None:
             ctx.expect(info.samplerate == 32000 and info.frames > 0, "audio file content")
 
 
+SPEED_SETTINGS = {  # name -> (float dtype of the LM's matrices on the device, speed preset, compile)
+    "exact (float32)": (None, None, False),
+    "fast": ("fast", None, False),
+    "turbo": (None, "turbo", False),
+    "fast + turbo": ("fast", "turbo", False),
+    "fast + turbo, compiled (CUDA graphs)": ("fast", "turbo", True),
+}
+
+
+def random_model(base: MAGNeT, preset: str, dtype: torch.dtype) -> MAGNeT:
+    """The `preset` architecture (config.LM_PRESETS) with random weights, 10-s window, on the fixture's text
+    encoder and codec: the released models' shapes without their weights (none can be downloaded here)."""
+    import dataclasses
+
+    from openmagnet.config import LM_PRESETS, LMConfig
+    from openmagnet.lm import MagnetLM
+
+    cfg = LMConfig(**LM_PRESETS[preset], text_dim=base.cfg.text_dim, segment_duration=base.cfg.segment_duration)
+    with torch.device(DEV):
+        lm = MagnetLM(cfg).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        from openmagnet.quantize import cast_float_matrices
+
+        cast_float_matrices(lm, dtype)
+    return MAGNeT(f"random-{preset}", lm, base.text_config, base.compression_model)
+
+
+def time_generation(model: MAGNeT, batch: int, steps, speed) -> tuple:
+    """(seconds for one generation of `batch` clips, forward passes, seconds of the warm-up generation before it,
+    which also pays any compile time)."""
+    model.set_generation_params(decoding_steps=list(steps), speed=speed)
+    prompts = ["happy rock"] * batch
+    sync()
+    t0 = time.perf_counter()
+    model.generate(prompts, generator=gen(0))
+    sync()
+    warm = time.perf_counter() - t0
+    before = model.forward_passes
+    t0 = time.perf_counter()
+    model.generate(prompts, generator=gen(1))
+    sync()
+    return time.perf_counter() - t0, model.forward_passes - before, warm
+
+
+def largest_batch(model: MAGNeT, steps, speed, limit: int) -> tuple:
+    """(batch, seconds) of the largest power-of-two batch up to `limit` that generates without running out of
+    memory (one short generation per size)."""
+    best = (1, None)
+    batch = 1
+    while batch <= limit:
+        try:
+            seconds, _, _ = time_generation(model, batch, steps, speed)
+        except torch.cuda.OutOfMemoryError:
+            free()
+            break
+        best = (batch, seconds)
+        batch *= 2
+    return best
+
+
+def check_speed(ctx: Ctx) -> None:
+    """10. Speed table: small and medium architectures (random weights), 10 s at [20, 10, 10, 10]; batch 1 end to
+    end and samples/s at the largest batch that fits, exact vs fast vs turbo vs compiled (CUDA graphs for the
+    fixed duration and batch). The CPU dry run times the fixture's own tiny LM, 1 s, 2 steps, batch <= 2."""
+    base = model_on("music10")
+    presets = ("small", "medium") if CUDA else ("tiny",)
+    steps = GEN_STEPS
+    table = []
+    for preset in presets:
+        for name, (dtype, speed, compiled) in SPEED_SETTINGS.items():
+            if compiled and not CUDA:
+                continue  # compile on CPU is tested in tests/test_runtime.py; here it would only cost minutes
+            fast = dtype == "fast"
+            want = (torch.bfloat16 if cuda_bf16_native(DEV) else torch.float16) if fast and CUDA else torch.float32
+            model = base if preset == "tiny" else random_model(base, preset, want)
+            if preset == "tiny" and fast:
+                model = MAGNeT.get_pretrained(FIXTURES / "music10", device=DEV, fast=True)
+            if compiled:
+                from openmagnet.runtime import compile_lm
+
+                compile_lm(model.lm, mode="reduce-overhead")
+            if GEN_SECONDS:
+                model.duration = GEN_SECONDS
+            seconds, passes, warm = time_generation(model, 1, steps, speed)
+            batch, batch_seconds = largest_batch(model, steps, speed, 64 if CUDA else 2)
+            rate = batch / batch_seconds
+            audio = model.duration
+            table.append(f"| {preset} | {name} | {model.mode} | {seconds:.2f} | {audio / seconds:.2f} | {passes} | "
+                         f"{batch} | {rate:.2f} | {warm:.1f} |")
+            ctx.expect(math.isfinite(seconds) and passes > 0, f"{preset} {name}: no timing")
+            model.lm.compiled_layers = None
+            del model
+            free()
+    ctx.note("speed table printed below")
+    header = ["| architecture | setting | mode | batch 1 end to end (s) | x real time | forward passes | "
+              "largest batch | samples / s there | first (warm-up/compile) run (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    SPEED_TABLE[:] = header + table
+    print("\n".join(SPEED_TABLE), file=sys.stderr, flush=True)
+
+
+SPEED_TABLE: list = []
+
 CHECKS = [
     ("1 loading (dtype, codec+T5 on device, no RNN warning)", check_loading),
     ("2 generate/uncond/continuation x arrangement x sampling", check_generation),
@@ -606,6 +708,7 @@ CHECKS = [
     ("7b train: bf16 + LoRA + token cache, samples, resume", check_train_bf16_lora),
     ("8 app engine precision + generate", check_app),
     ("9 CLI generate (subprocess)", check_cli),
+    ("10 speed table: exact / fast / turbo / compiled, batch 1 and largest batch", check_speed),
 ]
 
 
@@ -673,6 +776,8 @@ def main() -> int:
     failed = [r["check"] for r in rows if r["result"] == "FAIL"]
     n_ok, n_skipped = sum(r["result"] == "ok" for r in rows), sum(r["result"].startswith("skipped") for r in rows)
     footer = ["", f"total {total:.0f} s; {len(failed)} failed, {n_ok} ok, {n_skipped} skipped"]
+    if SPEED_TABLE:
+        footer += ["", "Speed (check 10):", ""] + SPEED_TABLE
     print("\n".join(table + footer), flush=True)
 
     out = Path(ARGS.out) if ARGS.out else (RESULTS if not DEV.type == "cpu" else None)

@@ -51,6 +51,8 @@ def _make_hub_cache() -> Path:
 HUB_CACHE = _make_hub_cache()
 os.environ["HF_HUB_CACHE"] = str(HUB_CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"
+# what fast=True measures about the machine goes to a private cache, never the user's (runtime.user_cache_dir)
+os.environ["OPENMAGNET_CACHE"] = tempfile.mkdtemp(prefix="openmagnet-cache-")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -134,6 +134,42 @@ def test_cli_int8_mode(tmp_path, capsys):
     assert sr == 32000 and wav.shape == (500 * 640,) and abs(wav).max() > 0
 
 
+def test_cli_fast_prints_its_measured_choice(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENMAGNET_CACHE", str(tmp_path / "cache"))
+    args = ["generate", "happy rock", "--model", str(FIXTURES / "music10"), "--fast", "--steps", "1", "1", "1", "1",
+            "--out", str(tmp_path), "--duration", "1"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert re.search(r"^fast mode: .*measured now, cached in .*kernels.*\.json$", err, re.M)
+    code, out, err = run_cli(args + ["--fast-recheck"], capsys)
+    assert code == 0 and re.search(r"^fast mode: .*measured now", err, re.M)
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and re.search(r"^fast mode: .*cached in ", err, re.M)
+    code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--fast-recheck"], capsys)
+    assert code == 2 and err == "openmagnet: error: --fast-recheck times the kernels of --fast again: add --fast\n"
+
+
+def test_cli_speed_turbo_does_half_the_work(tmp_path, capsys, monkeypatch):
+    from openmagnet.api import MAGNeT
+
+    passes = []
+    original = MAGNeT.generate
+
+    def recording(self, *args, **kwargs):
+        before = self.forward_passes
+        out = original(self, *args, **kwargs)
+        passes.append((self.params.speed, self.forward_passes - before))
+        return out
+    monkeypatch.setattr(MAGNeT, "generate", recording)
+    base = ["generate", "happy rock", "--model", str(FIXTURES / "music10"), "--steps", "4", "2", "2", "2",
+            "--duration", "0.5", "--quiet", "--out"]
+    assert run_cli(base + [str(tmp_path / "a")], capsys)[0] == 0
+    assert run_cli(base + [str(tmp_path / "b"), "--speed", "turbo"], capsys)[0] == 0
+    # turbo: codebook 0 runs 4 steps with the null rows at the first only (the last has coefficient 1), codebooks
+    # 1-3 one fully masked step each (half of 2), with both halves: 4 + 1 + 3 * 2
+    assert passes == [(None, 2 * 10), ("turbo", 11)]
+
+
 def test_cli_float16_on_cpu_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["generate", "x", "--model", str(FIXTURES / "music10"), "--dtype", "float16",
                             "--device", "cpu", "--quiet", "--out", str(tmp_path)], capsys)

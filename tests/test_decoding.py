@@ -166,3 +166,140 @@ def test_remask_noise_breaks_a_self_reinforcing_code():
                    for seed in range(8)) / 8
 
     assert share_of_code_0(3.0) < share_of_code_0(0.0) - 0.15
+
+
+# ------------------------------------------------------------------------------------------------ doing less work
+class TableModel:
+    """A GuidedFn whose logits depend on the codes (each frame sees its neighbours' codes at every codebook),
+    with a separate null half; counts forward-pass equivalents like api.GuidedLogits."""
+
+    def __init__(self, card=16, n_q=4, seed=0, scale=1.0, static=False):
+        g = torch.Generator().manual_seed(seed)
+        self.tables = torch.randn(2, n_q, card + 1, card, generator=g) * scale  # [cond/null, K, card + 1, N]
+        self.positions = torch.randn(2, 64, card, generator=g) * scale  # [cond/null, T, N]
+        self.static, self.passes = static, 0
+
+    def _half(self, codes, stage, which):
+        if self.static:  # the logits do not depend on the codes
+            return self.positions[which, :codes.shape[-1]].expand(codes.shape[0], -1, -1).clone()
+        tables = self.tables[which]
+        out = sum(tables[k][codes[:, k]] for k in range(codes.shape[1]))  # [B, T, N]
+        return out + 0.5 * out.roll(1, dims=1) + 0.25 * tables[stage][codes[:, stage]].roll(-1, dims=1)
+
+    def pair(self, codes, stage):
+        self.passes += 2
+        return self._half(codes, stage, 0), self._half(codes, stage, 1)
+
+    def cond(self, codes, stage):
+        self.passes += 1
+        return self._half(codes, stage, 0)
+
+    def __call__(self, codes, stage, coef):
+        from openmagnet.decoding import mix_guidance
+        return mix_guidance(*self.pair(codes, stage), coef)
+
+
+def _run(params, model=None, seed=0, prompt=None, infill=None, frames=24, batch=2, calls=None):
+    model = model or TableModel()
+    codes = generate_tokens(model, batch, frames, 4, 16, params, prompt=prompt, infill=infill,
+                            generator=torch.Generator().manual_seed(seed),
+                            callback=None if calls is None else lambda s, t: calls.append((s, t)))
+    return codes, model.passes
+
+
+def test_guidance_every_step_is_the_reference_bit_for_bit():
+    from openmagnet.decoding import guided_logits
+
+    model, codes = TableModel(), torch.randint(0, 17, (2, 4, 24), generator=torch.Generator().manual_seed(1))
+    for step, coef in enumerate([10.0, 7.3, 2.0, 1.5]):
+        logits, diff = guided_logits(model, codes, 1, coef, step, 1, None if step == 0 else diff)
+        assert torch.equal(logits, model(codes, 1, coef))
+    for arrangement in ("nonoverlap", "stride1"):
+        params = GenerationParams(decoding_steps=(5, 3, 3, 3), span_arrangement=arrangement, use_sampling=False)
+        exact, passes = _run(params)
+        same, _ = _run(dataclasses.replace(params, guidance_every=1, confidence_stop=0.0, fine_step_share=1.0))
+        assert torch.equal(exact, same) and passes == 2 * 14
+
+
+def test_reused_guidance_is_exact_when_the_difference_does_not_change():
+    """Logits that do not depend on the codes have a constant cond - null difference: reusing it changes nothing
+    (greedy), while the null rows ran at a third of the steps."""
+    params = GenerationParams(decoding_steps=(9, 6, 6, 6), span_arrangement="stride1", use_sampling=False)
+    exact, passes = _run(params, TableModel(static=True))
+    reused, fewer = _run(dataclasses.replace(params, guidance_every=3), TableModel(static=True))
+    assert torch.equal(exact, reused) and fewer < passes
+
+
+@pytest.mark.parametrize("speed, steps, passes", [
+    (dict(), (20, 10, 10, 10), 100),
+    (dict(guidance_every=3), (20, 10, 10, 10), 20 + 7 + 3 * (10 + 3)),  # null rows at 0, 3, ...; none at coef 1
+    (dict(fine_step_share=0.5), (20, 5, 5, 5), 2 * 35),
+    (dict(guidance_every=3, fine_step_share=0.5), (20, 5, 5, 5), 48),  # the turbo preset: >= 2x fewer
+    (dict(guidance_every=2), (4, 1, 1, 1), 4 + 2 + 3 * 2),  # a one-step stage is fully masked: coefficient 10
+])
+def test_forward_passes_are_counted_and_planned(speed, steps, passes):
+    from openmagnet.decoding import planned_passes
+
+    params = GenerationParams(decoding_steps=(20, 10, 10, 10) if steps[1] != 1 else (4, 1, 1, 1), **speed)
+    calls = []
+    _, counted = _run(params, calls=calls)
+    assert params.stage_steps == steps and counted == passes == planned_passes(params)
+    assert calls == [(i, sum(steps)) for i in range(1, sum(steps) + 1)]
+
+
+def test_turbo_preset_halves_the_forward_passes():
+    from openmagnet.config import speed_settings
+    from openmagnet.decoding import planned_passes
+
+    turbo = GenerationParams(**speed_settings("turbo"))
+    assert planned_passes(GenerationParams()) >= 2 * planned_passes(turbo)
+    assert speed_settings("turbo", guidance_every=2)["guidance_every"] == 2  # a given value beats the preset
+    assert speed_settings(None) == dict(speed=None, guidance_every=1, fine_step_share=1.0, confidence_stop=0.0)
+
+
+@pytest.mark.parametrize("arrangement", ["nonoverlap", "stride1"])
+def test_speed_settings_keep_fixed_frames_and_are_reproducible(arrangement):
+    turbo = GenerationParams(decoding_steps=(6, 4, 4, 4), span_arrangement=arrangement, guidance_every=3,
+                             fine_step_share=0.5, confidence_stop=0.5)
+    prompt = torch.randint(0, 16, (2, 4, 7), generator=torch.Generator().manual_seed(0))
+    runs = [_run(turbo, seed=s, prompt=prompt)[0] for s in (3, 3, 4)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    assert torch.equal(runs[0][..., :7], prompt) and ((runs[0] >= 0) & (runs[0] < 16)).all()
+    given = torch.randint(0, 16, (2, 4, 24), generator=torch.Generator().manual_seed(2))
+    keep = torch.ones(24, dtype=torch.bool)
+    keep[6:15] = False
+    out, _ = _run(turbo, infill=(given, keep))
+    kept = keep[:out.shape[-1]]
+    assert torch.equal(out[..., kept], given[..., :out.shape[-1]][..., kept])
+
+
+def test_confidence_stop_ends_a_confident_stage_early():
+    """Peaked logits (scale 40): every sampled token is certain after the first step, so each stage stops at its
+    second step; the progress still reaches the planned total."""
+    params = GenerationParams(decoding_steps=(8, 6, 6, 6), span_arrangement="stride1", confidence_stop=0.9)
+    calls = []
+    codes, passes = _run(params, TableModel(scale=40.0), calls=calls)
+    full, all_passes = _run(dataclasses.replace(params, confidence_stop=0.0), TableModel(scale=40.0))
+    assert passes == 2 * 4 < all_passes == 2 * 26
+    assert calls[-1] == (26, 26) and [t for _, t in calls] == [26] * len(calls)
+    assert ((codes >= 0) & (codes < 16)).all()
+    _, flat = _run(params, TableModel(scale=0.01))  # flat logits: nothing is confident, every step runs
+    assert flat == all_passes
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("speed", "warp", "speed must be one of turbo (or None: the reference's decoding); got 'warp'"),
+    ("guidance_every", 0, "guidance_every must be a whole number of steps from 1 (every step, the reference) to "
+                          "1000; got 0"),
+    ("fine_step_share", 0.0, "fine_step_share must be in (0, 1] (1 = every step for codebooks 1-3); got 0.0"),
+    ("confidence_stop", 1.0, "confidence_stop must be in [0, 1) (0 = off); got 1.0"),
+])
+def test_speed_settings_are_checked(field, value, message):
+    with pytest.raises(ValueError) as err:
+        GenerationParams(**{field: value})
+    assert str(err.value) == message
+
+
+def test_guidance_reuse_needs_the_halves():
+    with pytest.raises(ValueError, match=r"^guidance_every > 1 reuses the guidance: it needs a logits function"):
+        generate_tokens(lambda codes, stage, coef: None, 1, 20, 4, 16, GenerationParams(guidance_every=2))

@@ -25,13 +25,15 @@ import torch
 from .audio import convert_audio, remove_dc
 from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
-from .config import GenerationParams, LMConfig, TextConfig
-from .decoding import generate_tokens, top_code_share
-from .hardware import bf16_native, cpu_info, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
+from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, speed_settings
+from .decoding import generate_tokens, mix_guidance, top_code_share
+from .hardware import bf16_native, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
 from .hub import check_summary, describe, push_folder, read_model_files, save_model
-from .lm import MagnetLM
+from .lm import MagnetLM, pad_cross_kv
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
+from .runtime import TEXT_BUCKET, FastMode, apply_fast_mode, compile_lm, describe_mode, fast_mode, int8_kernel_choice
+
 
 PathLike = tp.Union[str, os.PathLike]
 logger = logging.getLogger("openmagnet")
@@ -52,58 +54,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
     return torch.float32
-
-
-@dataclasses.dataclass(frozen=True)
-class FastMode:
-    """What `get_pretrained(..., fast=True)` loads on a device, and why."""
-    dtype: tp.Optional[torch.dtype]
-    quantize: tp.Optional[str]
-    banded_attention: tp.Optional[bool]
-    why: str
-
-    def __str__(self) -> str:
-        return f"{describe_mode(self.dtype, self.quantize)} ({self.why})"
-
-
-def fast_mode(device: tp.Union[str, torch.device]) -> FastMode:
-    """The fastest mode that keeps at least 95% greedy-token agreement with exact float32 on `device`,
-    as measured on the official small architecture (README, "Speed"; bench/compare_audiocraft.py):
-
-      CPU, native bf16 and int8 (Zen 4, Sapphire Rapids): int8 feed-forward + bf16 attention
-      CPU, int8 only (AVX2 x86: most laptops, desktops, older servers): int8 feed-forward + float32
-          attention, int8 attention too while decoding codebook 0 ('int8-hybrid'), the int8
-          weights scaled to the kernel's 16-bit pairs where it lacks VNNI
-      CPU, native bf16 but no int8 kernels: bf16 matrices
-      CPU, neither: float32 with banded attention (exact maths)
-      CUDA: bf16 on compute capability >= 8, else fp16; MPS: float32 (nothing faster measured)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        native = cuda_bf16_native(device)
-        return FastMode(torch.bfloat16 if native else torch.float16, None, None,
-                        "CUDA with native bf16" if native else "CUDA without native bf16")
-    if device.type != "cpu":
-        return FastMode(torch.float32, None, None, f"{device.type}: no faster mode measured")
-    cpu = cpu_info()
-    if cpu.int8 and cpu.bf16_native:
-        return FastMode(torch.bfloat16, "int8", True, cpu.describe())
-    if cpu.int8:
-        return FastMode(torch.float32, "int8-hybrid", True, cpu.describe())
-    if cpu.bf16_native:
-        return FastMode(torch.bfloat16, None, True, cpu.describe())
-    return FastMode(torch.float32, None, True, cpu.describe())
-
-
-def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str]) -> str:
-    """'int8 feed-forward + float32 attention', 'bfloat16', ... (the LM's matrices)."""
-    name = str(dtype or torch.float32).replace("torch.", "")
-    if quantize == "int8":
-        return f"int8 feed-forward + {name} attention"
-    if quantize == "int8-hybrid":
-        return f"int8 feed-forward + {name} attention (int8 for codebook 0)"
-    if quantize == "int8-all":
-        return "int8 (every matrix)"
-    return name
 
 
 def check_device(device: tp.Union[str, torch.device, None],
@@ -180,20 +130,41 @@ def deterministic(enabled: bool = True) -> None:
     torch.set_float32_matmul_precision("highest")
 
 
-def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int):
-    """logits_fn for decoding: runs the [conditional; null] batch and mixes the stage's logits
-    as uncond + (cond - uncond) * coef, in float32. The cross-attention keys/values of the text
-    never change during a generation, so they are computed once here; the null rows' condition is
-    all zeros, so their cross-attention (exactly 0) is skipped."""
-    null_is_zero = torch.count_nonzero(cond[batch_size:]) == 0
-    cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
+class GuidedLogits:
+    """The model as decoding sees it (a decoding.GuidedFn): runs the [conditional; null] batch and mixes the
+    stage's logits as uncond + (cond - uncond) * coef, in float32; or the halves apart, for guidance reuse.
+    The cross-attention keys/values of the text never change during a generation, so they are computed once
+    here; the null rows' condition is all zeros, so their cross-attention (exactly 0) is skipped. `passes`
+    counts forward-pass equivalents (one pass of the B conditional rows; a guided step is 2)."""
 
-    def logits_fn(codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
-        logits = lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, cross_kv).float()
-        cond_logits, uncond_logits = logits.split(batch_size, dim=0)
-        return uncond_logits + (cond_logits - uncond_logits) * coef
+    def __init__(self, lm: MagnetLM, cond: torch.Tensor, batch_size: int):
+        self.lm, self.batch_size, self.passes = lm, batch_size, 0
+        null_is_zero = bool(torch.count_nonzero(cond[batch_size:]) == 0)
+        self.cross_kv = lm.cross_kv(cond[:batch_size] if null_is_zero else cond)
+        if lm.compiled_layers is not None:  # fixed shapes: the text padded to a bucket (masked)
+            self.cross_kv = pad_cross_kv(self.cross_kv, TEXT_BUCKET)
+        self.cond_kv = self.cross_kv if null_is_zero else [tuple(t[:batch_size] if t.shape[0] > 1 else t for t in kv)
+                                                           for kv in self.cross_kv]
 
-    return logits_fn
+    def pair(self, codes: torch.Tensor, stage: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, null) logits [B, T, N] of the stage, float32."""
+        self.passes += 2
+        logits = self.lm.stage_logits(torch.cat([codes, codes], dim=0), None, stage, self.cross_kv).float()
+        cond_logits, uncond_logits = logits.split(self.batch_size, dim=0)
+        return cond_logits, uncond_logits
+
+    def cond(self, codes: torch.Tensor, stage: int) -> torch.Tensor:
+        """The conditional rows' logits [B, T, N] alone, float32."""
+        self.passes += 1
+        return self.lm.stage_logits(codes, None, stage, self.cond_kv).float()
+
+    def __call__(self, codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor:
+        return mix_guidance(*self.pair(codes, stage), coef)
+
+
+def guided_logits_fn(lm: MagnetLM, cond: torch.Tensor, batch_size: int) -> GuidedLogits:
+    """logits_fn for decoding (see `GuidedLogits`)."""
+    return GuidedLogits(lm, cond, batch_size)
 
 
 def per_item_descriptions(descriptions: tp.Optional[tp.List[tp.Optional[str]]], n: int,
@@ -258,6 +229,9 @@ class MAGNeT:
         self._conditioner = conditioner
         self._progress_callback: tp.Optional[tp.Callable[[int, int], None]] = None
         self.params = GenerationParams()
+        self.fast_mode: tp.Optional[FastMode] = None  # what fast=True chose, and why (get_pretrained)
+        # forward-pass equivalents run so far (one pass of a batch's conditional rows; a guided step is 2)
+        self.forward_passes = 0
         self.stored_generation = dict(generation) if generation else None
         self.xp_cfg = xp_cfg
         self.codec_cfg = codec_cfg
@@ -270,7 +244,8 @@ class MAGNeT:
                        device: tp.Optional[tp.Union[str, torch.device]] = None,
                        dtype: tp.Optional[tp.Union[str, torch.dtype]] = None, codec: tp.Optional[PathLike] = None,
                        text_encoder: tp.Optional[PathLike] = None, quantize: tp.Optional[str] = None,
-                       banded_attention: tp.Optional[bool] = None, fast: bool = False) -> "MAGNeT":
+                       banded_attention: tp.Optional[bool] = None, fast: bool = False,
+                       fast_recheck: bool = False, compile: bool = False) -> "MAGNeT":
         """Load a released checkpoint by hub id, a local directory holding `state_dict.bin` and
         `compression_state_dict.bin`, or an explicit `state_dict.bin` path (the codec is then taken
         from the same directory unless `codec` names another file, directory or hub id); or a model
@@ -282,32 +257,45 @@ class MAGNeT:
         (it is loaded on the first generation).
 
         Speed (see README, "Speed"): the default float32 on CPU is the exact mode, bit-identical to
-        audiocraft. fast=True picks the fastest mode that stays close to exact on this machine
-        (`fast_mode(device)`; `model.mode` says which). By hand: dtype=torch.bfloat16 runs the
+        audiocraft. fast=True picks the fastest mode that stays close to exact on this machine: on CPU it times
+        the candidate kernels on the model's own matrix shapes the first time (a few seconds, then cached per CPU
+        model and torch version in `runtime.user_cache_dir()`; fast_recheck=True times them again); see
+        `runtime.fast_mode`. `model.mode` says what runs, `model.fast_mode` why. By hand: dtype=torch.bfloat16 runs the
         transformer's matrices in bf16 (residual stream, heads and guidance stay float32), refused
         on a CPU without native bf16, where it is 10-100x slower. quantize='int8' (CPU only) runs
         the feed-forward matrices in int8 and the attention projections in dtype (default bfloat16
         where native, else float32); quantize='int8-all' runs every matrix in int8 (fastest, least
-        accurate; see quantize.py).
+        accurate; see quantize.py), with the int8 kernel that measured fastest on this machine.
         banded_attention: compute the restricted attention of codebooks 1..3 over its window only
         (same maths, equal to float rounding); None turns it on for the fast CPU modes (every CPU
-        mode but exact float32)."""
+        mode but exact float32).
+        compile: torch.compile the transformer's layers for fixed shapes (`runtime.compile_lm`; CUDA graphs on
+        CUDA): the first generation of each shape pays the compile time. Only with a mode that is not exact
+        (fast=True, dtype= or quantize=): exact float32 stays uncompiled, bit-identical to audiocraft."""
         check_quantize_mode(quantize)  # everything below is checked before the (slow) loading
         if device is None and quantize is not None:
             device = "cpu"  # the int8 kernels are CPU kernels: do not load the LM onto a GPU first
         device = check_device(device)
         if quantize is not None and device.type != "cpu":
-            raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use dtype=torch.bfloat16 "
-                             f"or torch.float16 on {device.type}, or device='cpu'")
+            raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use "
+                             f"dtype=torch.bfloat16 or torch.float16 on {device.type}, or device='cpu'")
+        if fast_recheck and not fast:
+            raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
+        exact = dtype is None and device.type != "cuda" or dtype is not None and _parse_dtype(dtype) == torch.float32
+        if compile and not fast and quantize is None and exact:
+            raise ValueError("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
+                             "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
         mode = None
+        measure = fast and device.type == "cpu"  # the CPU's kernels are timed on the loaded model
         if fast:
             if dtype is not None or quantize is not None:
                 raise ValueError("fast=True chooses dtype and quantize for this machine: drop dtype= and quantize=, "
                                  "or drop fast=True")
-            mode = fast_mode(device)
-            dtype, quantize = mode.dtype, mode.quantize
+            if not measure:
+                mode = fast_mode(device)
+                dtype = mode.dtype
             if banded_attention is None:
-                banded_attention = mode.banded_attention
+                banded_attention = True if measure else mode.banded_attention
         if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
             raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
                              f"quantize='int8' to keep the attention projections in that dtype")
@@ -316,20 +304,25 @@ class MAGNeT:
         elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
             dtype = torch.bfloat16 if bf16_native(device) else torch.float32
         else:
-            dtype = torch.float32 if quantize is not None else default_dtype(device)
+            dtype = torch.float32 if quantize is not None or measure else default_dtype(device)
         reason = slow_dtype_reason(device, dtype)
         if reason is not None:
-            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (here: {fast_mode(device)}) "
-                             f"or the default float32")
+            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (it measures what this CPU "
+                             f"runs fastest) or the default float32")
         files = read_model_files(name, codec)
-        # quantization starts from float32 matrices; the ones left as floats then take `dtype`
-        load_dtype = torch.float32 if quantize is not None else dtype
+        # quantization (and fast mode's measurement) starts from float32 matrices; the float ones then take `dtype`
+        load_dtype = torch.float32 if quantize is not None or measure else dtype
         lm, _, text_cfg = lm_from_package(files.lm_package, files.lm_source, device, load_dtype)
-        if quantize is not None:
-            cast_float_matrices(quantize_lm(lm, quantize), dtype)
+        if measure:
+            mode = fast_mode(device, lm, recheck=fast_recheck)
+            apply_fast_mode(lm, mode)
+        elif quantize is not None:
+            cast_float_matrices(quantize_lm(lm, quantize, engine=int8_kernel_choice(lm)), dtype)
         if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
             banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
         lm.banded_attention = bool(banded_attention)
+        if compile:
+            compile_lm(lm, mode="reduce-overhead" if device.type == "cuda" else None)
         compression_model = codec_from_package(files.codec_package, files.codec_source, codec_device(device))
         if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
             raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
@@ -341,8 +334,9 @@ class MAGNeT:
             text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
         model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=files.generation,
                        xp_cfg=files.xp_cfg, codec_cfg=files.codec_cfg)
+        model.fast_mode = mode
         if mode is not None:
-            logger.info("fast mode: %s", model.mode)
+            logger.info("fast mode: %s (%s)", model.mode, mode.why)
         return model
 
     @classmethod
@@ -407,12 +401,14 @@ class MAGNeT:
     def mode(self) -> str:
         """How the LM runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
         lm = self.lm
-        text = describe_mode(lm.dtype, lm.quantized)
-        if lm.quantized and self.device.type == "cpu" and int8_saturates():
+        ffn = lm.transformer.layers[0].linear1.weight
+        text = describe_mode(lm.dtype, lm.quantized, lm.int8_engine, None if ffn.is_meta else ffn.dtype)
+        if lm.quantized and self.device.type == "cpu" and lm.int8_engine != "int_mm" and \
+                int8_saturates(lm.int8_engine):
             text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
         if lm.banded_attention:
             text += ", banded attention"
-        elif lm.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
+        elif lm.dtype == ffn.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
             text += " (exact)"
         return text
 
@@ -435,27 +431,41 @@ class MAGNeT:
     @property
     def generation_params(self) -> dict:
         """The current settings, under the reference's names (temperature is stored as 'temp'); our
-        `remask_noise` and `remove_dc` are listed only when set, so the dict is the reference's otherwise.
-        `set_generation_params(**model.generation_params)` restores them (it takes `temp` for `temperature`)."""
+        `remask_noise` and `remove_dc` are listed only when set, and the speed settings only when one is on, so
+        the dict is the reference's otherwise. `set_generation_params(**model.generation_params)` restores them
+        (it takes `temp` for `temperature`)."""
         p = self.params
         params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
                       max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
                       decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
         ours = dict(remask_noise=p.remask_noise, remove_dc=p.remove_dc)
-        return {**params, **{key: value for key, value in ours.items() if value}}
+        params.update({key: value for key, value in ours.items() if value})
+        if not p.reference_decoding or p.speed is not None:
+            params.update(speed=p.speed, **{name: getattr(p, name) for name in SPEED_FIELDS})
+        return params
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,
                               temperature: float = 3.0, max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                               decoding_steps: tp.Sequence[int] = (20, 10, 10, 10),
                               span_arrangement: str = "nonoverlap", remask_noise: float = 0.0,
-                              remove_dc: bool = False, *, temp: tp.Optional[float] = None) -> None:
+                              remove_dc: bool = False, speed: tp.Optional[str] = None,
+                              guidance_every: tp.Optional[int] = None, fine_step_share: tp.Optional[float] = None,
+                              confidence_stop: tp.Optional[float] = None, *, temp: tp.Optional[float] = None) -> None:
         """Same names and defaults as audiocraft. The demos use span_arrangement='stride1', and
         decoding_steps=[60, 10, 10, 10] for the 30-second models. remask_noise (ours, 0 = the reference's
         sampler): Gumbel noise on the re-masking confidence, annealed with the mask rate (MaskGIT's choice
         temperature); a few units keep one confident code from filling the clip. remove_dc (ours, False = the
         reference's audio): the generated audio without its DC offset and sub-10 Hz drift (`audio.remove_dc`).
-        temp: `temperature` under the name `generation_params` lists it by (the reference's)."""
+        temp: `temperature` under the name `generation_params` lists it by (the reference's).
+
+        Decoding that does less work (ours; off by default, so decoding is the reference's; see decoding.py and
+        README, "Speed"): speed='turbo' (config.SPEED_PRESETS: about half the forward passes) sets the three
+        below, each of which may also be given alone or to override the preset: guidance_every=k runs the null
+        rows of classifier-free guidance every k-th step only and reuses the cond - null difference in between
+        (none at all where the coefficient is 1); fine_step_share=s runs that share of decoding_steps for
+        codebooks 1-3; confidence_stop=c never re-masks a token sampled with probability >= c and ends a stage
+        once all are (adaptive steps)."""
         if temp is not None:
             if temperature != 3.0 and temperature != temp:
                 raise TypeError(f"set_generation_params() got temperature={temperature!r} and temp={temp!r}: "
@@ -463,11 +473,13 @@ class MAGNeT:
             temperature = temp
         if isinstance(decoding_steps, tp.Sequence) and not isinstance(decoding_steps, str):
             decoding_steps = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in decoding_steps)
+        fields = speed_settings(speed, guidance_every=guidance_every, fine_step_share=fine_step_share,
+                                confidence_stop=confidence_stop)
         self.params = GenerationParams(use_sampling=bool(use_sampling), top_k=int(top_k), top_p=top_p,
                                        temperature=temperature, max_cfg_coef=max_cfg_coef,
                                        min_cfg_coef=min_cfg_coef, decoding_steps=decoding_steps,
                                        span_arrangement=span_arrangement, remask_noise=remask_noise,
-                                       remove_dc=remove_dc)
+                                       remove_dc=remove_dc, **fields)
 
     def recommended_params(self, **given: tp.Any) -> dict:
         """set_generation_params() keywords for this model: its own stored settings where it has them
@@ -705,9 +717,12 @@ class MAGNeT:
         with torch.inference_mode():
             cond = self.conditioner.cfg_condition(descriptions, negatives)
             logits_fn = guided_logits_fn(self.lm, cond, len(descriptions))
-            tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card, self.params,
-                                     span_len=self.cfg.span_len, prompt=prompt_tokens, device=self.device,
-                                     generator=generator, callback=callback, infill=infill)
+            try:
+                tokens = generate_tokens(logits_fn, len(descriptions), seq_len, self.cfg.n_q, self.cfg.card,
+                                         self.params, span_len=self.cfg.span_len, prompt=prompt_tokens,
+                                         device=self.device, generator=generator, callback=callback, infill=infill)
+            finally:
+                self.forward_passes += logits_fn.passes
         if not check_collapse:
             return tokens
         made = torch.ones(tokens.shape[-1], dtype=torch.bool)  # the frames this call sampled: only those can collapse

@@ -104,6 +104,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("a text prompt is empty: remove it or write a description")
     if args.loop and args.prompt_audio is not None:
         raise ValueError("--loop makes a clip from nothing: drop --prompt-audio (or --loop)")
+    if args.fast_recheck and not args.fast:
+        raise ValueError("--fast-recheck times the kernels of --fast again: add --fast")
     _check_flags(args)
     _check_model_name(args.model)
     discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
@@ -124,15 +126,23 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
         torch.set_num_threads(args.threads)
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     _check_dtype(args.dtype, device)
+    exact = args.dtype == "float32" or args.dtype is None and device.type != "cuda"
+    if args.compile and exact and not (args.fast or args.quantize):
+        raise ValueError("--compile changes the float arithmetic, and the exact mode stays uncompiled: add --fast "
+                         "(or --dtype / --quantize)")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device, dtype=args.dtype,
-                                  quantize=args.quantize, fast=args.fast)
+                                  quantize=args.quantize, fast=args.fast, fast_recheck=args.fast_recheck,
+                                  compile=args.compile)
     if not args.quiet:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
+        if model.fast_mode is not None:
+            print(f"fast mode: {model.fast_mode.why}", file=sys.stderr)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
         decoding_steps=decoding_steps(args.steps), span_arrangement=args.span_arrangement,
-        remask_noise=args.remask_noise))
+        remask_noise=args.remask_noise),
+        speed=args.speed)
     generator = None
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -246,7 +256,7 @@ def _run_edit(args: argparse.Namespace) -> int:
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
     model.set_generation_params(**model.recommended_params(
         use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
-        remask_noise=args.remask_noise, decoding_steps=decoding_steps(None)))
+        remask_noise=args.remask_noise, decoding_steps=decoding_steps(None)), speed=args.speed)
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -368,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fast", action="store_true",
                    help=f"{FAST_MODE.replace('%', '%%')} (on most CPUs int8 feed-forward, on recent GPUs bf16; "
                         "README, Speed); the choice is printed")
+    g.add_argument("--fast-recheck", action="store_true",
+                   help="with --fast: time the kernels again instead of using the cached choice")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer for fixed shapes (with --fast, --dtype or --quantize; the "
+                        "first generation pays tens of seconds of compiling; CUDA graphs on CUDA)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="LM matrices' dtype (default float32 on CPU/MPS: exact; bfloat16 on CUDA where native, "
                         "else float16); bfloat16 on a CPU without native bf16 and float16 on CPU are refused")
@@ -386,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gumbel noise on the re-masking confidence (ours; 0 = the reference's sampler; about 3 "
                         "keeps a small model from collapsing into one code)")
     g.add_argument("--min-cfg", type=float, default=None, help="CFG coefficient at the end of each stage")
+    g.add_argument("--speed", default=None, choices=["turbo"],
+                   help="decoding that does less work: turbo runs about half the forward passes (the guidance's "
+                        "null rows every 3rd step, half the steps for codebooks 2-4); default: the reference's")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     g.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="length to generate (default: the model's window); longer is made in overlapping windows")
@@ -423,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=None)
     e.add_argument("--max-cfg", type=float, default=None)
     e.add_argument("--remask-noise", type=float, default=None)
+    e.add_argument("--speed", default=None, choices=["turbo"], help="decoding that does less work (see generate)")
     e.add_argument("--greedy", action="store_true")
     e.add_argument("--format", default="wav", choices=["wav", "flac", "mp3", "ogg"])
     e.add_argument("--threads", type=int, default=None)

@@ -134,6 +134,12 @@ class GenerationParams:
     # DC offset and drift below ~10 Hz (audio.remove_dc), which a small codec can add (the bundled demo model's
     # raw output sits at +0.17). The command line and the app always ask for it; the bundled model stores it.
     remove_dc: bool = False
+    # Decoding that does less work (ours, all off by default: the reference's decoding). See decoding.py.
+    speed: tp.Optional[str] = None  # the preset these came from (SPEED_PRESETS), for display
+    guidance_every: int = 1  # the null (unconditional) rows run every k steps; the cond - null difference is reused
+    fine_step_share: float = 1.0  # share of decoding_steps run for codebooks 1-3 (rounded up, at least 1)
+    confidence_stop: float = 0.0  # 0: off; else a sampled token this probable is never re-masked, and a stage
+    #                               ends once every token is (adaptive steps)
 
     def __post_init__(self):
         steps = self.decoding_steps
@@ -165,10 +171,64 @@ class GenerationParams:
         if not isinstance(self.span_arrangement, str) or self.span_arrangement not in MASK_SPAN_ARRANGEMENTS:
             raise ValueError(f"span_arrangement must be one of {', '.join(MASK_SPAN_ARRANGEMENTS)}; "
                              f"got {show(self.span_arrangement)}")
+        self._check_speed()
+
+    def _check_speed(self) -> None:
+        if self.speed is not None and self.speed not in SPEED_PRESETS:
+            raise ValueError(f"speed must be one of {', '.join(SPEED_PRESETS)} (or None: the reference's decoding); "
+                             f"got {show(self.speed)}")
+        if not isinstance(self.guidance_every, int) or isinstance(self.guidance_every, bool) \
+                or not 1 <= self.guidance_every <= 1000:
+            raise ValueError(f"guidance_every must be a whole number of steps from 1 (every step, the reference) to "
+                             f"1000; got {show(self.guidance_every)}")
+        for name, low, high in (("fine_step_share", 0.0, 1.0), ("confidence_stop", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a number; got {show(value)}")
+        if not 0.0 < self.fine_step_share <= 1.0:
+            raise ValueError(f"fine_step_share must be in (0, 1] (1 = every step for codebooks 1-3); "
+                             f"got {self.fine_step_share}")
+        if not 0.0 <= self.confidence_stop < 1.0:
+            raise ValueError(f"confidence_stop must be in [0, 1) (0 = off); got {self.confidence_stop}")
+
+    @property
+    def stage_steps(self) -> tp.Tuple[int, ...]:
+        """The steps each codebook runs: decoding_steps, those of codebooks 1-3 scaled by fine_step_share."""
+        first, *rest = self.decoding_steps
+        return (first, *(max(1, math.ceil(s * self.fine_step_share - 1e-9)) for s in rest))
 
     @property
     def total_steps(self) -> int:
-        return sum(self.decoding_steps)
+        return sum(self.stage_steps)
+
+    @property
+    def reference_decoding(self) -> bool:
+        """No speed setting is on: decoding follows the reference step for step."""
+        return self.guidance_every == 1 and self.fine_step_share == 1.0 and self.confidence_stop == 0.0
+
+
+# Named speed settings for `set_generation_params(speed=...)`, chosen by bench/speedups.py (README, "Speed"): each
+# field replaces its default unless given explicitly. 'turbo' does 48 forward-pass equivalents at the default
+# steps [20, 10, 10, 10] instead of 100: the null rows every 3rd step (none where the guidance coefficient is 1)
+# and half the steps for codebooks 1-3.
+SPEED_PRESETS: tp.Dict[str, tp.Dict[str, tp.Any]] = {
+    "turbo": dict(guidance_every=3, fine_step_share=0.5, confidence_stop=0.0),
+}
+SPEED_FIELDS = ("guidance_every", "fine_step_share", "confidence_stop")
+
+
+def speed_settings(speed: tp.Optional[str] = None, **given: tp.Any) -> tp.Dict[str, tp.Any]:
+    """GenerationParams fields for the preset `speed` (None: the reference's decoding), each of `given`
+    (SPEED_FIELDS) that is not None replacing the preset's value."""
+    if speed is not None and (not isinstance(speed, str) or speed not in SPEED_PRESETS):
+        raise ValueError(f"speed must be one of {', '.join(SPEED_PRESETS)} (or None: the reference's decoding); "
+                         f"got {show(speed)}")
+    unknown = sorted(set(given) - set(SPEED_FIELDS))
+    if unknown:
+        raise TypeError(f"speed settings are {', '.join(SPEED_FIELDS)}; got {unknown}")
+    defaults = {f.name: f.default for f in dataclasses.fields(GenerationParams) if f.name in SPEED_FIELDS}
+    values = {**defaults, **SPEED_PRESETS.get(speed, {}), **{k: v for k, v in given.items() if v is not None}}
+    return {"speed": speed, **values}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +407,8 @@ def codec_config_from_xp(cfg: dict) -> CodecConfig:
 
 
 # What `fast=True` / `--fast` / the app's Fast mode is, in the one sentence the README, the CLI and the app share.
-FAST_MODE = "the fastest mode that keeps at least 95% greedy-token agreement with exact float32 on this machine"
+FAST_MODE = ("the fastest kernels that keep at least 95% greedy-token agreement with exact float32, timed on "
+             "this machine the first time and cached")
 GENERATION_SECTION = "openmagnet.generation"  # where a model stores its own generation settings
 
 

@@ -19,6 +19,20 @@ this module never sees the transformer, the text or the batch doubling of guidan
 Exactness: the float32 operations, their order and the tensor shapes of the score/selection steps
 follow the reference, so greedy decoding (argmax, no RNG) reproduces audiocraft's tokens exactly,
 including how `topk` / `argsort` order tied scores.
+
+Decoding that does less work (GenerationParams, all off by default; `speed='turbo'` sets a preset):
+  guidance reuse    guidance_every = k > 1: the null rows run only every k-th step of a stage; in
+                    between the guided logits are cond + (coef - 1) * (cond - null) with the difference
+                    of the last step that ran them (it changes slowly across steps: LazyMAR's condition
+                    cache, arXiv 2503.12450); and no null rows at all where the coefficient is 1 (the
+                    last step of every stage with min_cfg_coef 1), where guidance is the cond logits.
+                    Needs a `GuidedFn` (cond() and pair()) instead of a plain LogitsFn.
+  fewer fine steps  fine_step_share < 1: codebooks 1-3 (local context, low entropy) run that share of
+                    their steps on the same cosine schedule.
+  confidence stop   confidence_stop = c > 0: a sampled unit whose probability reaches c is never re-masked,
+                    and a stage ends as soon as none is below c (adaptive steps, in the spirit of
+                    entropy-bounded unmasking, arXiv 2505.24857).
+A forward-pass equivalent is one pass of the B conditional rows (the reference does 2 per step).
 """
 from __future__ import annotations
 
@@ -33,6 +47,19 @@ from .sampling import select_tokens
 LogitsFn = tp.Callable[[torch.Tensor, int, float], torch.Tensor]
 ProgressFn = tp.Callable[[int, int], None]
 DONT_REMASK = -1e4  # score of frozen units: never among the least confident
+COEF_ONE = 1e-3  # a guidance coefficient this close to 1 needs no null rows (with guidance reuse on)
+
+
+class GuidedFn(tp.Protocol):
+    """A LogitsFn that also gives the two halves of guidance apart (what guidance reuse needs)."""
+
+    def __call__(self, codes: torch.Tensor, stage: int, coef: float) -> torch.Tensor: ...
+
+    def cond(self, codes: torch.Tensor, stage: int) -> torch.Tensor:
+        """Conditional logits [B, T, N] only (one forward-pass equivalent)."""
+
+    def pair(self, codes: torch.Tensor, stage: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, null) logits, each [B, T, N] (two forward-pass equivalents)."""
 
 
 def mask_rate(schedule: torch.Tensor, step: int) -> torch.Tensor:
@@ -100,6 +127,52 @@ def noisy_scores(scores: torch.Tensor, scale: float, generator: tp.Optional[torc
     return torch.where(scores == DONT_REMASK, scores, scores - scale * gumbel)
 
 
+def mix_guidance(cond: torch.Tensor, uncond: torch.Tensor, coef: float) -> torch.Tensor:
+    """Classifier-free guidance, in the reference's order of operations: uncond + (cond - uncond) * coef."""
+    return uncond + (cond - uncond) * coef
+
+
+def refresh_guidance(step: int, every: int) -> bool:
+    """Guidance reuse: do the null rows run at this step of a stage (every `every`-th step, from the first)?"""
+    return step % every == 0
+
+
+def guided_logits(fn: GuidedFn, codes: torch.Tensor, stage: int, coef: float, step: int, every: int,
+                  diff: tp.Optional[torch.Tensor]) -> tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]:
+    """(guided logits [B, T, N], the cond - null difference to reuse) for one step with guidance reuse:
+    the cond rows alone where the coefficient is 1; both halves at a refresh step (or when no difference is
+    known yet), mixed as the reference does; otherwise the cond rows plus (coef - 1) times the last difference."""
+    if abs(coef - 1.0) < COEF_ONE:
+        return fn.cond(codes, stage), diff
+    if diff is None or refresh_guidance(step, every):
+        cond, uncond = fn.pair(codes, stage)
+        return mix_guidance(cond, uncond, coef), cond - uncond
+    return fn.cond(codes, stage) + diff * (coef - 1.0), diff
+
+
+def planned_passes(params: GenerationParams, n_q: int = 4) -> int:
+    """Forward-pass equivalents a generation runs with `params` (before any confidence stop): 2 per step in the
+    reference's decoding; with guidance reuse 1 per step plus 1 at each step that runs the null rows."""
+    total = 0
+    for steps in params.stage_steps[:n_q]:
+        schedule = torch.linspace(0, 1, steps)
+        if params.guidance_every == 1:
+            total += 2 * steps
+            continue
+        known = False
+        for step in range(steps):
+            coef = cfg_coef(mask_rate(schedule, step), params.max_cfg_coef, params.min_cfg_coef)
+            fresh = abs(coef - 1.0) >= COEF_ONE and (not known or refresh_guidance(step, params.guidance_every))
+            known = known or fresh
+            total += 2 if fresh else 1
+    return total
+
+
+def capped_count(num: int, unconfident: tp.Optional[int]) -> int:
+    """Confidence stop: at most the units still below the threshold are re-masked (None: no cap)."""
+    return num if unconfident is None else min(num, unconfident)
+
+
 def frozen_frames(seq_len: int, prompt_len: int = 0, keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
     """Boolean [T]: the frames whose codes are given (a prefix of prompt_len frames, or any set `keep`)."""
     if keep is not None:
@@ -109,8 +182,25 @@ def frozen_frames(seq_len: int, prompt_len: int = 0, keep: tp.Optional[torch.Ten
     return frozen
 
 
-def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: int, params: GenerationParams,
-                 card: int, span_len: int, prompt: tp.Optional[torch.Tensor] = None,
+def select_remask(scores: torch.Tensor, num: int, span_len: int, chunked: bool) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """(mask [B, 1, T] of the tokens to re-mask, mask [B, 1, units] of the units chosen) for the `num` least
+    confident units of scores [B, 1, units]: chunks of span_len frames (nonoverlap), spans of any start
+    (stride1, counted in tokens) or tokens."""
+    B, device = scores.shape[0], scores.device
+    if chunked:
+        chunk_mask = torch.zeros(scores.shape, dtype=torch.bool, device=device)
+        chunk_mask = chunk_mask.scatter(2, scores.topk(num, dim=-1).indices, True)
+        return chunk_mask.repeat_interleave(span_len, dim=-1), chunk_mask
+    if span_len > 1:
+        remask = torch.cat([least_probable_spans(scores[[b]], num, span_len) for b in range(B)], dim=0)
+        return remask, remask
+    remask = torch.zeros(scores.shape, dtype=torch.bool, device=device)
+    remask = remask.scatter(2, scores.topk(num, dim=-1).indices, True)
+    return remask, remask
+
+
+def decode_stage(logits_fn: tp.Union[LogitsFn, GuidedFn], codes: torch.Tensor, stage: int, steps: int,
+                 params: GenerationParams, card: int, span_len: int, prompt: tp.Optional[torch.Tensor] = None,
                  generator: tp.Optional[torch.Generator] = None,
                  on_step: tp.Optional[tp.Callable[[], None]] = None,
                  keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -119,7 +209,7 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
     Fixed frames: prompt [B, K, Tp] holds the first Tp frames (Tp may be 0), or `keep` (boolean [T]) marks
     any set of frames whose codes in `codes` are given (infill). Fixed frames are restored before every
     forward pass and never counted among the units to re-mask; a 'nonoverlap' chunk is frozen when all its
-    frames are fixed."""
+    frames are fixed. With confidence_stop the stage may end before `steps` (see the module docstring)."""
     B, _, T = codes.shape
     device = codes.device
     mask_id = card
@@ -148,27 +238,26 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
         fixed_codes = known[:, stage:stage + 1, :T][..., keep]  # [B, 1, n_fixed]
     stage_codes = torch.full((B, 1, T), mask_id, dtype=torch.long, device=device)
     schedule = torch.linspace(0, 1, steps, device=device)
+    reuse, diff, unconfident = params.guidance_every > 1, None, None
 
     for step in range(steps):
         rate = mask_rate(schedule, step)
-        num = num_to_mask(rate, units)
+        num = capped_count(num_to_mask(rate, units), unconfident)
+        if num == 0:  # confidence stop: every unit is confident
+            break
         if params.remask_noise > 0 and step > 0:
             scores = noisy_scores(scores, params.remask_noise * float(rate), generator)
-        if chunked:
-            chunk_mask = torch.zeros((B, 1, n_chunks), dtype=torch.bool, device=device)
-            chunk_mask = chunk_mask.scatter(2, scores.topk(num, dim=-1).indices, True)
-            remask = chunk_mask.repeat_interleave(span_len, dim=-1)
-        elif span_len > 1:
-            remask = torch.cat([least_probable_spans(scores[[b]], num, span_len) for b in range(B)], dim=0)
-        else:
-            remask = torch.zeros((B, 1, T), dtype=torch.bool, device=device)
-            remask = remask.scatter(2, scores.topk(num, dim=-1).indices, True)
+        remask, unit_mask = select_remask(scores, num, span_len, chunked)
         stage_codes = stage_codes.masked_fill(remask, mask_id)
         if any_fixed:
             stage_codes[..., keep] = fixed_codes
         codes[:, [stage], :] = stage_codes
 
-        logits = logits_fn(codes, stage, cfg_coef(rate, params.max_cfg_coef, params.min_cfg_coef))
+        coef = cfg_coef(rate, params.max_cfg_coef, params.min_cfg_coef)
+        if reuse:
+            logits, diff = guided_logits(logits_fn, codes, stage, coef, step, params.guidance_every, diff)
+        else:
+            logits = logits_fn(codes, stage, coef)
         logits = logits.unsqueeze(1)  # [B, 1, T, N]
         probs = torch.softmax(logits / temperature(params.temperature, step, steps), dim=-1)
         tokens = select_tokens(logits, probs, params.use_sampling, params.top_k, params.top_p, generator)
@@ -181,15 +270,18 @@ def decode_stage(logits_fn: LogitsFn, codes: torch.Tensor, stage: int, steps: in
             best = torch.max(token_probs.reshape(B, 1, n_chunks, -1), dim=-1)[0]
             # with noise, chunks are scored like tokens (-log p) so that the noise has one scale for both
             scores = (1 - best) if params.remask_noise == 0 else -torch.log(best)
-            scores = scores.masked_fill(~chunk_mask, DONT_REMASK)
+            scores = scores.masked_fill(~unit_mask, DONT_REMASK)
         else:
+            best, unit_mask = token_probs, masked
             scores = (-torch.log(token_probs)).masked_fill(~masked, DONT_REMASK)
+        if params.confidence_stop > 0:
+            unconfident = int(((best < params.confidence_stop) & unit_mask).sum(-1).max())
         if on_step is not None:
             on_step()
     return codes
 
 
-def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int, card: int,
+def generate_tokens(logits_fn: tp.Union[LogitsFn, GuidedFn], batch_size: int, seq_len: int, n_q: int, card: int,
                     params: GenerationParams, span_len: int = 3, prompt: tp.Optional[torch.Tensor] = None,
                     device: tp.Union[str, torch.device] = "cpu", generator: tp.Optional[torch.Generator] = None,
                     callback: tp.Optional[ProgressFn] = None,
@@ -198,6 +290,9 @@ def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int
     for 'nonoverlap'). `callback(step, total)` is called after every decoding step.
     prompt [B, K, Tp]: fixed first frames (continuation). infill (codes [B, K, T], keep [T] boolean): the codes
     of the frames marked in keep are fixed and every other frame is generated, with context on both sides."""
+    if params.guidance_every > 1 and not (hasattr(logits_fn, "cond") and hasattr(logits_fn, "pair")):
+        raise ValueError("guidance_every > 1 reuses the guidance: it needs a logits function with cond() and pair() "
+                         "(a GuidedFn, e.g. api.GuidedLogits), not a plain function")
     codes = torch.full((batch_size, n_q, seq_len), card, dtype=torch.long, device=device)
     keep = None
     if prompt is not None and infill is not None:
@@ -225,9 +320,14 @@ def generate_tokens(logits_fn: LogitsFn, batch_size: int, seq_len: int, n_q: int
         if callback is not None:
             callback(done, total)
 
-    for stage, steps in enumerate(params.decoding_steps[:n_q]):
+    planned = 0
+    for stage, steps in enumerate(params.stage_steps[:n_q]):
         codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step,
                              keep=keep)
+        planned += steps
+        if done < planned:  # a confidence stop skipped steps: the progress jumps over them
+            done = planned - 1
+            on_step()
         if keep is not None:
             keep = keep[:codes.shape[-1]]
     return codes

@@ -1,12 +1,13 @@
-"""What the machine's matrix arithmetic can do: the one place every dtype, quantization and
-training-precision decision asks.
+"""What the machine's matrix arithmetic can do: the facts every dtype, quantization and
+training-precision decision asks for (the decisions themselves are in runtime.py).
 
 On CPU, reduced precision is a trap unless the CPU has the instructions for it:
 
   bf16   fast only with native bf16 dot products (x86: AVX512_BF16 or AMX; ARM: the BF16
          extension where torch's kernels use it). Without them torch converts element by element:
          measured 0.5-35 GFLOP/s against 140-195 in float32 on 2-core AMD EPYCs.
-  fp16   about 1 GFLOP/s on every CPU we measured.
+  fp16   about 1 GFLOP/s on every CPU without AVX512-FP16 or AMX-FP16 we measured; with them (Sapphire
+         Rapids and later) about the fp32 rate: not a trap there, but no faster either.
   int8   fast everywhere x86 (PyTorch's quantized kernels: 220-740 GFLOP/s), but without VNNI the
          kernels add pairs of u8 x s8 products in 16 bits, which saturates unless the operands
          leave a bit of headroom; `int8_saturates()` tests the kernel itself.
@@ -45,6 +46,8 @@ class CPUInfo:
     int8: bool                # PyTorch's quantized CPU kernels are in this build
     vnni: bool                # int8 products accumulate in 32 bits (no 16-bit saturation)
     how: str                  # 'cpuinfo' (flags) or 'measured'
+    amx: bool = False         # AMX tiles (amx_bf16 / amx_int8): oneDNN's bf16 and int8 products run on them
+    fp16_native: bool = False  # fp16 products in hardware (AVX512-FP16 or AMX-FP16): not a trap
 
     @property
     def is_x86(self) -> bool:
@@ -55,6 +58,10 @@ class CPUInfo:
         parts = [f"{self.arch} {self.capability}", "native bf16" if self.bf16_native else "no native bf16"]
         if self.int8:
             parts.append("int8 with VNNI" if self.vnni else ("int8 without VNNI" if self.is_x86 else "int8"))
+        if self.amx:
+            parts.append("AMX")
+        if self.fp16_native:
+            parts.append("native fp16")
         return ", ".join(parts)
 
 
@@ -69,7 +76,9 @@ def cpu_info() -> CPUInfo:
         if flags is not None:
             bf16 = bool({"avx512_bf16", "amx_bf16"} & flags) and not _masked_below("AVX512_CORE_BF16")
             vnni = int8 and not int8_saturates()
-            return CPUInfo(arch, capability, bf16, int8, vnni, "cpuinfo")
+            amx = bool({"amx_bf16", "amx_int8"} & flags) and not _masked_below("AVX512_CORE_AMX")
+            fp16 = bool({"avx512_fp16", "amx_fp16"} & flags) and not _masked_below("AVX512_CORE_FP16")
+            return CPUInfo(arch, capability, bf16, int8, vnni, "cpuinfo", amx, fp16)
     rates = matmul_rates((torch.float32, torch.bfloat16))
     bf16 = rates[torch.bfloat16] > 1.5 * rates[torch.float32]
     return CPUInfo(arch, capability, bf16, int8, int8 and not int8_saturates(), "measured")
@@ -114,24 +123,41 @@ def quantized_engine(name: str):
         torch.backends.quantized.engine = previous
 
 
-@functools.lru_cache(maxsize=1)
-def int8_saturates() -> bool:
-    """Does the int8 kernel lose products to 16-bit saturation (x86 without VNNI)? Runs the kernel
-    on operands at the top of their ranges (u8 255 x s8 127: one pair is 64,770, over int16's
-    32,767) and checks the exact integer answer."""
+@functools.lru_cache(maxsize=None)
+def int8_saturates(engine: tp.Optional[str] = None) -> bool:
+    """Does the int8 kernel of `engine` (default: the first of `int8_engines()`) lose products to
+    16-bit saturation (x86 without VNNI)? Runs the kernel on operands at the top of their ranges
+    (u8 255 x s8 127: one pair is 64,770, over int16's 32,767) and checks the exact integer answer."""
     engines = int8_engines()
     if not engines:
         return False
     features = 64
     weight = torch.ones(4, features)
     x = torch.ones(2, features)
-    with warnings.catch_warnings(), quantized_engine(engines[0]):
+    with warnings.catch_warnings(), quantized_engine(engine or engines[0]):
         warnings.simplefilter("ignore")
         scales = torch.full((4,), 1.0 / 127, dtype=torch.double)
         qweight = torch.quantize_per_channel(weight, scales, torch.zeros(4, dtype=torch.long), 0, torch.qint8)
         packed = torch.ops.quantized.linear_prepack(qweight, None)
         y = torch.ops.quantized.linear_dynamic(x, packed, False)
     return not torch.allclose(y, torch.full_like(y, float(features)), rtol=1e-3)
+
+
+@functools.lru_cache(maxsize=1)
+def int_mm_exact() -> bool:
+    """`torch._int_mm` (int8 x int8 -> int32, no packing) runs on this CPU and is exact at the top of the int8
+    range (where a kernel that adds pairs in 16 bits would saturate). False where the op is missing or fails."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    features = 64
+    a = torch.full((32, features), 127, dtype=torch.int8)
+    b = torch.full((features, 8), -127, dtype=torch.int8)
+    try:
+        with torch.inference_mode():
+            out = torch._int_mm(a, b)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return out.dtype == torch.int32 and bool((out == -127 * 127 * features).all())
 
 
 def matmul_rates(dtypes: tp.Sequence[torch.dtype], size: int = 512, seconds: float = 0.05) -> tp.Dict[torch.dtype, float]:
@@ -184,7 +210,7 @@ def slow_dtype_reason(device: torch.device, dtype: torch.dtype) -> tp.Optional[s
     """Why `dtype` matrices would be a trap on `device` (a phrase), or None when they are fine."""
     if device.type != "cpu" or dtype == torch.float32:
         return None
-    if dtype == torch.float16:
+    if dtype == torch.float16 and not cpu_info().fp16_native:
         return f"float16 matrix products run at about 1 GFLOP/s on CPU ({cpu_info().describe()})"
     if dtype == torch.bfloat16 and not cpu_info().bf16_native:
         return (f"this CPU has no native bf16 ({cpu_info().describe()}): bfloat16 matrix products run "

@@ -95,11 +95,27 @@ class MultiheadAttention(nn.Module):
             v = F.linear(src, self.in_proj_weight[2 * D:])
         return self._split_heads(k), self._split_heads(v)
 
-    def cross_attention(self, x: torch.Tensor, kv: tp.Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x [B, T, D] attends to precomputed (k, v) [B, H, S, d]; no mask, as in the reference."""
+    def cross_attention(self, x: torch.Tensor, kv: tp.Sequence[torch.Tensor]) -> torch.Tensor:
+        """x [B, T, D] attends to precomputed (k, v) [B, H, S, d]; no mask, as in the reference, unless the
+        keys were padded (`pad_cross_kv`: a third element, the additive key mask [1, 1, 1, S])."""
         D = x.shape[-1]
         q = self._split_heads(project(self.kernels, "q", x, self.in_proj_weight[:D]))
-        return self._merge_heads(attention(q, kv[0], kv[1], None))
+        return self._merge_heads(attention(q, kv[0], kv[1], kv[2] if len(kv) > 2 else None))
+
+
+def pad_cross_kv(cross_kv: CrossKV, bucket: int) -> CrossKV:
+    """The text's keys/values [n, H, S, d] of every layer padded with zeros to a multiple of `bucket` text
+    positions, each with the additive key mask [1, 1, 1, S'] (0, then -inf on the padding) that keeps the
+    padding out of the attention: the same maths for any S up to the bucket, so a compiled step (fixed shapes)
+    serves every prompt length of the bucket. Equal to the unpadded attention to float rounding."""
+    padded = []
+    for k, v in cross_kv:
+        S = k.shape[2]
+        extra = -S % bucket
+        mask = torch.zeros(1, 1, 1, S + extra, dtype=k.dtype, device=k.device)
+        mask[..., S:] = float("-inf")
+        padded.append((F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra)), mask))
+    return padded
 
 
 class TransformerLayer(nn.Module):
@@ -132,15 +148,20 @@ class TransformerLayer(nn.Module):
         keys and values are 0, so their cross-attention output is exactly 0 and is skipped."""
         if isinstance(kv, torch.Tensor):
             kv = self.cross_attention.cross_kv(kv)
-        x = x + self.self_attn.self_attention(self.norm1(x), context, banded)
+        # Without autograd the residual stream is updated in place (the same additions, bit for bit, without a
+        # new [B, T, D] tensor each time); x is then this layer's own: `MagnetLM.hidden` made it.
+        add = torch.add if torch.is_grad_enabled() else torch.Tensor.add_
+        x = add(x, self.self_attn.self_attention(self.norm1(x), context, banded))
         n = kv[0].shape[0]
         if n == x.shape[0]:
-            x = x + self.cross_attention.cross_attention(self.norm_cross(x), kv)
-        else:
+            x = add(x, self.cross_attention.cross_attention(self.norm_cross(x), kv))
+        elif torch.is_grad_enabled():
             head = x[:n]
             x = torch.cat([head + self.cross_attention.cross_attention(self.norm_cross(head), kv), x[n:]])
+        else:
+            x[:n] += self.cross_attention.cross_attention(self.norm_cross(x[:n]), kv)
         hidden = F.gelu(project(self.kernels, "linear1", self.norm2(x), self.linear1.weight))
-        return x + project(self.kernels, "linear2", hidden, self.linear2.weight)
+        return add(x, project(self.kernels, "linear2", hidden, self.linear2.weight))
 
 
 class Transformer(nn.Module):
@@ -183,7 +204,10 @@ class MagnetLM(nn.Module):
         # the same maths, equal to float rounding but not bit-identical to the reference's dense mask.
         self.banded_attention = False
         self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
+        self.int8_engine: tp.Optional[str] = None  # and the int8 kernel it packed for
         self.stage_now = -1  # the codebook stage being computed (read by stage-dependent kernels)
+        # `run_layers` compiled (runtime.compile_lm; None: eager). Not a module: the state dict is unchanged.
+        self.compiled_layers: tp.Optional[tp.Callable[..., torch.Tensor]] = None
 
     @classmethod
     def empty(cls, cfg: LMConfig, device: tp.Union[str, torch.device] = "meta") -> "MagnetLM":
@@ -232,9 +256,15 @@ class MagnetLM(nn.Module):
         x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
         context = self.cfg.subcodes_context if stage > 0 and self.cfg.subcodes_context >= 0 else None
         self.stage_now = stage
+        run = self.run_layers if self.compiled_layers is None or torch.is_grad_enabled() else self.compiled_layers
+        return self.out_norm(run(x, cross_kv, context, self.banded_attention))
+
+    def run_layers(self, x: torch.Tensor, cross_kv: tp.Sequence[tp.Any], context: tp.Optional[int],
+                   banded: bool) -> torch.Tensor:
+        """x [B, T, D] through every layer (the part `runtime.compile_lm` compiles)."""
         for layer, kv in zip(self.transformer.layers, cross_kv, strict=True):
-            x = layer(x, kv, context, self.banded_attention)
-        return self.out_norm(x)
+            x = layer(x, kv, context, banded)
+        return x
 
     def stage_logits(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,
                      cross_kv: tp.Optional[CrossKV] = None) -> torch.Tensor:

@@ -133,11 +133,9 @@ def test_model_info_shows_the_matrices_precision(tmp_path, kw, shown):
 
 
 def test_fast_mode_is_loaded_and_shown(tmp_path):
-    from openmagnet.api import fast_mode
-
     engine = Engine(tmp_path, policy=FIXTURE_POLICY)
     model = engine.model(MODEL, "cpu", fast=True)
-    mode = fast_mode("cpu")
+    mode = model.fast_mode  # measured on this machine (runtime.fast_mode)
     assert model.lm.quantized == mode.quantize and model.lm.dtype == mode.dtype and model.lm.banded_attention
     assert ", fast mode) · 32 kHz" in engine.model_info()
     assert engine.model(MODEL, "cpu") is not model  # exact and fast are different models
@@ -161,6 +159,10 @@ def test_length_loop_negative_and_edit_checks_name_the_field():
     checked = check_request(request(duration=0, negative="  drums \n", remask_noise=3))
     assert checked.duration is None and checked.negative == "drums" and checked.params["remask_noise"] == 3
     assert "remask_noise" not in check_request(request()).params  # the model's own setting is kept
+    assert check_request(request(speed="turbo")).params["speed"] == "turbo"
+    assert "speed" not in check_request(request()).params  # the reference's decoding
+    with pytest.raises(AppError, match=r"^Decoding speed must be one of reference, turbo, got 'warp'\.$"):
+        check_request(request(speed="warp"))
 
 
 def test_engine_makes_long_clips_loops_and_edits(tmp_path):

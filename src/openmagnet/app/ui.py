@@ -8,8 +8,8 @@ import typing as tp
 import gradio as gr
 
 from ..config import FAST_MODE
-from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, AppError, Engine, Interrupted, Request, \
-    error_message, model_choices, recommended_params_for_name
+from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, SPEEDS, AppError, Engine, Interrupted, \
+    Request, error_message, model_choices, recommended_params_for_name
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                                   info="auto: CUDA, then MPS, then CPU")
                 fast = gr.Checkbox(False, label="Fast mode", elem_id="fast",
                                    info=f"{FAST_MODE}; the model line says which")
+                speed = gr.Radio(list(SPEEDS), value="reference", label="Decoding", elem_id="speed",
+                                 info="turbo: about half the forward passes (guidance reused, fewer steps for "
+                                      "codebooks 2-4); reference: audiocraft's decoding")
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
                 span = gr.Radio(list(SPANS), value="stride1", label="Span arrangement")
@@ -109,14 +112,15 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 steps_codebook_1=20, steps_codebook_2=10, steps_codebook_3=10, steps_codebook_4=10, temperature=3.0,
                 top_p=0.9, max_cfg=10.0, min_cfg=1.0, audio=None, prompt_seconds=3.0, remask_noise=None,
                 duration=0.0, loop=False, negative="", audio_mode="continue", region_start=0.0, region_end=0.0,
-                request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
+                speed="reference", request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 - gradio's progress idiom
             req = Request(model=model or "", prompts=prompts or "", span_arrangement=span_arrangement,
                           steps=(steps_codebook_1, steps_codebook_2, steps_codebook_3, steps_codebook_4),
                           temperature=temperature, top_p=top_p, max_cfg=max_cfg, min_cfg=min_cfg, seed=seed,
                           variations=variations, prompt_audio=audio, prompt_seconds=prompt_seconds, device=device,
                           fast=bool(fast), remask_noise=remask_noise, duration=duration, loop=bool(loop),
                           negative=negative or "", audio_mode=audio_mode or "continue", region_start=region_start,
-                          region_end=region_end)
+                          region_end=region_end, speed=speed or "reference")
             session = getattr(request, "session_hash", None) or "local"
             try:
                 outcome = engine.generate(req, session,
@@ -154,7 +158,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         # the controls added after the first release go last, so that API clients that pass the first 17 keep working
         inputs = [model, prompts, span, device, fast, variations, seed, *steps, temperature, top_p, max_cfg, min_cfg,
                   prompt_audio, prompt_seconds, remask_noise, duration, loop, negative, audio_mode, region_start,
-                  region_end]
+                  region_end, speed]
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_name="run")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_visibility="private")
         stop.click(interrupt, None, status, queue=False, api_name="interrupt")

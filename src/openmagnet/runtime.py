@@ -1,0 +1,388 @@
+"""Decisions: which kernels a model runs with on this machine (STYLE §2: hardware.py says what the machine can
+do, this module decides what to use). Today: what `get_pretrained(..., fast=True)` loads.
+
+On CPU the answer is measured, not guessed: the rules written from two CPUs picked a mode 1.3x slower than the
+best on a third (issue 30). The transformer's matrices fall in two groups, the attention projections and the
+feed-forward pair, and for each group every kernel this CPU can run is timed on the model's own shapes (one
+decoding forward of the [conditional; null] batch at the model's window):
+
+    float32      the exact kernels
+    bfloat16     where the CPU has native bf16 (elsewhere a trap: hardware.slow_dtype_reason)
+    int8:ENGINE  each PyTorch quantized engine in this build (x86, fbgemm, onednn) and torch._int_mm ('int_mm')
+                 where it is exact here; for the attention group only while decoding codebook 0 ('int8-hybrid')
+
+The fastest pair allowed by accuracy wins (`choose_kernels`): int8 attention projections only at codebook 0,
+where they measured harmless (int8 everywhere measured 91.5% greedy agreement on the small architecture; every
+allowed pair 95% or more). It is taken only when it beats the float32 kernels' time by FAST_MARGIN; otherwise
+fast mode is float32 with banded attention, so fast is never slower than exact. The timings and the choice are
+cached per CPU model and torch version in the user cache dir (`user_cache_dir()`), so the measurement (a few
+seconds) happens once per machine; recheck=True (`--fast-recheck`) measures again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import typing as tp
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .hardware import cpu_info, cpu_name, cuda_bf16_native, int8_saturates
+from .lm import MagnetLM
+from .quantize import cast_float_matrices, int8_kernels, int8_linear, quantize_lm
+
+logger = logging.getLogger("openmagnet")
+
+GROUPS = ("attention", "feed_forward")
+FLOAT_KERNELS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FAST_MARGIN = 0.95  # a fast mode must take at most this share of the float32 kernels' time
+CODEBOOK0_SHARE = 0.4  # share of the default steps [20, 10, 10, 10] spent on codebook 0 (int8-hybrid attention)
+CACHE_VERSION = 1
+Timings = tp.Dict[str, tp.Dict[str, float]]  # group -> kernel -> seconds per decoding forward
+
+
+def user_cache_dir() -> Path:
+    """Where openmagnet keeps what it measured about this machine: $OPENMAGNET_CACHE, else the platform's user
+    cache folder ($XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)
+    + /openmagnet."""
+    if os.environ.get("OPENMAGNET_CACHE"):
+        return Path(os.environ["OPENMAGNET_CACHE"])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "openmagnet"
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "openmagnet" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openmagnet"
+
+
+@dataclasses.dataclass(frozen=True)
+class FastMode:
+    """What `get_pretrained(..., fast=True)` loads on a device, and why. attention / feed_forward: the kernel of
+    each group of matrices ('float32', 'bfloat16', 'float16', or 'int8:ENGINE', which for the attention means
+    int8 while decoding codebook 0 and float32 otherwise)."""
+    attention: str
+    feed_forward: str
+    banded_attention: tp.Optional[bool]
+    why: str
+    timings: tp.Optional[Timings] = None  # what was measured (None: decided without measuring)
+
+    @property
+    def engine(self) -> tp.Optional[str]:
+        """The int8 kernel, or None."""
+        for kernel in (self.feed_forward, self.attention):
+            if kernel.startswith("int8:"):
+                return kernel.split(":", 1)[1]
+        return None
+
+    @property
+    def quantize(self) -> tp.Optional[str]:
+        if self.attention.startswith("int8:"):
+            return "int8-hybrid"
+        return "int8" if self.feed_forward.startswith("int8:") else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The attention projections' float dtype (also the feed-forward's unless `ffn_dtype` differs)."""
+        return FLOAT_KERNELS.get(self.attention, torch.float32)
+
+    @property
+    def ffn_dtype(self) -> tp.Optional[torch.dtype]:
+        """The feed-forward matrices' float dtype (None when they are int8)."""
+        return FLOAT_KERNELS.get(self.feed_forward)
+
+    @property
+    def speedup(self) -> tp.Optional[float]:
+        """How much faster than the float32 kernels the chosen ones measured (None: not measured)."""
+        if self.timings is None:
+            return None
+        return group_cost(self.timings, "float32", "float32") / group_cost(self.timings, self.attention,
+                                                                          self.feed_forward)
+
+    def describe(self) -> str:
+        return describe_kernels(self.attention, self.feed_forward)
+
+    def __str__(self) -> str:
+        return f"{self.describe()} ({self.why})"
+
+
+def describe_kernels(attention: str, feed_forward: str) -> str:
+    """'int8 feed-forward (onednn) + bfloat16 attention', 'bfloat16', ..."""
+    if attention.startswith("int8:"):
+        return f"{_kernel_name(feed_forward)} feed-forward + float32 attention (int8 for codebook 0)"
+    if attention == feed_forward:
+        return attention
+    return f"{_kernel_name(feed_forward)} feed-forward + {attention} attention"
+
+
+def _kernel_name(kernel: str) -> str:
+    return f"int8 ({kernel[5:]})" if kernel.startswith("int8:") else kernel
+
+
+def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str], engine: tp.Optional[str] = None,
+                  ffn_dtype: tp.Optional[torch.dtype] = None) -> str:
+    """'int8 feed-forward + float32 attention', 'bfloat16', ... (the LM's matrices); the int8 kernel in
+    brackets when given, the feed-forward's float dtype when it differs from the attention's."""
+    name = str(dtype or torch.float32).replace("torch.", "")
+    int8 = f"int8 ({engine})" if engine else "int8"
+    if quantize == "int8":
+        return f"{int8} feed-forward + {name} attention"
+    if quantize == "int8-hybrid":
+        return f"{int8} feed-forward + {name} attention (int8 for codebook 0)"
+    if quantize == "int8-all":
+        return f"{int8} (every matrix)"
+    if ffn_dtype is not None and ffn_dtype != (dtype or torch.float32):
+        return f"{str(ffn_dtype).replace('torch.', '')} feed-forward + {name} attention"
+    return name
+
+
+# ------------------------------------------------------------------------------------------ the decision
+def candidates() -> tp.Dict[str, tp.List[str]]:
+    """Per group, the kernels worth timing on this CPU (the trap refusals apply: bf16 only where native)."""
+    cpu = cpu_info()
+    floats = ["float32"] + (["bfloat16"] if cpu.bf16_native else [])
+    int8 = [f"int8:{kernel}" for kernel in int8_kernels() if not (kernel == "qnnpack" and cpu.is_x86)]  # ARM's
+    return {"attention": floats + int8, "feed_forward": floats + int8}
+
+
+def allowed(attention: str, feed_forward: str) -> bool:
+    """The pairs that keep >= 95% greedy agreement on the small architecture: any float kernels, int8
+    feed-forward, and int8 attention only with the same int8 feed-forward (int8-hybrid: codebook 0 only)."""
+    if attention.startswith("int8:"):
+        return feed_forward == attention
+    return True
+
+
+def group_cost(timings: Timings, attention: str, feed_forward: str,
+               codebook0_share: float = CODEBOOK0_SHARE) -> float:
+    """Seconds per decoding forward of the two groups' matrices with these kernels; int8 attention runs at
+    codebook 0 only (`codebook0_share` of the steps), float32 elsewhere."""
+    if attention.startswith("int8:"):
+        att = codebook0_share * timings["attention"][attention] + (1 - codebook0_share) * timings["attention"]["float32"]
+    else:
+        att = timings["attention"][attention]
+    return att + timings["feed_forward"][feed_forward]
+
+
+def choose_kernels(timings: Timings, margin: float = FAST_MARGIN) -> tp.Tuple[str, str]:
+    """(attention kernel, feed-forward kernel): the allowed pair of least measured time; ('float32', 'float32')
+    unless that pair takes at most `margin` of the float32 kernels' time. Pure: the timings are given."""
+    exact = group_cost(timings, "float32", "float32")
+    best, best_cost = ("float32", "float32"), exact
+    for attention in timings["attention"]:
+        for feed_forward in timings["feed_forward"]:
+            if allowed(attention, feed_forward):
+                cost = group_cost(timings, attention, feed_forward)
+                if cost < best_cost:
+                    best, best_cost = (attention, feed_forward), cost
+    return best if best_cost <= margin * exact else ("float32", "float32")
+
+
+# ------------------------------------------------------------------------------------------ the measurement
+def _float_proj(weight: torch.Tensor, dtype: torch.dtype, cast_in: bool, cast_out: bool):
+    w = weight.to(dtype)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.to(dtype) if cast_in else x, w)
+        return y.float() if cast_out else y
+    return run
+
+
+def _group_work(lm: MagnetLM, group: str, kernel: str, rows: int) -> tp.Callable[[], torch.Tensor]:
+    """One decoding forward's worth of `group`'s matrix products for one layer, with `kernel`, on random
+    activations: rows = the [conditional; null] batch of one clip (the cross-attention runs on half of them).
+    The casts a float kernel adds in the model (into the matrices' dtype, back to the float32 residual) are
+    timed with it."""
+    layer = lm.transformer.layers[0]
+    D = layer.linear1.weight.shape[1]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, D, generator=gen)
+    if kernel.startswith("int8:"):
+        engine = kernel[5:]
+        saturating = engine != "int_mm" and int8_saturates(engine)
+
+        def make(weight: torch.Tensor, cast_in: bool, cast_out: bool):
+            return int8_linear(weight, engine, saturating)
+        dtype = torch.float32
+    else:
+        dtype = FLOAT_KERNELS[kernel]
+
+        def make(weight: torch.Tensor, cast_in: bool, cast_out: bool):
+            return _float_proj(weight, dtype, cast_in, cast_out)
+    if group == "feed_forward":
+        linear1 = make(layer.linear1.weight, True, False)
+        linear2 = make(layer.linear2.weight, False, True)
+
+        def run() -> torch.Tensor:
+            return linear2(F.gelu(linear1(x)))
+        return run
+    attn, cross = layer.self_attn, layer.cross_attention
+    qkv = make(attn.in_proj_weight, True, False)
+    out = make(attn.out_proj.weight, False, True)
+    q = make(cross.in_proj_weight[:D], True, False)
+    cross_out = make(cross.out_proj.weight, False, True)
+    inner = x.to(dtype)
+
+    def run() -> torch.Tensor:
+        qkv(x)
+        out(inner)
+        q(x[:rows // 2])
+        return cross_out(inner[:rows // 2])
+    return run
+
+
+def time_kernels(lm: MagnetLM, kernels: tp.Optional[tp.Dict[str, tp.List[str]]] = None, repeats: int = 3,
+                 clock: tp.Callable[[], float] = time.perf_counter) -> Timings:
+    """Seconds per decoding forward (all layers) of each group with each kernel, on `lm`'s shapes (its float32
+    matrices of layer 0; the [conditional; null] rows of one clip at the model's window): the median of
+    `repeats` rounds after a warm-up, the kernels interleaved so that a busy machine slows them alike."""
+    kernels = kernels or candidates()
+    rows = 2 * lm.cfg.seq_len
+    layers = len(lm.transformer.layers)
+    work = {(g, k): _group_work(lm, g, k, rows) for g in GROUPS for k in kernels[g]}
+    samples: tp.Dict[tp.Tuple[str, str], tp.List[float]] = {key: [] for key in work}
+    with torch.inference_mode():
+        for run in work.values():
+            run()
+        for _ in range(repeats):
+            for key, run in work.items():
+                start = clock()
+                run()
+                samples[key].append(clock() - start)
+    return {g: {k: statistics.median(samples[(g, k)]) * layers for k in kernels[g]} for g in GROUPS}
+
+
+# ------------------------------------------------------------------------------------------ the cache
+def _cache_file() -> Path:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cpu_name()).strip("-").lower() or "cpu"
+    return user_cache_dir() / "kernels" / f"{slug}-torch-{torch.__version__.replace('+', '-')}.json"
+
+
+def _cache_key(lm: MagnetLM) -> str:
+    layer = lm.transformer.layers[0]
+    D, H = layer.linear1.weight.shape[1], layer.linear1.weight.shape[0]
+    return (f"v{CACHE_VERSION} dim={D} hidden={H} frames={lm.cfg.seq_len} threads={torch.get_num_threads()} "
+            f"cpu=[{cpu_info().describe()}]")
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _valid_timings(timings: tp.Any, kernels: tp.Dict[str, tp.List[str]]) -> bool:
+    """A cached entry is used only when it timed exactly the kernels this process can run."""
+    try:
+        return all(sorted(timings[g]) == sorted(kernels[g]) and all(float(v) > 0 for v in timings[g].values())
+                   for g in GROUPS)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+
+
+def _write_cache(path: Path, entries: dict) -> None:
+    """Atomically (a temporary file renamed over the old one); a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".kernels-", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not cache the kernel timings in %s: %s", path, exc)
+
+
+def measured_timings(lm: MagnetLM, recheck: bool = False) -> tp.Tuple[Timings, str]:
+    """The kernel timings for `lm`'s shapes on this machine, from the cache unless `recheck`, else measured
+    now and cached. Returns (timings, where they come from)."""
+    kernels = candidates()
+    path, key = _cache_file(), _cache_key(lm)
+    entries = _read_cache(path)
+    entry = entries.get(key)
+    if not recheck and isinstance(entry, dict) and _valid_timings(entry.get("timings"), kernels):
+        return {g: {k: float(v) for k, v in entry["timings"][g].items()} for g in GROUPS}, f"cached in {path}"
+    start = time.perf_counter()
+    timings = time_kernels(lm, kernels)
+    logger.info("timed the matrix kernels of this CPU in %.1f s", time.perf_counter() - start)
+    entries[key] = {"timings": timings, "choice": list(choose_kernels(timings)), "torch": torch.__version__,
+                    "cpu": cpu_name(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _write_cache(path, entries)
+    return timings, f"measured now, cached in {path}"
+
+
+# ------------------------------------------------------------------------------------------ fast mode
+def fast_mode(device: tp.Union[str, torch.device], lm: tp.Optional[MagnetLM] = None,
+              recheck: bool = False) -> FastMode:
+    """The fastest mode that keeps at least 95% greedy-token agreement with exact float32 on `device`.
+
+    CPU with `lm` (on the CPU, float32 matrices): measured on its shapes (see the module docstring), never
+    slower than float32. CPU without `lm`: the guess from the CPU's flags alone (for messages; fast=True
+    measures). CUDA: bf16 on compute capability >= 8, else fp16; MPS: float32 (nothing faster measured)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        native = cuda_bf16_native(device)
+        dtype = "bfloat16" if native else "float16"
+        return FastMode(dtype, dtype, None, "CUDA with native bf16" if native else "CUDA without native bf16")
+    if device.type != "cpu":
+        return FastMode("float32", "float32", None, f"{device.type}: no faster mode measured")
+    cpu = cpu_info()
+    if lm is None:
+        return _guess(cpu)
+    timings, source = measured_timings(lm, recheck)
+    attention, feed_forward = choose_kernels(timings)
+    mode = FastMode(attention, feed_forward, True, "", timings)
+    why = (f"{mode.speedup:.2f}x the float32 matrices' speed" if (attention, feed_forward) != ("float32", "float32")
+           else f"no kernel beat float32 by {1 / FAST_MARGIN - 1:.0%}")
+    return dataclasses.replace(mode, why=f"{cpu.describe()}: {why}, {source}")
+
+
+def _guess(cpu) -> FastMode:
+    """The rule of thumb from the CPU's flags (what the measurement usually finds)."""
+    int8 = f"int8:{int8_kernels()[0]}" if cpu.int8 and int8_kernels() else None
+    if int8 and cpu.bf16_native:
+        return FastMode("bfloat16", int8, True, cpu.describe())
+    if int8:
+        return FastMode(int8, int8, True, cpu.describe())
+    if cpu.bf16_native:
+        return FastMode("bfloat16", "bfloat16", True, cpu.describe())
+    return FastMode("float32", "float32", True, cpu.describe())
+
+
+def apply_fast_mode(lm: MagnetLM, mode: FastMode) -> MagnetLM:
+    """Put `lm` (float32 matrices) into `mode`, in place: int8 kernels where it says, then each group's
+    float matrices in their dtype. Returns lm."""
+    if mode.quantize is not None:
+        quantize_lm(lm, mode.quantize, engine=mode.engine)
+    cast_float_matrices(lm, mode.dtype, "attention")
+    if mode.ffn_dtype is not None:
+        cast_float_matrices(lm, mode.ffn_dtype, "feed_forward")
+    return lm
+
+
+TEXT_BUCKET = 32  # text positions: a compiled step serves every prompt length up to a multiple of this
+
+
+def compile_lm(lm: MagnetLM, mode: tp.Optional[str] = None) -> MagnetLM:
+    """Compile `lm`'s layers (`MagnetLM.run_layers`) with torch.compile for fixed shapes (dynamic=False): one
+    graph per stage kind (codebook 0 / 1-3) and row count, built on first use (the compile time is spent then,
+    tens of seconds on CPU) and reused for every step; the text is padded to TEXT_BUCKET positions
+    (lm.pad_cross_kv, masked) so a new prompt length does not compile again. mode: torch.compile's
+    ('reduce-overhead' on CUDA captures each step as a CUDA graph). Inference only; returns lm."""
+    lm.compiled_layers = torch.compile(lm.run_layers, dynamic=False, mode=mode)
+    return lm
+
+
+def int8_kernel_choice(lm: MagnetLM) -> tp.Optional[str]:
+    """The int8 kernel that measured fastest for `lm`'s feed-forward shapes (cached, see `measured_timings`),
+    for quantize= by hand; None where this machine has none."""
+    timings, _ = measured_timings(lm)
+    int8 = {k: t for k, t in timings["feed_forward"].items() if k.startswith("int8:")}
+    return min(int8, key=int8.get)[5:] if int8 else None
