@@ -96,7 +96,7 @@ def test_the_api_has_one_generate_endpoint_with_named_parameters(tmp_path):
         "model", "prompts", "span_arrangement", "device", "fast", "variations", "seed", "steps_codebook_1",
         "steps_codebook_2", "steps_codebook_3", "steps_codebook_4", "temperature", "top_p", "max_cfg", "min_cfg",
         "audio", "prompt_seconds", "remask_noise", "duration", "loop", "negative", "audio_mode", "region_start",
-        "region_end"]
+        "region_end", "speed"]
     assert [p["parameter_name"] for p in parameters if not p["parameter_has_default"]] == ["prompts"]
     assert progress_text(3, 50) == "decoding step 3 / 50"
 
