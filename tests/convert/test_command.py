@@ -96,7 +96,7 @@ def test_errors_are_one_line(tmp_path, capsys):
         (["convert", "--to", "transformers", str(FIXTURES / "music10"), str(tmp_path / "full")],
          f"{tmp_path / 'full'} already exists and is not an empty folder: give a new folder (nothing is overwritten)"),
         (["convert", "--to", "audiocraft", "./no/such/model", str(tmp_path / "new")],
-         "./no/such/model: no such file or directory"),
+         "./no/such/model: no such local folder or file"),
         (["convert", "--to", "audiocraft", str(FIXTURES / "music10"), str(tmp_path / "new"), "--text-encoder", "x"],
          "--text-encoder is for --to transformers (the audiocraft layout names its text encoder)"),
     ]

@@ -81,9 +81,10 @@ def is_transformers_folder(src: PathLike) -> bool:
 def _hub_config(name: str) -> tp.Optional[Path]:
     """The config.json of hub repo `name` (through the Hugging Face cache), or None: not a hub id, no such file,
     offline without it (MAGNeT.get_pretrained then says what is wrong)."""
-    from ..checkpoint import _hub_file, _is_path_like
+    from ..checkpoint import _hub_file
+    from ..locate import is_path_like
 
-    if _is_path_like(name) or Path(name).expanduser().exists():
+    if is_path_like(name) or Path(name).expanduser().exists():
         return None
     try:
         return _hub_file(name, "config.json")
