@@ -44,12 +44,13 @@ model.set_generation_params(decoding_steps=a.steps, speed=speed)
 torch.manual_seed(a.seed)
 passes = model.forward_passes
 with torch.inference_mode():
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     tokens = model._generate_tokens(list(a.prompts), None, False, None)
     t1 = time.perf_counter()
     audio = model.generate_audio(tokens)
-    t2 = time.perf_counter()
-print(json.dumps({"lm_s": t1 - t0, "codec_s": t2 - t1, "total_s": t2 - t0, "samples": audio.shape[-1],
+    c2, t2 = time.process_time(), time.perf_counter()
+print(json.dumps({"lm_s": t1 - t0, "codec_s": t2 - t1, "total_s": t2 - t0, "total_cpu_s": c2 - c0,
+                  "samples": audio.shape[-1],
                   "sample_rate": model.sample_rate, "tokens": list(tokens.shape),
                   "banded_attention": model.lm.banded_attention, "mode": model.mode + (f", {speed}" if speed else ""),
                   "forward_passes": model.forward_passes - passes, "load_s": load_s,

@@ -137,8 +137,8 @@ def print_table(results: dict):
     print(f"\n{machine.get('cpu', '?')} ({machine.get('capability', 'capability not recorded')}), "
           f"{machine.get('threads', '?')} threads")
     print("\n| case | implementation | LM decode (s) | codec decode (s) | total (s) | vs audiocraft (range) "
-          "| vs exact (range) | real-time factor | forward passes | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| vs exact (range) | real-time factor | forward passes | CPU time (s), vs exact | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         if key == "machine":
             continue
@@ -151,7 +151,19 @@ def print_table(results: dict):
             passes = runs[0].get("forward_passes", "-")
             print(f"| {key} | {name} | {med['lm_s']:.2f} | {med['codec_s']:.3f} | {med['total_s']:.2f} | "
                   f"{_ratio(base, runs) if base else '-'} | {_ratio(exact, runs) if exact else '-'} | "
-                  f"{med['total_s'] / audio_s:.2f} | {passes} | {med['rss_mb']:.0f} |")
+                  f"{med['total_s'] / audio_s:.2f} | {passes} | {_cpu(r['runs'], runs)} | {med['rss_mb']:.0f} |")
+
+
+def _cpu(all_runs: dict, runs: list) -> str:
+    """Median process CPU time of the timed generation (all threads; a measure that a busy machine inflates
+    far less than wall time), and exact's over this one's; '-' where not recorded (audiocraft)."""
+    if not all("total_cpu_s" in x for x in runs):
+        return "-"
+    cpu = statistics.median(x["total_cpu_s"] for x in runs)
+    exact = [x.get("total_cpu_s") for x in all_runs.get("openmagnet_float32", [])]
+    if not exact or None in exact:
+        return f"{cpu:.1f}"
+    return f"{cpu:.1f}, {statistics.median(exact) / cpu:.2f}x"
 
 
 def _ratio(base, runs) -> str:

@@ -690,7 +690,8 @@ def check_speed(ctx: Ctx) -> None:
             free()
     ctx.note("speed table printed below")
     header = ["| architecture | setting | mode | batch 1 end to end (s) | x real time | forward passes | "
-              "largest batch | samples / s there | first (warm-up/compile) run (s) |", "|---|---|---|---|---|---|---|---|---|"]
+              "largest batch | samples / s there | first (warm-up/compile) run (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     SPEED_TABLE[:] = header + table
     print("\n".join(SPEED_TABLE), file=sys.stderr, flush=True)
 
