@@ -13,7 +13,8 @@ conditioner does (conditioners.project_text) and hands the condition to openmagn
 decoding of decoding.py, classifier-free guidance, continuation, generation past the window), so the tokens and the
 audio are those of `MAGNeT.generate` for the same seed and settings. Settings come from the model's
 `generation_config` (do_sample, temperature, top_k, top_p and MAGNeT's decoding_steps, span_arrangement,
-max_cfg_coef, min_cfg_coef, remask_noise), then a `generation_config` argument, then keywords.
+max_cfg_coef, min_cfg_coef, remask_noise, remove_dc and the speed settings), then a `generation_config`
+argument, then keywords.
 
 Loading is strict: `from_pretrained` refuses a folder whose tensors are missing, unexpected or mis-shaped, with one
 line naming them.
@@ -39,8 +40,9 @@ from ..lm import MagnetLM
 from .configuration import AUDIOCRAFT_CODEC, HF_CODEC, MagnetConfig, check_model_type, sub_config
 
 # generate() keywords: MAGNeT's settings (GenerationParams names, do_sample for use_sampling) ...
-SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "decoding_steps", "span_arrangement", "max_cfg_coef",
-            "min_cfg_coef", "remask_noise")
+# (transformers' own names first, then every other GenerationParams field: a new setting needs no edit here)
+SETTINGS = ("do_sample", "temperature", "top_k", "top_p") + tuple(
+    f.name for f in dataclasses.fields(GenerationParams) if f.name not in ("use_sampling", "temperature", "top_k", "top_p"))
 # ... its inputs (what MagnetProcessor returns) ...
 INPUTS = ("input_ids", "attention_mask", "negative_input_ids", "negative_attention_mask", "input_values",
           "padding_mask")
@@ -166,7 +168,7 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
         empty texts fully masked), or, with return_dict_in_generate=True, MagnetGenerateOutput(audio, sequences).
 
         Keywords: MAGNeT's settings (do_sample, temperature, top_k, top_p, decoding_steps, span_arrangement,
-        max_cfg_coef, min_cfg_coef, remask_noise), over `generation_config`, over the model's own;
+        max_cfg_coef, min_cfg_coef, remask_noise, remove_dc, speed, ...), over `generation_config`, over the model's own;
         negative_input_ids / negative_attention_mask (the processor's negative_text): the guidance steers away from
         them; input_values [B, C, L] (+ padding_mask): audio to continue, at config.sampling_rate; duration: seconds
         to generate (default the model's window; more goes window by window); generator: a torch.Generator on the
