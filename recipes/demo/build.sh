@@ -36,11 +36,11 @@ $OM codec export "$WORK/codec16" --out "$WORK/codec_model"
 $OM codec eval "$WORK/codec_model" --data "$WORK/gate" --clips 16 --seconds 5 > "$WORK/codec_gates.json"
 
 # 3. MAGNeT on the 16 kHz tokens (rebuild 3): 384 wide, 8 layers, 6 heads (22 M parameters), all-MiniLM-L6-v2
-#    text states, 10-s segments from the token cache of 12 h, lr 6e-4 cosine over 8000 steps, warm-up 500; held-out
+#    text states, 10-s segments from the token cache of 12 h, lr 6e-4 cosine over 3000 steps, warm-up 500; held-out
 #    CE with true, shuffled and no text next to the codes' unigram entropy at every validation; --precision auto:
 #    bf16 autocast on a CPU with native bf16 (AVX512_BF16, AMX), fp32 on one without. The codec is the one step 2
 #    writes; without it (rebuilding only the LM) the bundled model's codec, as rebuild 3 did.
-LM_STEPS="${LM_STEPS:-8000}"
+LM_STEPS="${LM_STEPS:-3000}"
 if [ -f "$WORK/codec_model/compression_state_dict.bin" ]; then CODEC="$WORK/codec_model"; else CODEC=src/openmagnet/assets/demo; fi
 if [ -d "$WORK/lm3/checkpoints" ]; then
     $OM train --out "$WORK/lm3" --resume --max-steps "$LM_STEPS"

@@ -144,7 +144,8 @@ class TextConditioner:
             raise ValueError(
                 f"cannot load the text encoder {name!r} ({why}): it comes from the Hugging Face hub on first use and "
                 f"the cache does not hold it; run once where the hub can be reached ({OFFLINE_HINT} afterwards), "
-                f"or point HF_HUB_CACHE / HF_HOME at a cache that holds it") from None
+                f"point HF_HUB_CACHE / HF_HOME at a cache that holds it, or load a local copy (in Python: "
+                f"get_pretrained(..., text_encoder='/path/to/{name}'))") from None
         finally:
             if bar:
                 hf_logging.enable_progress_bar()

@@ -258,7 +258,8 @@ def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     for bad, message in (("temp=1", "--generation temp: unknown setting; known: use_sampling, top_k, top_p, "
                                     "temperature, max_cfg_coef, min_cfg_coef, decoding_steps, span_arrangement, "
-                                    "remask_noise"),
+                                    "remask_noise, remove_dc, speed, guidance_every, fine_step_share, "
+                                    "confidence_stop"),
                          ("top_p=2", "--generation top_p=2: top_p must be in [0, 1] (0 disables nucleus sampling); "
                                      "got 2.0"),
                          ("decoding_steps=1,2", "--generation decoding_steps=1,2: decoding_steps must be 4 positive "
