@@ -1,11 +1,11 @@
-"""Command-line parser of `openmagnet convert` (argparse only: importing this module costs nothing; the models and
-transformers are imported when the command runs)."""
+"""Command-line parser of `openmagnet convert` (importing it costs nothing: layouts.py imports the models and
+transformers when a conversion runs)."""
 from __future__ import annotations
 
 import argparse
 import typing as tp
 
-LAYOUTS = ("transformers", "audiocraft", "openmagnet")
+from .layouts import LAYOUTS, convert
 
 
 def add_convert_parser(sub: tp.Any) -> None:
@@ -28,8 +28,6 @@ def add_convert_parser(sub: tp.Any) -> None:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    from .layouts import convert  # lazy: loads torch (and transformers for that layout)
-
     out = convert(args.src, args.dst, args.to, text_encoder=args.text_encoder)
     if not args.quiet:
         print(f"converted {args.src} -> {out} ({args.to} layout)")

@@ -17,7 +17,8 @@ import typing as tp
 from pathlib import Path
 
 from ..files import check_new_folder, new_folder
-from .command import LAYOUTS
+
+LAYOUTS = ("transformers", "audiocraft", "openmagnet")  # what --to takes
 
 PathLike = tp.Union[str, os.PathLike]
 
