@@ -14,8 +14,6 @@ import dataclasses
 import logging
 import math
 import os
-import platform
-import re
 import typing as tp
 import warnings
 from pathlib import Path
@@ -27,107 +25,18 @@ from .checkpoint import codec_from_package, lm_from_package
 from .conditioners import check_descriptions, make_conditioner
 from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, speed_settings
 from .decoding import generate_tokens, mix_guidance, top_code_share
-from .hardware import bf16_native, cuda_bf16_native, int8_saturates, mps_available, slow_dtype_reason
+from .hardware import bf16_native, int8_saturates, slow_dtype_reason
 from .hub import check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM, pad_cross_kv
 from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
-from .runtime import TEXT_BUCKET, FastMode, apply_fast_mode, compile_lm, describe_mode, fast_mode, int8_kernel_choice
+from .runtime import TEXT_BUCKET, FastMode, apply_fast_mode, check_device, check_generator, codec_device, compile_lm, \
+    default_dtype, describe_mode, fast_mode, int8_kernel_choice, parse_dtype
+from .runtime import deterministic  # noqa: F401 - the README's openmagnet.api.deterministic()
 
 
 PathLike = tp.Union[str, os.PathLike]
 logger = logging.getLogger("openmagnet")
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """float32 on CPU and MPS; on CUDA bfloat16 where the GPU runs it natively (compute capability
-    8.0 on), float16 otherwise (T4, V100: `torch.cuda.is_bf16_supported()` counts their emulated,
-    slow bf16)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
-    return torch.float32
-
-
-def check_device(device: tp.Union[str, torch.device, None],
-                 fix: str = "use device='cpu', or device=None for the best available") -> torch.device:
-    """The device to run on (None: `default_device()`), or a one-line ValueError ending in `fix` when
-    it is not a device name or this machine lacks it (the CLI and the app pass their own `fix`)."""
-    if device is None:
-        return default_device()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}: {fix}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build): {fix}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"there is no GPU {device} on this machine ({torch.cuda.device_count()} found): {fix}")
-    if device.type == "mps" and not mps_available():
-        raise ValueError(f"MPS (the Apple GPU) is not available on this machine: {fix}")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {str(device)!r} is not supported: {fix}")
-    return device
-
-
-def codec_device(device: tp.Union[str, torch.device], mac_version: tp.Optional[str] = None,
-                 torch_version: tp.Optional[str] = None) -> torch.device:
-    """Where the codec runs for a model on `device`: the same device, except on MPS before macOS 15.1
-    or torch 2.6, which refuse (or, before torch 2.5, miscompute) a convolution with an output
-    dimension over 65536 (pytorch#129207, #140726), and a 10 s clip is 320,000 samples: there the
-    codec runs on the CPU. mac_version / torch_version ('14.6.1', '2.5.1+cpu'): default this machine's."""
-    device = torch.device(device)
-    if device.type != "mps":
-        return device
-    mac = _release(platform.mac_ver()[0] if mac_version is None else mac_version)
-    torch_release = _release(torch.__version__ if torch_version is None else torch_version)
-    return device if mac >= (15, 1) and torch_release >= (2, 6) else torch.device("cpu")
-
-
-def _release(version: str) -> tp.Tuple[int, ...]:
-    """(15, 1) from '15.1', (2, 6, 0) from '2.6.0+cpu'; () when unreadable (sorts before any release)."""
-    found = re.match(r"\d+(\.\d+)*", version.strip())
-    return tuple(int(part) for part in found.group(0).split(".")) if found else ()
-
-
-def check_generator(generator: tp.Optional[torch.Generator], device: torch.device) -> None:
-    """Sampling draws its random numbers on `device`: a generator must live there too (torch
-    otherwise fails mid-generation with "Expected a 'cuda' device type for generator")."""
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    check_generator_device(generator.device, device)
-
-
-def check_generator_device(generator_device: torch.device, model_device: torch.device) -> None:
-    if generator_device.type != model_device.type or (
-            None not in (generator_device.index, model_device.index) and generator_device.index != model_device.index):
-        raise ValueError(f"the generator is on {generator_device} but the model samples on {model_device}: "
-                         f"create it there, e.g. torch.Generator(device=model.device).manual_seed(0)")
-
-
-def deterministic(enabled: bool = True) -> None:
-    """Repeatable CUDA runs (CPU runs already are): deterministic kernels only (a kernel without one
-    raises), no cuDNN autotuning, no TF32 in matrix products and convolutions, and
-    CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset (cuBLAS reads it once: call this before the first CUDA
-    work). Slower. Runs then repeat on the same GPU, driver and torch, but still differ from CPU runs
-    (other kernels, other summation order), and bf16 (the CUDA default) from float32.
-    enabled=False restores torch's defaults."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.allow_tf32 = not enabled
-    torch.set_float32_matmul_precision("highest")
 
 
 class GuidedLogits:
@@ -281,7 +190,7 @@ class MAGNeT:
                              f"dtype=torch.bfloat16 or torch.float16 on {device.type}, or device='cpu'")
         if fast_recheck and not fast:
             raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
-        exact = dtype is None and device.type != "cuda" or dtype is not None and _parse_dtype(dtype) == torch.float32
+        exact = dtype is None and device.type != "cuda" or dtype is not None and parse_dtype(dtype) == torch.float32
         if compile and not fast and quantize is None and exact:
             raise ValueError("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
                              "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
@@ -296,11 +205,11 @@ class MAGNeT:
                 dtype = mode.dtype
             if banded_attention is None:
                 banded_attention = True if measure else mode.banded_attention
-        if quantize == "int8-all" and dtype is not None and _parse_dtype(dtype) != torch.float32:
+        if quantize == "int8-all" and dtype is not None and parse_dtype(dtype) != torch.float32:
             raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
                              f"quantize='int8' to keep the attention projections in that dtype")
         if dtype is not None:
-            dtype = _parse_dtype(dtype)
+            dtype = parse_dtype(dtype)
         elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
             dtype = torch.bfloat16 if bf16_native(device) else torch.float32
         else:
@@ -909,18 +818,3 @@ def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE,
     if stages:
         warnings.warn(SamplingCollapsed({k: float(share[k]) for k in stages}, threshold, params), stacklevel=4)
     return stages
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16}
-
-
-def _parse_dtype(dtype: tp.Union[str, torch.dtype]) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype!r}")

@@ -119,8 +119,9 @@ def _generate(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
 
-    from .api import MAGNeT, check_device  # lazy: loads torch
+    from .api import MAGNeT  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
+    from .runtime import check_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,10 +182,10 @@ def _check_dtype(dtype: tp.Optional[str], device: tp.Any) -> None:
     """--dtype that this device runs slower than float32 (bf16 on a CPU without native bf16, fp16 on any CPU)."""
     if dtype is None:
         return
-    from .api import _parse_dtype, fast_mode
+    from .runtime import fast_mode, parse_dtype
     from .hardware import slow_dtype_reason
 
-    reason = slow_dtype_reason(device, _parse_dtype(dtype))
+    reason = slow_dtype_reason(device, parse_dtype(dtype))
     if reason is not None:
         raise ValueError(f"--dtype {dtype} on this {device.type.upper()} is a trap: {reason}: use --fast (here: "
                          f"{fast_mode(device)}) or leave --dtype out")
@@ -247,8 +248,9 @@ def _edit(args: argparse.Namespace) -> int:
 def _run_edit(args: argparse.Namespace) -> int:
     import torch
 
-    from .api import MAGNeT, check_device  # lazy: loads torch
+    from .api import MAGNeT  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
+    from .runtime import check_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from ..api import MAGNeT, check_device, describe_mode, recommended_params
+from ..api import MAGNeT, recommended_params
 from ..audio import audio_read, audio_write, save_spectrogram
 from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
 from ..hardware import mps_available
 from ..locate import model_name_problem
+from ..runtime import check_device, describe_mode
 from .security import AppError, Policy, check_model, check_upload, output_stem
 
 RELEASED_MODELS = (
