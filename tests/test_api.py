@@ -219,7 +219,7 @@ def test_cpu_generator_with_cpu_model_reproduces():
 
 def test_collapsed_sampling_is_warned(model):
     """One code filling more than 30 % of a stage's frames gets a RuntimeWarning naming the stage and the fix."""
-    from openmagnet.api import warn_if_collapsed
+    from openmagnet.modes import warn_if_collapsed
 
     import warnings
 
@@ -257,7 +257,7 @@ def test_the_collapse_warning_names_a_remedy_not_in_force():
     """With re-masking noise already on (the demo model's 3), the warning does not ask for it again but for what
     helped there (a weaker guidance, a higher temperature); at CFG 1 it no longer suggests lowering the guidance;
     the command line says it in flags."""
-    from openmagnet.api import SamplingCollapsed
+    from openmagnet.modes import SamplingCollapsed
     from openmagnet.config import GenerationParams
     from openmagnet.cli import FLAGS
 
