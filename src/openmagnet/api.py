@@ -22,7 +22,7 @@ from .checkpoint import codec_from_package, lm_from_package
 from .codec import decode_chunked
 from .conditioners import make_conditioner
 from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, generation_params, recommended_params
-from .hardware import bf16_native, int8_saturates, slow_dtype_reason
+from .hardware import bf16_native, slow_dtype_reason
 from .hub import check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
 from .modes import extend_plan
@@ -30,7 +30,7 @@ from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
 from .request import Request, window_stride
 from .request import run as run_request
-from .runtime import FastMode, apply_fast_mode, check_device, codec_device, compile_lm, default_dtype, describe_mode, \
+from .runtime import FastMode, apply_fast_mode, check_device, codec_device, compile_lm, default_dtype, describe_lm, \
     fast_mode, int8_kernel_choice, parse_dtype
 from .runtime import deterministic  # noqa: F401 - the README's openmagnet.api.deterministic()
 
@@ -243,17 +243,7 @@ class MAGNeT:
     @property
     def mode(self) -> str:
         """How the LM runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
-        lm = self.lm
-        ffn = lm.transformer.layers[0].linear1.weight
-        text = describe_mode(lm.dtype, lm.quantized, lm.int8_engine, None if ffn.is_meta else ffn.dtype)
-        if lm.quantized and self.device.type == "cpu" and lm.int8_engine != "int_mm" and \
-                int8_saturates(lm.int8_engine):
-            text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
-        if lm.banded_attention:
-            text += ", banded attention"
-        elif lm.dtype == ffn.dtype == torch.float32 and not lm.quantized and self.device.type == "cpu":
-            text += " (exact)"
-        return text
+        return describe_lm(self.lm)
 
     @property
     def cfg(self) -> LMConfig:

@@ -98,7 +98,12 @@ def _check_model_name(name: tp.Optional[str]) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     prompts = list(args.prompts)
-    if not prompts and args.prompt_audio is None:
+    if args.prompts_file is not None:
+        if prompts or args.prompt_audio is not None:
+            raise ValueError("--prompts-file gives the prompts: drop the text prompts and --prompt-audio")
+        if not Path(args.prompts_file).expanduser().is_file():
+            raise ValueError(f"--prompts-file {args.prompts_file}: no such file")
+    elif not prompts and args.prompt_audio is None:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
@@ -108,9 +113,14 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("--fast-recheck times the kernels of --fast again: add --fast")
     _check_flags(args)
     _check_model_name(args.model)
+    lines = None
+    if args.prompts_file is not None:
+        from .request import read_prompts_file  # lazy: loads torch
+
+        lines = read_prompts_file(args.prompts_file)
     discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
     try:
-        return _run_generate(args, prompts)
+        return _run_generate(args, prompts) if lines is None else _run_prompts_file(args, lines)
     except BaseException:
         discard()  # the folders it created, while still empty
         raise
@@ -119,9 +129,33 @@ def _generate(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
 
-    from .api import MAGNeT  # lazy: loads torch
     from .audio import audio_write  # lazy: loads torch
     from .request import run
+
+    model = _load(args)
+    if args.loop and args.duration is not None and args.duration > model.max_duration:
+        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
+                         f"it out)")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    with Progress("decoding", args.quiet) as bar:
+        request = generate_request(args, prompts, settings(model, args), bar)
+        wavs = run(model, request).audio
+    descriptions = request.prompts
+    out = Path(args.out).expanduser()
+    for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
+        stem = _out_stem(out / slug(text, i), args)
+        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
+                           strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
+        print(path)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tp.Any:
+    """The model of `generate`, as --device, --dtype, --quantize, --fast and --compile ask (said on stderr)."""
+    import torch
+
+    from .api import MAGNeT  # lazy: loads torch
     from .runtime import check_device
 
     if args.threads:
@@ -139,21 +173,40 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
         if model.fast_mode is not None:
             print(f"fast mode: {model.fast_mode.why}", file=sys.stderr)
-    if args.loop and args.duration is not None and args.duration > model.max_duration:
-        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
-                         f"it out)")
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    with Progress("decoding", args.quiet) as bar:
-        request = generate_request(args, prompts, settings(model, args), bar)
-        wavs = run(model, request).audio
-    descriptions = request.prompts
+    return model
+
+
+def _run_prompts_file(args: argparse.Namespace, lines: tp.List[tp.Any]) -> int:
+    """`generate --prompts-file`: one clip per prompt, named after its line (NN_words), each written once: a clip
+    already in --out is skipped (a rerun resumes; --overwrite makes them again). Under torchrun (RANK, WORLD_SIZE)
+    each process makes the prompts i with i % WORLD_SIZE == RANK."""
+    from .audio import audio_write
+    from .request import Request, launched_shard, run
+
+    rank, world = launched_shard()
+    model = _load(args)
+    params = settings(model, args)
     out = Path(args.out).expanduser()
-    for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
-        stem = _out_stem(out / slug(text, i), args)
-        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
-                           strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
-        print(path)
+    for i, line in enumerate(lines):
+        if i % world != rank:
+            continue
+        stem = out / slug(line.text, i)
+        if not args.overwrite and Path(f"{stem}.{args.format}").exists():
+            print(f"{stem}.{args.format}: already written, skipped", file=sys.stderr)
+            continue
+        duration = line.duration if line.duration is not None else args.duration
+        if args.loop and duration is not None and duration > model.max_duration:
+            raise ValueError(f"--loop makes one window at most: prompt {i + 1} asks for {duration:g} s "
+                             f"(at most {model.max_duration:g})")
+        negative = line.negative if line.negative is not None else args.negative
+        with Progress(f"{i + 1}/{len(lines)}", args.quiet) as bar:
+            request = Request(prompts=[line.text], negatives=None if negative is None else [negative],
+                              mode="loop" if args.loop else "text", duration=duration,
+                              extend_stride=args.extend_stride, seed=line.seed if line.seed is not None else args.seed,
+                              params=params, progress=bar)
+            wav = run(model, request).audio[0]
+        print(audio_write(stem, wav.cpu(), model.sample_rate, format=args.format, strategy=args.strategy,
+                          loudness_compressor=args.strategy == "loudness"))
     return 0
 
 
@@ -286,11 +339,29 @@ def edit_request(args: argparse.Namespace, wav: tp.Any, sample_rate: int, params
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The dispatcher: `generate` and `edit` here, every other sub-command's parser in its room's command.py."""
     parser = argparse.ArgumentParser(prog="openmagnet", description="MAGNeT text-to-music and text-to-sound.")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_parser(sub)
+    add_edit_parser(sub)
+    add_app_parser(sub)
+    add_data_parser(sub)
+    add_train_parser(sub)
+    add_export_parser(sub)
+    add_eval_parser(sub)
+    add_codec_parser(sub)
+    add_convert_parser(sub)
+    return parser
+
+
+def add_generate_parser(sub: tp.Any) -> None:
     g = sub.add_parser("generate", help="generate audio from text prompts",
                        description="Generate one clip per text prompt (or continue --prompt-audio).")
     g.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
+    g.add_argument("--prompts-file", default=None, metavar="FILE",
+                   help="prompts one a line (text, or JSON lines with \"text\" and optional \"seed\", \"duration\", "
+                        "\"negative\"): one clip each, named after its line; clips already in --out are skipped "
+                        "(a rerun resumes); under torchrun each process makes its share")
     g.add_argument("--model", default=None,
                    help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL_HELP}; "
                         "downloads on first use)")
@@ -346,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+
+
+def add_edit_parser(sub: tp.Any) -> None:
     e = sub.add_parser("edit", help="regenerate time regions of an audio file (infill)",
                        description="Regenerate the given regions of INPUT (at most the model's window long) with the "
                                    "rest as context on both sides, optionally guided by a text prompt.")
@@ -372,15 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_edit)
-
-    add_app_parser(sub)
-    add_data_parser(sub)
-    add_train_parser(sub)
-    add_export_parser(sub)
-    add_eval_parser(sub)
-    add_codec_parser(sub)
-    add_convert_parser(sub)
-    return parser
 
 
 # set_generation_params() names as the generate and edit commands spell them, for messages that name a setting

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 import typing as tp
 import warnings
 
@@ -78,7 +80,8 @@ class Run:
 
     def sample(self, descriptions: Texts, negatives: tp.Optional[Texts], frames: int,
                prompt: tp.Optional[torch.Tensor] = None,
-               infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None, progress: tp.Optional[Progress] = None) -> torch.Tensor:
+               infill: tp.Optional[tp.Tuple[torch.Tensor, torch.Tensor]] = None,
+               progress: tp.Optional[Progress] = None) -> torch.Tensor:
         """One window of `frames` frames: codes [B, K, T] (T trimmed to whole spans for 'nonoverlap'), with the
         first frames fixed to `prompt` [B, K, Tp], or the frames marked in `infill`'s keep fixed to its codes.
         `progress`: this window's callback (default the run's)."""
@@ -259,5 +262,16 @@ def warn_if_collapsed(tokens: torch.Tensor, threshold: float = COLLAPSE_SHARE,
     share = top_code_share(tokens).amax(0)  # [K], the worst clip per stage
     stages = [k for k, s in enumerate(share.tolist()) if s > threshold]
     if stages:
-        warnings.warn(SamplingCollapsed({k: float(share[k]) for k in stages}, threshold, params), stacklevel=4)
+        warnings.warn(SamplingCollapsed({k: float(share[k]) for k in stages}, threshold, params),
+                      stacklevel=_outside_level())
     return stages
+
+
+def _outside_level() -> int:
+    """warnings.warn's stacklevel of the first caller outside openmagnet (the user's line, however deep the
+    generation's path inside the package)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing as tp
 
 import torch
@@ -251,3 +252,70 @@ def prepare_audio(model: tp.Any, audio: tp.Any, rate: tp.Any, what: str,
         raise ValueError(f"the {what} is shorter than one sample at {model.sample_rate} Hz ({seconds:.2g} s): give "
                          f"a longer {what}" + (", or use generate()" if what == "prompt" else ""))
     return audio.to(model.device)
+
+
+# ------------------------------------------------------------------------------------------ prompts files
+@dataclasses.dataclass(frozen=True)
+class PromptLine:
+    """One prompt of a prompts file, with what it sets for itself (None: the command's flag)."""
+    text: str
+    seed: tp.Optional[int] = None
+    duration: tp.Optional[float] = None
+    negative: tp.Optional[str] = None
+
+
+def read_prompts_file(path: tp.Union[str, os.PathLike]) -> tp.List[PromptLine]:
+    """The prompts of a file, one a line: plain text, or a JSON object {"text": ..., and optionally "seed" (an
+    integer), "duration" (seconds) and "negative" (text)}. Blank lines and lines starting with # are skipped;
+    anything else that is not a prompt is a one-line error naming its line."""
+    import json
+    from pathlib import Path
+
+    lines = []
+    for number, raw in enumerate(Path(path).expanduser().read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("{"):
+            lines.append(PromptLine(line))
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        lines.append(_prompt_line(entry, f"{path} line {number}"))
+    if not lines:
+        raise ValueError(f"{path} holds no prompt: write one prompt a line")
+    return lines
+
+
+def _prompt_line(entry: tp.Any, where: str) -> PromptLine:
+    unknown = sorted(set(entry) - {"text", "seed", "duration", "negative"}) if isinstance(entry, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"{where}: a JSON line is an object with \"text\" and optionally \"seed\", \"duration\", "
+                         f"\"negative\"" + (f"; got {', '.join(map(repr, unknown))}" if unknown else ""))
+    text, seed, duration, negative = (entry.get(k) for k in ("text", "seed", "duration", "negative"))
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: \"text\" must be a non-empty string")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"{where}: \"seed\" must be a whole number >= 0, got {seed!r}")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not math.isfinite(duration) or duration <= 0):
+        raise ValueError(f"{where}: \"duration\" must be a positive number of seconds, got {duration!r}")
+    if negative is not None and not isinstance(negative, str):
+        raise ValueError(f"{where}: \"negative\" must be a string, got {negative!r}")
+    return PromptLine(text.strip(), seed, None if duration is None else float(duration), negative)
+
+
+def launched_shard(environ: tp.Optional[tp.Mapping[str, str]] = None) -> tp.Tuple[int, int]:
+    """(rank, world size) of this process as torchrun (or any launcher that sets RANK and WORLD_SIZE) started it;
+    (0, 1) alone. The i-th piece of work is this process's when i % world == rank: no process group needed."""
+    env = os.environ if environ is None else environ
+    try:
+        world, rank = int(env.get("WORLD_SIZE", "1")), int(env.get("RANK", "0"))
+    except ValueError:
+        raise ValueError(f"RANK and WORLD_SIZE must be whole numbers, got RANK={env.get('RANK')!r} "
+                         f"WORLD_SIZE={env.get('WORLD_SIZE')!r}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK {rank} is not between 0 and WORLD_SIZE - 1 ({world - 1})")
+    return rank, world

@@ -273,6 +273,20 @@ def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str], e
     return name
 
 
+def describe_lm(lm: MagnetLM) -> str:
+    """How `lm` runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
+    ffn = lm.transformer.layers[0].linear1.weight
+    text = describe_mode(lm.dtype, lm.quantized, lm.int8_engine, None if ffn.is_meta else ffn.dtype)
+    cpu = lm.device.type == "cpu"
+    if lm.quantized and cpu and lm.int8_engine != "int_mm" and int8_saturates(lm.int8_engine):
+        text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
+    if lm.banded_attention:
+        text += ", banded attention"
+    elif lm.dtype == ffn.dtype == torch.float32 and not lm.quantized and cpu:
+        text += " (exact)"
+    return text
+
+
 # ------------------------------------------------------------------------------------------ the decision
 def candidates() -> tp.Dict[str, tp.List[str]]:
     """Per group, the kernels worth timing on this CPU (the trap refusals apply: bf16 only where native)."""

@@ -17,7 +17,7 @@ import torch
 
 from ..api import MAGNeT
 from ..audio import audio_read, audio_write, save_spectrogram
-from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
+from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
 from ..config import generation_params, recommended_params
 from ..hardware import mps_available
 from ..locate import model_name_problem
@@ -60,14 +60,6 @@ def model_choices() -> tp.List[str]:
     """The bundled demo model (when this copy has it) followed by the six released checkpoints."""
     bundled = [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
     return bundled + list(RELEASED_MODELS)
-
-
-def recommended_params_for_name(name: str) -> dict:
-    """MAGNeT.recommended_params for a model guessed from its name before it is loaded: a bundled model's
-    own stored settings (its file's metadata), else api.recommended_params for its kind (the audio-magnet
-    models are the 16 kHz sound ones, the *30secs models make 30 s)."""
-    guess = recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
-    return {**guess, **(bundled_generation(name) or {})}
 
 
 @dataclasses.dataclass
@@ -364,6 +356,15 @@ class Engine:
                 raise AppError(f"Could not load model {name!r}: {error_message(exc)}") from exc
             self._model_key, self._failed = key, None
         return self._model
+
+    def recommended_params(self, name: str, device: str = "auto", fast: bool = False) -> dict:
+        """The page's settings for the model `name`, from the model itself (MAGNeT.recommended_params: its own
+        sample rate, window and stored settings), loaded through the cache; when it cannot be loaded, the music
+        models' recommendation (Generate then tells why it cannot be loaded)."""
+        try:
+            return self.model(name, device, fast).recommended_params()
+        except AppError:
+            return recommended_params(32000, 10.0)
 
     def model_info(self) -> str:
         if self._model is None and self._failed:
