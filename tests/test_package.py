@@ -159,7 +159,8 @@ def test_every_inference_module_is_guarded():
             "openmagnet.decoding", "openmagnet.attention", "openmagnet.sampling", "openmagnet.config",
             "openmagnet.quantize", "openmagnet.conditioners", "openmagnet.audio", "openmagnet.files",
             "openmagnet.hardware", "openmagnet.locate", "openmagnet.codec", "openmagnet.codec.encodec",
-            "openmagnet.codec.rvq", "openmagnet.codec.seanet"} <= found
+            "openmagnet.codec.rvq", "openmagnet.codec.seanet", "openmagnet.codec.chunked", "openmagnet.runtime",
+            "openmagnet.modes", "openmagnet.request"} <= found
     assert not [m for m in found if any(within(m, room) for room in NOT_FOR_INFERENCE) or m.endswith(".command")]
     assert "openmagnet.evaluation.objective" not in found and "openmagnet.train.command" not in found
 

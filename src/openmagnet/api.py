@@ -21,7 +21,8 @@ import torch
 from .checkpoint import codec_from_package, lm_from_package
 from .codec import decode_chunked
 from .conditioners import make_conditioner
-from .config import SPEED_FIELDS, GenerationParams, LMConfig, TextConfig, generation_params, recommended_params
+from .config import GenerationParams, LMConfig, TextConfig, generation_params, recommended_params, \
+    reference_keywords
 from .hardware import bf16_native, slow_dtype_reason
 from .hub import check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
@@ -267,15 +268,7 @@ class MAGNeT:
         `remask_noise` and `remove_dc` are listed only when set, and the speed settings only when one is on, so
         the dict is the reference's otherwise. `set_generation_params(**model.generation_params)` restores them
         (it takes `temp` for `temperature`)."""
-        p = self.params
-        params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
-                      max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
-                      decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
-        ours = dict(remask_noise=p.remask_noise, remove_dc=p.remove_dc)
-        params.update({key: value for key, value in ours.items() if value})
-        if not p.reference_decoding or p.speed is not None:
-            params.update(speed=p.speed, **{name: getattr(p, name) for name in SPEED_FIELDS})
-        return params
+        return reference_keywords(self.params)
 
     # -------------------------------------------------------------------------------- settings
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 0, top_p: float = 0.9,

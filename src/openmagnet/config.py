@@ -235,6 +235,19 @@ RELEASED_DEFAULT = "facebook/magnet-small-10secs"  # the model without --model w
 DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
 
 
+def reference_keywords(p: GenerationParams) -> tp.Dict[str, tp.Any]:
+    """`p` as set_generation_params() keywords under the reference's names (temperature as 'temp'); our
+    remask_noise and remove_dc only when set, the speed settings only when one is on (MAGNeT.generation_params)."""
+    params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                  max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
+                  decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
+    ours = dict(remask_noise=p.remask_noise, remove_dc=p.remove_dc)
+    params.update({key: value for key, value in ours.items() if value})
+    if not p.reference_decoding or p.speed is not None:
+        params.update(speed=p.speed, **{name: getattr(p, name) for name in SPEED_FIELDS})
+    return params
+
+
 def generation_params(base: tp.Optional[GenerationParams] = None, **given: tp.Any) -> GenerationParams:
     """GenerationParams from set_generation_params() keywords, each given one replacing `base`'s value (None: the
     API defaults), validated once (GenerationParams): `temp` is `temperature` under the reference's name; `speed`
