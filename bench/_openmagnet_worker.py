@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 import openmagnet  # noqa: E402
 from openmagnet import MAGNeT  # noqa: E402
+from openmagnet.request import Request, text_tokens  # noqa: E402
 
 torch.set_num_threads(a.threads)
 parts = a.mode.split("+")
@@ -45,7 +46,7 @@ torch.manual_seed(a.seed)
 passes = model.forward_passes
 with torch.inference_mode():
     c0, t0 = time.process_time(), time.perf_counter()
-    tokens = model._generate_tokens(list(a.prompts), None, False, None)
+    tokens = text_tokens(model, Request(prompts=list(a.prompts)))
     t1 = time.perf_counter()
     audio = model.generate_audio(tokens)
     c2, t2 = time.process_time(), time.perf_counter()

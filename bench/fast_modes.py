@@ -33,7 +33,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from openmagnet.api import MAGNeT, guided_logits_fn  # noqa: E402
+from openmagnet.api import MAGNeT  # noqa: E402
+from openmagnet.modes import guided_logits_fn  # noqa: E402
+from openmagnet.request import Request, text_tokens  # noqa: E402
 
 PROMPTS = ["80s electronic track with melodic synthesizers, catchy beat and groovy bass",
            "calm acoustic guitar ballad with soft piano", "energetic EDM with a big drop at 128 bpm",
@@ -157,7 +159,7 @@ def main() -> None:
                 model.set_generation_params(use_sampling=False, decoding_steps=[int(20 * model.duration / 10)]
                                             + [10, 10, 10])
                 t0 = time.perf_counter()
-                tokens = model._generate_tokens(prompts, None, False, None)
+                tokens = text_tokens(model, Request(prompts=prompts, duration=model.duration))
                 row["greedy_s"] = time.perf_counter() - t0
                 if mode == "fp32":
                     exact["tokens"] = tokens

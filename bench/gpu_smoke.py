@@ -62,7 +62,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import openmagnet  # noqa: E402
-from openmagnet import api  # noqa: E402
+from openmagnet import api, runtime  # noqa: E402
 from openmagnet.api import MAGNeT  # noqa: E402
 from openmagnet.hardware import bf16_native, cuda_bf16_native, describe_machine  # noqa: E402
 
@@ -196,9 +196,9 @@ def check_loading(ctx: Ctx) -> None:
         ctx.note(f"cc {major}.{minor}")
         if major >= 8 and not getattr(torch.version, "hip", None):
             ctx.expect(dtype == torch.bfloat16, f"bf16 expected on compute capability >= 8, got {dname(dtype)}")
-    ctx.note(f"lm dtype {dname(dtype)} (api.default_dtype {dname(api.default_dtype(DEV))})")
+    ctx.note(f"lm dtype {dname(dtype)} (runtime.default_dtype {dname(runtime.default_dtype(DEV))})")
     ctx.expect(dtype == want, f"lm dtype {dname(dtype)} != {dname(want)}")
-    ctx.expect(dtype == api.default_dtype(DEV), "lm dtype != api.default_dtype(device)")
+    ctx.expect(dtype == runtime.default_dtype(DEV), "lm dtype != runtime.default_dtype(device)")
     ctx.expect(on_device(model.lm), f"lm on {params_devices(model.lm)}")
     ctx.expect(on_device(model.compression_model), f"codec on {params_devices(model.compression_model)}")
     codec_dtypes = {dname(p.dtype) for p in model.compression_model.parameters()}
@@ -312,7 +312,7 @@ def check_generator_device(ctx: Ctx) -> None:
         else:
             ctx.expect(False, f"{name}: no error with a CPU generator")
     try:
-        api.check_generator(torch.Generator(device=DEV), model.device)
+        runtime.check_generator(torch.Generator(device=DEV), model.device)
         ctx.note("a generator on the device passes")
     except Exception as exc:  # noqa: BLE001
         ctx.expect(False, f"device generator refused: {error_line(exc)}")
@@ -740,7 +740,7 @@ def main() -> int:
               f"CUDA {torch.version.cuda}, python {sys.version.split()[0]}", "", "```", describe_machine(), "```", ""]
     if CUDA:
         try:
-            api.check_device(DEV)
+            runtime.check_device(DEV)
         except ValueError as exc:
             print("\n".join(header))
             print(f"cannot run on {ARGS.device}: {exc}")

@@ -150,17 +150,17 @@ def test_cli_fast_prints_its_measured_choice(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_speed_turbo_does_half_the_work(tmp_path, capsys, monkeypatch):
-    from openmagnet.api import MAGNeT
+    from openmagnet import request
 
     passes = []
-    original = MAGNeT.generate
+    original = request.run
 
-    def recording(self, *args, **kwargs):
-        before = self.forward_passes
-        out = original(self, *args, **kwargs)
-        passes.append((self.params.speed, self.forward_passes - before))
+    def recording(model, generation):  # the one path from the command line to a generation
+        before = model.forward_passes
+        out = original(model, generation)
+        passes.append((out.params.speed, model.forward_passes - before))
         return out
-    monkeypatch.setattr(MAGNeT, "generate", recording)
+    monkeypatch.setattr(request, "run", recording)
     base = ["generate", "happy rock", "--model", str(FIXTURES / "music10"), "--steps", "4", "2", "2", "2",
             "--duration", "0.5", "--quiet", "--out"]
     assert run_cli(base + [str(tmp_path / "a")], capsys)[0] == 0

@@ -88,5 +88,5 @@ def test_float16_is_refused_on_cpu():
 
 
 def test_quantize_without_a_device_loads_on_cpu(monkeypatch):
-    monkeypatch.setattr("openmagnet.api.default_device", lambda: torch.device("cuda"))  # a GPU machine
+    monkeypatch.setattr("openmagnet.runtime.default_device", lambda: torch.device("cuda"))  # a GPU machine
     assert MAGNeT.get_pretrained(FIXTURES / "music10", quantize="int8").device.type == "cpu"

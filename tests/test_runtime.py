@@ -1,7 +1,11 @@
-"""Fast mode's decisions (openmagnet/runtime.py): the kernel pair chosen from measured timings (faked here, so
+"""The runtime's decisions (openmagnet/runtime.py). GPU and Mac decisions, checked on CPU: the default dtype per
+GPU, where the codec runs on MPS, device and generator checks and the deterministic switch (the accelerator is
+faked: monkeypatched torch queries, or the decision function called with a device object; nothing runs on it).
+Fast mode: the kernel pair chosen from measured timings (faked here, so
 that nothing depends on this machine's speed), never slower than float32; the timings cached per CPU and torch
 version and measured again on request; what get_pretrained(fast=True) then loads; the GPU rules."""
 import json
+import os
 import random
 
 import pytest
@@ -10,7 +14,8 @@ import torch
 from tests.conftest import FIXTURES
 from openmagnet import MAGNeT
 from openmagnet import hardware, runtime
-from openmagnet.runtime import FastMode, allowed, choose_kernels, group_cost
+from openmagnet.runtime import FastMode, allowed, check_device, check_generator, check_generator_device, \
+    choose_kernels, codec_device, default_dtype, deterministic, group_cost
 
 
 def fake_cpu(**kw):
@@ -236,3 +241,91 @@ def test_compile_is_refused_for_exact_and_runs_a_fast_mode(monkeypatch, tmp_path
     assert (tokens[0] == tokens[1]).float().mean() > 0.9
     again = compiled.generate(["a much longer prompt about calm piano and soft strings"], return_tokens=True)[1]
     assert again.shape == tokens[0].shape
+
+
+# ---------------------------------------------------------------------------------------- default dtype
+@pytest.mark.parametrize("capability,dtype", [((7, 0), torch.float16), ((7, 5), torch.float16),
+                                              ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_cuda_default_dtype_follows_native_bf16(monkeypatch, capability, dtype):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # V100 and T4 say True (emulated)
+    assert default_dtype(torch.device("cuda")) == dtype
+
+
+def test_cpu_and_mps_default_to_float32():
+    assert default_dtype(torch.device("cpu")) == torch.float32
+    assert default_dtype(torch.device("mps")) == torch.float32
+
+
+# ---------------------------------------------------------------------------------------- codec device
+@pytest.mark.parametrize("mac,torch_version,expected", [
+    ("14.6.1", "2.13.0", "cpu"),      # macOS refuses outputs over 65536
+    ("15.0.1", "2.13.0+cpu", "cpu"),
+    ("15.1", "2.5.1", "cpu"),         # torch refuses them before 2.6 whatever the macOS
+    ("15.1", "2.6.0", "mps"),
+    ("26.0", "2.13.0", "mps"),
+    ("", "2.13.0", "cpu"),            # unreadable: the safe side
+])
+def test_codec_runs_on_cpu_on_old_mps(mac, torch_version, expected):
+    assert codec_device(torch.device("mps"), mac_version=mac, torch_version=torch_version).type == expected
+
+
+def test_codec_stays_with_the_model_elsewhere():
+    assert codec_device("cpu", mac_version="14.0") == torch.device("cpu")
+    assert codec_device(torch.device("cuda", 1), mac_version="14.0") == torch.device("cuda", 1)
+
+
+# ---------------------------------------------------------------------------------------- device checks
+def test_check_device_names_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError) as err:
+        check_device("cuda")
+    assert str(err.value) == ("CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build): "
+                              "use device='cpu', or device=None for the best available")
+    with pytest.raises(ValueError, match=r"^MPS \(the Apple GPU\) is not available on this machine: use device='cpu'"):
+        check_device("mps")
+    with pytest.raises(ValueError, match=r"^unknown device 'gpu': use device='cpu'"):
+        check_device("gpu")
+    assert check_device("cpu") == torch.device("cpu")
+    assert check_device(None) == torch.device("cpu")  # the best available here
+
+
+def test_check_device_counts_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"^there is no GPU cuda:1 on this machine \(1 found\): use device='cpu'"):
+        check_device("cuda:1")
+
+
+# ---------------------------------------------------------------------------------------- generator
+def test_generator_device_must_match_the_model():
+    check_generator_device(torch.device("cuda"), torch.device("cuda", 0))  # cuda means the current GPU
+    check_generator_device(torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(ValueError) as err:
+        check_generator_device(torch.device("cpu"), torch.device("cuda", 0))
+    assert str(err.value) == ("the generator is on cpu but the model samples on cuda:0: create it there, "
+                              "e.g. torch.Generator(device=model.device).manual_seed(0)")
+    with pytest.raises(ValueError, match="the generator is on cuda:1 but the model samples on cuda:0"):
+        check_generator_device(torch.device("cuda", 1), torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="the generator is on cpu but the model samples on mps"):
+        check_generator_device(torch.device("cpu"), torch.device("mps"))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        check_generator(0, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------- deterministic
+def test_deterministic_sets_and_resets_the_switches(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        deterministic()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.allow_tf32 and torch.get_float32_matmul_precision() == "highest"
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.allow_tf32

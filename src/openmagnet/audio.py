@@ -179,6 +179,25 @@ def remove_dc(wav: torch.Tensor, sample_rate: float, cutoff_hz: float = DC_CUTOF
     return out[..., pad:pad + length].to(wav.dtype)
 
 
+def crossfade_regions(original: torch.Tensor, generated: torch.Tensor, regions: tp.Sequence[tp.Tuple[float, float]],
+                      sample_rate: int, seconds: float) -> torch.Tensor:
+    """original outside the regions, generated inside, with linear cross-fades of `seconds` centred on each
+    region edge (both [B, C, T])."""
+    T = generated.shape[-1]
+    weight = torch.zeros(T, dtype=generated.dtype, device=generated.device)  # 1 = generated
+    half = seconds * sample_rate / 2
+    t = torch.arange(T, device=generated.device, dtype=torch.float64)
+    for start, end in regions:
+        a, b = start * sample_rate, end * sample_rate
+        if half > 0:
+            rise = ((t - (a - half)) / (2 * half)).clamp(0, 1)
+            fall = (((b + half) - t) / (2 * half)).clamp(0, 1)
+        else:
+            rise, fall = (t >= a).double(), (t < b).double()
+        weight = torch.maximum(weight, torch.minimum(rise, fall).to(weight.dtype))
+    return original[..., :T] * (1 - weight) + generated * weight
+
+
 def _check_wav(wav: torch.Tensor) -> torch.Tensor:
     """Validate a waveform and return it as [C, T]."""
     if not isinstance(wav, torch.Tensor):

@@ -21,8 +21,10 @@ import typing as tp
 import warnings
 from pathlib import Path
 
-from .config import FAST_MODE
+from .config import DEFAULT_MODEL_HELP, FAST_MODE, RELEASED_DEFAULT
+from .app.command import add_app_parser
 from .convert.command import add_convert_parser
+from .data.command import add_data_parser
 from .evaluation.command import add_eval_parser
 from .files import NO_SPACE, DiskFullError, check_out_dir, slug, unused_stem
 from .train.codec.command import add_codec_parser
@@ -30,11 +32,9 @@ from .train.command import add_export_parser, add_train_parser
 
 # The parsers above are argparse only. Each sub-command imports what it runs when it runs, so the CLI
 # starts without torch (`--help` in a few hundredths of a second) and never loads the app or the solver.
-RELEASED_DEFAULT = "facebook/magnet-small-10secs"
 # For tests that run commands as a user types them (tests/test_readme.py runs the README's): decoding steps for every
 # generation, e.g. "2 1 1 1", in place of the model's or --steps' (a few steps instead of 50 make the same files).
 TEST_STEPS_ENV = "OPENMAGNET_TEST_STEPS"
-DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
 
 
 def default_model() -> str:
@@ -98,7 +98,12 @@ def _check_model_name(name: tp.Optional[str]) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     prompts = list(args.prompts)
-    if not prompts and args.prompt_audio is None:
+    if args.prompts_file is not None:
+        if prompts or args.prompt_audio is not None:
+            raise ValueError("--prompts-file gives the prompts: drop the text prompts and --prompt-audio")
+        if not Path(args.prompts_file).expanduser().is_file():
+            raise ValueError(f"--prompts-file {args.prompts_file}: no such file")
+    elif not prompts and args.prompt_audio is None:
         raise ValueError('give at least one text prompt, e.g. openmagnet generate "happy rock"')
     if any(not p.strip() for p in prompts):
         raise ValueError("a text prompt is empty: remove it or write a description")
@@ -108,9 +113,14 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("--fast-recheck times the kernels of --fast again: add --fast")
     _check_flags(args)
     _check_model_name(args.model)
+    lines = None
+    if args.prompts_file is not None:
+        from .request import read_prompts_file  # lazy: loads torch
+
+        lines = read_prompts_file(args.prompts_file)
     discard = check_out_dir(args.out)  # before any model loads: a bad --out fails now, not after the work
     try:
-        return _run_generate(args, prompts)
+        return _run_generate(args, prompts) if lines is None else _run_prompts_file(args, lines)
     except BaseException:
         discard()  # the folders it created, while still empty
         raise
@@ -119,8 +129,34 @@ def _generate(args: argparse.Namespace) -> int:
 def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
     import torch
 
-    from .api import MAGNeT, check_device  # lazy: loads torch
-    from .audio import audio_read, audio_write  # lazy: loads torch
+    from .audio import audio_write  # lazy: loads torch
+    from .request import run
+
+    model = _load(args)
+    if args.loop and args.duration is not None and args.duration > model.max_duration:
+        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
+                         f"it out)")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    with Progress("decoding", args.quiet) as bar:
+        request = generate_request(args, prompts, settings(model, args), bar)
+        wavs = run(model, request).audio
+    descriptions = request.prompts
+    out = Path(args.out).expanduser()
+    for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
+        stem = _out_stem(out / slug(text, i), args)
+        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
+                           strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
+        print(path)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tp.Any:
+    """The model of `generate`, as --device, --dtype, --quantize, --fast and --compile ask (said on stderr)."""
+    import torch
+
+    from .api import MAGNeT  # lazy: loads torch
+    from .runtime import check_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,54 +173,81 @@ def _run_generate(args: argparse.Namespace, prompts: tp.List[str]) -> int:
         print(f"{model.name} on {model.device}: {model.mode}", file=sys.stderr)
         if model.fast_mode is not None:
             print(f"fast mode: {model.fast_mode.why}", file=sys.stderr)
-    model.set_generation_params(**model.recommended_params(
-        use_sampling=False if args.greedy else None, top_k=args.top_k,
-        top_p=args.top_p, temperature=args.temperature, max_cfg_coef=args.max_cfg, min_cfg_coef=args.min_cfg,
-        decoding_steps=decoding_steps(args.steps), span_arrangement=args.span_arrangement,
-        remask_noise=args.remask_noise),
-        speed=args.speed)
-    generator = None
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-        generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    if args.loop and args.duration is not None and args.duration > model.max_duration:
-        raise ValueError(f"--loop makes one window at most: give --duration {model.max_duration:g} or less (or leave "
-                         f"it out)")
-    if args.duration is not None:
-        model.duration = args.duration
-    if args.extend_stride is not None:
-        model.extend_stride = args.extend_stride
-    with Progress("decoding", args.quiet) as bar:
-        model.set_custom_progress_callback(bar)
-        if args.prompt_audio is not None:
-            wav, sr = audio_read(args.prompt_audio, duration=args.prompt_seconds)
-            batch = max(len(prompts), 1)
-            descriptions = prompts or [None]
-            negatives = None if args.negative is None else [args.negative] * batch
-            wavs = model.generate_continuation(wav[None].expand(batch, -1, -1), sr, descriptions,
-                                               progress=True, generator=generator, negative_descriptions=negatives)
-        else:
-            descriptions = prompts
-            negatives = None if args.negative is None else [args.negative] * len(prompts)
-            wavs = model.generate(descriptions, progress=True, generator=generator, negative_descriptions=negatives,
-                                  loop=args.loop)
+    return model
+
+
+def _run_prompts_file(args: argparse.Namespace, lines: tp.List[tp.Any]) -> int:
+    """`generate --prompts-file`: one clip per prompt, named after its line (NN_words), each written once: a clip
+    already in --out is skipped (a rerun resumes; --overwrite makes them again). Under torchrun (RANK, WORLD_SIZE)
+    each process makes the prompts i with i % WORLD_SIZE == RANK."""
+    from .audio import audio_write
+    from .request import Request, launched_shard, run
+
+    rank, world = launched_shard()
+    model = _load(args)
+    params = settings(model, args)
     out = Path(args.out).expanduser()
-    for i, (text, wav) in enumerate(zip(descriptions, wavs, strict=True)):
-        stem = _out_stem(out / slug(text, i), args)
-        path = audio_write(stem, wav.cpu(), model.sample_rate, format=args.format,
-                           strategy=args.strategy, loudness_compressor=args.strategy == "loudness")
-        print(path)
+    for i, line in enumerate(lines):
+        if i % world != rank:
+            continue
+        stem = out / slug(line.text, i)
+        if not args.overwrite and Path(f"{stem}.{args.format}").exists():
+            print(f"{stem}.{args.format}: already written, skipped", file=sys.stderr)
+            continue
+        duration = line.duration if line.duration is not None else args.duration
+        if args.loop and duration is not None and duration > model.max_duration:
+            raise ValueError(f"--loop makes one window at most: prompt {i + 1} asks for {duration:g} s "
+                             f"(at most {model.max_duration:g})")
+        negative = line.negative if line.negative is not None else args.negative
+        with Progress(f"{i + 1}/{len(lines)}", args.quiet) as bar:
+            request = Request(prompts=[line.text], negatives=None if negative is None else [negative],
+                              mode="loop" if args.loop else "text", duration=duration,
+                              extend_stride=args.extend_stride, seed=line.seed if line.seed is not None else args.seed,
+                              params=params, progress=bar)
+            wav = run(model, request).audio[0]
+        print(audio_write(stem, wav.cpu(), model.sample_rate, format=args.format, strategy=args.strategy,
+                          loudness_compressor=args.strategy == "loudness"))
     return 0
+
+
+def settings(model: tp.Any, args: argparse.Namespace) -> dict:
+    """The generation settings of `generate` / `edit` for `model`: each flag given, else the model's recommended
+    value (its stored settings, or the audiocraft demos'), as set_generation_params() keywords."""
+    given = dict(use_sampling=False if args.greedy else None, temperature=args.temperature,
+                 max_cfg_coef=args.max_cfg, remask_noise=args.remask_noise,
+                 decoding_steps=decoding_steps(getattr(args, "steps", None)))
+    for flag, name in (("top_k", "top_k"), ("top_p", "top_p"), ("min_cfg", "min_cfg_coef"),
+                       ("span_arrangement", "span_arrangement")):
+        given[name] = getattr(args, flag, None)
+    return {**model.recommended_params(**given), "speed": args.speed}
+
+
+def generate_request(args: argparse.Namespace, prompts: tp.List[str], params: dict,
+                     progress: tp.Optional[tp.Callable[[int, int], None]] = None):
+    """The request `openmagnet generate` runs: text (or --loop), or the continuation of --prompt-audio."""
+    from .audio import audio_read
+    from .request import Request
+
+    common = dict(duration=args.duration, extend_stride=args.extend_stride, seed=args.seed, params=params,
+                  progress=progress)
+    if args.prompt_audio is None:
+        negatives = None if args.negative is None else [args.negative] * len(prompts)
+        return Request(prompts=prompts, negatives=negatives, mode="loop" if args.loop else "text", **common)
+    wav, sr = audio_read(args.prompt_audio, duration=args.prompt_seconds)
+    batch = max(len(prompts), 1)
+    negatives = None if args.negative is None else [args.negative] * batch
+    return Request(prompts=prompts or [None], negatives=negatives, audio=wav[None].expand(batch, -1, -1),
+                   audio_rate=sr, mode="continue", **common)
 
 
 def _check_dtype(dtype: tp.Optional[str], device: tp.Any) -> None:
     """--dtype that this device runs slower than float32 (bf16 on a CPU without native bf16, fp16 on any CPU)."""
     if dtype is None:
         return
-    from .api import _parse_dtype, fast_mode
+    from .runtime import fast_mode, parse_dtype
     from .hardware import slow_dtype_reason
 
-    reason = slow_dtype_reason(device, _parse_dtype(dtype))
+    reason = slow_dtype_reason(device, parse_dtype(dtype))
     if reason is not None:
         raise ValueError(f"--dtype {dtype} on this {device.type.upper()} is a trap: {reason}: use --fast (here: "
                          f"{fast_mode(device)}) or leave --dtype out")
@@ -247,126 +310,58 @@ def _edit(args: argparse.Namespace) -> int:
 def _run_edit(args: argparse.Namespace) -> int:
     import torch
 
-    from .api import MAGNeT, check_device  # lazy: loads torch
+    from .api import MAGNeT  # lazy: loads torch
     from .audio import audio_read, audio_write  # lazy: loads torch
+    from .request import run
+    from .runtime import check_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = check_device(args.device, fix="use --device cpu, or leave --device out for the best available")
     model = MAGNeT.get_pretrained(args.model or default_model(), device=device)
-    model.set_generation_params(**model.recommended_params(
-        use_sampling=False if args.greedy else None, temperature=args.temperature, max_cfg_coef=args.max_cfg,
-        remask_noise=args.remask_noise, decoding_steps=decoding_steps(None)), speed=args.speed)
-    generator = None
-    if args.seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(args.seed)
     wav, sr = audio_read(args.input)
-    description = args.prompt or None
-    negatives = None if args.negative is None else [args.negative]
     with Progress("infill", args.quiet) as bar:
-        model.set_custom_progress_callback(bar)
-        out = model.generate_infill(wav, sr, [tuple(r) for r in args.region], [description], progress=True,
-                                    generator=generator, negative_descriptions=negatives, crossfade=args.crossfade)
+        out = run(model, edit_request(args, wav, sr, settings(model, args), bar)).audio
     stem = _out_stem(Path(args.out).expanduser() / (Path(args.input).stem + "_edit"), args)
     path = audio_write(stem, out[0].cpu(), model.sample_rate, format=args.format, strategy="peak")
     print(path)
     return 0
 
 
-def _app(args: argparse.Namespace) -> int:
-    from .app import serve  # lazy: the web app (gradio)
-    from .app.security import parse_login, read_auth_file
+def edit_request(args: argparse.Namespace, wav: tp.Any, sample_rate: int, params: dict,
+                 progress: tp.Optional[tp.Callable[[int, int], None]] = None):
+    """The request `openmagnet edit` runs: the --region's of INPUT regenerated."""
+    from .request import Request
 
-    logins = [parse_login(value) for value in args.auth]
-    if args.auth_file:
-        logins += read_auth_file(args.auth_file)
-    serve(host=args.host, port=args.port, share=args.share or args.share_unsafe, model=args.model, out_dir=args.out,
-          threads=args.threads, auth=logins, share_unsafe=args.share_unsafe, model_dirs=args.model_dir,
-          allow_any_model=args.allow_any_model, max_upload_mb=args.max_upload_mb,
-          max_upload_seconds=args.max_upload_seconds)
-    return 0
-
-
-def _data_index(args: argparse.Namespace) -> int:
-    import warnings
-
-    from .data import index_audio_dir  # lazy: loads torch
-
-    with warnings.catch_warnings():  # each skipped file is printed below
-        warnings.simplefilter("ignore")
-        result = index_audio_dir(args.audio_dir, args.out, info_dir=args.info_dir)
-    print(f"indexed {result.indexed} files ({len(result.skipped)} skipped) -> {result.path}")
-    for path, reason in result.skipped:
-        print(f"skipped {path}: {reason}")
-    return 0
-
-
-def _data_synth(args: argparse.Namespace) -> int:
-    import time
-
-    from .data.synth import synthesize_dataset  # lazy: loads torch
-
-    _clip_seconds(args.clip_seconds)
-    started = time.time()
-    r = synthesize_dataset(args.out, args.hours, args.seed, sample_rate=args.sample_rate,
-                           clip_seconds=tuple(args.clip_seconds), workers=args.workers, holdout=args.holdout,
-                           soundfont=args.soundfont, renderer=args.renderer, tempo=args.tempo,
-                           progress=not args.quiet)
-    held = f"; holdout {r.holdout} clips ({r.holdout_seconds / 60:.1f} min) -> {r.holdout_manifest}" * bool(r.holdout)
-    print(f"synth: {r.clips} clips, {r.seconds / 3600:.3f} h of audio ({r.rendered} rendered now, "
-          f"{r.clips + r.holdout - r.rendered} already done) in {time.time() - started:.1f} s -> {r.manifest}{held}")
-    return 0
-
-
-def _clip_seconds(values: tp.List[float]) -> tp.List[float]:
-    if len(values) > 2:
-        raise ValueError(f"--clip-seconds takes one or two numbers (MIN [MAX]), got {len(values)}")
-    return values
-
-
-def add_data_parser(sub: tp.Any) -> None:
-    """The `data` command group: `data index AUDIO_DIR --out MANIFEST_DIR [--info-dir DIR]` and
-    `data synth --out DIR --hours H --seed S` (procedural captioned music, needs the `synth` extra)."""
-    d = sub.add_parser("data", help="prepare training data", description="Prepare training data.")
-    data_sub = d.add_subparsers(dest="data_command", required=True)
-    i = data_sub.add_parser("index", help="index an audio folder into MANIFEST_DIR/data.jsonl",
-                            description="Read the header of every audio file under AUDIO_DIR (recursively) and "
-                                        "write the manifest MANIFEST_DIR/data.jsonl; unreadable files are skipped.")
-    i.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of .wav, .flac, .ogg or .mp3 files")
-    i.add_argument("--out", required=True, metavar="MANIFEST_DIR", help="folder to write data.jsonl into")
-    i.add_argument("--info-dir", default=None, metavar="DIR",
-                   help="folder mirroring AUDIO_DIR with the side-car <audio>.json files "
-                        "(default: next to each audio file)")
-    i.set_defaults(func=_data_index)
-    s = data_sub.add_parser("synth", help="render a procedural, captioned General MIDI music dataset",
-                            description="Compose random clips (style, key, tempo, 1-4 instruments), render them with "
-                                        "FluidSynth and write DIR/audio/clip_*.wav + side-car JSON, DIR/data.jsonl and "
-                                        "DIR/synth.json. Re-running with the same settings resumes.")
-    s.add_argument("--out", required=True, metavar="DIR", help="dataset folder")
-    s.add_argument("--hours", type=float, required=True, help="hours of training audio (sets the clip count)")
-    s.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    s.add_argument("--sample-rate", type=int, default=32000, help="Hz (default 32000)")
-    s.add_argument("--clip-seconds", type=float, nargs="+", default=[10.0, 12.0], metavar="S",
-                   help="clip length, or MIN MAX for a uniform draw per clip (default 10 12)")
-    s.add_argument("--workers", type=int, default=1, help="rendering processes (default 1; same output for any)")
-    s.add_argument("--holdout", type=int, default=0, metavar="K",
-                   help="also write K evaluation clips from another seed stream into DIR/holdout/")
-    s.add_argument("--soundfont", default=None, help="General MIDI .sf2 (default: FluidR3_GM from fluid-soundfont-gm)")
-    s.add_argument("--renderer", default="auto", choices=["auto", "pyfluidsynth", "cli"],
-                   help="auto: pyfluidsynth if it loads, else the fluidsynth program")
-    s.add_argument("--tempo", default="style", choices=["style", "wide"],
-                   help="style: each genre's own tempo range (default); wide: 60-180 bpm for every genre, so "
-                        "that tempo varies apart from the genre (a model then learns it from the text)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=_data_synth)
+    return Request(prompts=[args.prompt or None], negatives=None if args.negative is None else [args.negative],
+                   audio=wav, audio_rate=sample_rate, mode="edit", regions=[tuple(r) for r in args.region],
+                   crossfade=args.crossfade, seed=args.seed, params=params, progress=progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The dispatcher: `generate` and `edit` here, every other sub-command's parser in its room's command.py."""
     parser = argparse.ArgumentParser(prog="openmagnet", description="MAGNeT text-to-music and text-to-sound.")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_parser(sub)
+    add_edit_parser(sub)
+    add_app_parser(sub)
+    add_data_parser(sub)
+    add_train_parser(sub)
+    add_export_parser(sub)
+    add_eval_parser(sub)
+    add_codec_parser(sub)
+    add_convert_parser(sub)
+    return parser
+
+
+def add_generate_parser(sub: tp.Any) -> None:
     g = sub.add_parser("generate", help="generate audio from text prompts",
                        description="Generate one clip per text prompt (or continue --prompt-audio).")
     g.add_argument("prompts", nargs="*", help="text descriptions, one clip each")
+    g.add_argument("--prompts-file", default=None, metavar="FILE",
+                   help="prompts one a line (text, or JSON lines with \"text\" and optional \"seed\", \"duration\", "
+                        "\"negative\"): one clip each, named after its line; clips already in --out are skipped "
+                        "(a rerun resumes); under torchrun each process makes its share")
     g.add_argument("--model", default=None,
                    help=f"hub id, model directory or state_dict.bin (default {DEFAULT_MODEL_HELP}; "
                         "downloads on first use)")
@@ -422,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+
+
+def add_edit_parser(sub: tp.Any) -> None:
     e = sub.add_parser("edit", help="regenerate time regions of an audio file (infill)",
                        description="Regenerate the given regions of INPUT (at most the model's window long) with the "
                                    "rest as context on both sides, optionally guided by a text prompt.")
@@ -435,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crossfade", type=float, default=None, metavar="SECONDS",
                    help="keep the original audio outside the regions, cross-faded over this many seconds")
     e.add_argument("--negative", default=None, metavar="TEXT", help="what to steer away from")
-    e.add_argument("--model", default=None, help="hub id, local directory or state_dict.bin (default: the bundled demo)")
+    e.add_argument("--model", default=None,
+                   help="hub id, local directory or state_dict.bin (default: the bundled demo)")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--device", default=None)
     e.add_argument("--temperature", type=float, default=None)
@@ -448,41 +447,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_edit)
 
-    a = sub.add_parser("app", help="serve the web page (gradio)",
-                       description="Serve a local web page for text-to-music, text-to-sound and continuation "
-                                   "(needs the `app` extra).")
-    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    a.add_argument("--share", action="store_true",
-                   help="also open a public gradio.live link (needs the internet and --auth or --auth-file)")
-    a.add_argument("--share-unsafe", action="store_true",
-                   help="--share without a login: anyone with the link can use it")
-    a.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
-                   help="require this login (repeatable); other users on this machine can see it in the process "
-                        "list, so prefer --auth-file")
-    a.add_argument("--auth-file", default=None, metavar="FILE",
-                   help="require one of the logins in FILE (one USER:PASSWORD per line, # comments)")
-    a.add_argument("--model-dir", action="append", default=[], metavar="DIR",
-                   help="visitors may type model directories inside DIR (repeatable); otherwise only the listed "
-                        "models and --model")
-    a.add_argument("--allow-any-model", action="store_true",
-                   help="visitors may load any path or hub id typed in the page")
-    a.add_argument("--max-upload-mb", type=float, default=50.0, help="largest audio upload in MB (default 50)")
-    a.add_argument("--max-upload-seconds", type=float, default=120.0,
-                   help="longest audio upload in seconds (default 120)")
-    a.add_argument("--model", default=None,
-                   help=f"model selected when the page opens (default {DEFAULT_MODEL_HELP})")
-    a.add_argument("--out", default=None, help="folder for the generated files (default: a new temporary folder)")
-    a.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    a.set_defaults(func=_app)
-    add_data_parser(sub)
-    add_train_parser(sub)
-    add_export_parser(sub)
-    add_eval_parser(sub)
-    add_codec_parser(sub)
-    add_convert_parser(sub)
-    return parser
-
 
 # set_generation_params() names as the generate and edit commands spell them, for messages that name a setting
 FLAGS = {"remask_noise": "--remask-noise", "max_cfg_coef": "--max-cfg", "min_cfg_coef": "--min-cfg",
@@ -492,7 +456,7 @@ FLAGS = {"remask_noise": "--remask-noise", "max_cfg_coef": "--max-cfg", "min_cfg
 
 def _one_line(message: tp.Any, category: type, filename: str, lineno: int, line: tp.Optional[str] = None) -> str:
     """Warnings as the command line prints them: one line, no source excerpt, settings named by their flags."""
-    describe = getattr(message, "describe", None)  # api.SamplingCollapsed (not imported here: it loads torch)
+    describe = getattr(message, "describe", None)  # modes.SamplingCollapsed (not imported here: it loads torch)
     return f"openmagnet: warning: {describe(FLAGS) if callable(describe) else message}\n"
 
 

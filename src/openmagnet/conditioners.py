@@ -56,6 +56,26 @@ def check_descriptions(descriptions: tp.Any) -> tp.List[tp.Optional[str]]:
     return list(descriptions)
 
 
+def check_negatives(negatives: tp.Any, count: int) -> tp.Optional[tp.List[tp.Optional[str]]]:
+    """None, or one negative text (or None) per description."""
+    if negatives is None:
+        return None
+    negatives = check_descriptions(negatives)
+    if len(negatives) != count:
+        raise ValueError(f"got {len(negatives)} negative descriptions for {count} descriptions: pass one (or None) "
+                         f"per description")
+    return negatives
+
+
+def per_item_descriptions(descriptions: tp.Any, n: int, items: str) -> tp.List[tp.Optional[str]]:
+    """One checked description (or None) per audio item; None: no text for any of the n items."""
+    descriptions = check_descriptions([None] * n if descriptions is None else descriptions)
+    if len(descriptions) != n:
+        raise ValueError(f"got {len(descriptions)} descriptions for {n} {items}: "
+                         f"pass one description (or None) per {items[:-1]}")
+    return descriptions
+
+
 def word_dropout(descriptions: Descriptions, p: float, rng) -> tp.List[tp.Optional[str]]:
     """Training-time word dropout (SPEC §5): split each text on single spaces and drop each word
     with probability p, using the given `random.Random`. None stays None."""

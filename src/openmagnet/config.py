@@ -231,6 +231,67 @@ def speed_settings(speed: tp.Optional[str] = None, **given: tp.Any) -> tp.Dict[s
     return {"speed": speed, **values}
 
 
+RELEASED_DEFAULT = "facebook/magnet-small-10secs"  # the model without --model when this copy bundles none
+DEFAULT_MODEL_HELP = f"the bundled openmagnet/demo when this copy has it, else {RELEASED_DEFAULT}"
+
+
+def reference_keywords(p: GenerationParams) -> tp.Dict[str, tp.Any]:
+    """`p` as set_generation_params() keywords under the reference's names (temperature as 'temp'); our
+    remask_noise and remove_dc only when set, the speed settings only when one is on (MAGNeT.generation_params)."""
+    params = dict(use_sampling=p.use_sampling, temp=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                  max_cfg_coef=p.max_cfg_coef, min_cfg_coef=p.min_cfg_coef,
+                  decoding_steps=list(p.decoding_steps), span_arrangement=p.span_arrangement)
+    ours = dict(remask_noise=p.remask_noise, remove_dc=p.remove_dc)
+    params.update({key: value for key, value in ours.items() if value})
+    if not p.reference_decoding or p.speed is not None:
+        params.update(speed=p.speed, **{name: getattr(p, name) for name in SPEED_FIELDS})
+    return params
+
+
+def generation_params(base: tp.Optional[GenerationParams] = None, **given: tp.Any) -> GenerationParams:
+    """GenerationParams from set_generation_params() keywords, each given one replacing `base`'s value (None: the
+    API defaults), validated once (GenerationParams): `temp` is `temperature` under the reference's name; `speed`
+    is a preset (SPEED_PRESETS) whose fields any of SPEED_FIELDS given (not None) overrides, and when neither is
+    given the base's speed settings stay; whole floats in decoding_steps count as integers."""
+    names = {f.name for f in dataclasses.fields(GenerationParams)}
+    unknown = sorted(set(given) - names - {"temp"})
+    if unknown:
+        raise TypeError(f"generation settings are set_generation_params() keywords {sorted(names)}; got {unknown}")
+    if "temp" in given:
+        temp = given.pop("temp")
+        if temp is not None:
+            given["temperature"] = temp
+    steps = given.get("decoding_steps")
+    if isinstance(steps, tp.Sequence) and not isinstance(steps, str):
+        given["decoding_steps"] = tuple(int(s) if isinstance(s, float) and s.is_integer() else s for s in steps)
+    if "use_sampling" in given:
+        given["use_sampling"] = bool(given["use_sampling"])
+    if "top_k" in given:
+        given["top_k"] = int(given["top_k"])
+    if "speed" in given or any(name in given for name in SPEED_FIELDS):
+        given.update(speed_settings(given.pop("speed", None), **{k: given.pop(k, None) for k in SPEED_FIELDS}))
+    return dataclasses.replace(base or GenerationParams(), **given)
+
+
+def recommended_params(sample_rate: int, max_duration: float, **given: tp.Any) -> dict:
+    """set_generation_params() keywords for a model of `sample_rate` Hz that makes `max_duration` s:
+    what the audiocraft demos recommend (it differs from the API defaults): span arrangement 'stride1',
+    20 first-codebook steps per 10 s of audio, and for the 16 kHz sound models temperature 3.5, top-p 0.8,
+    max CFG 20; and (ours) the audio without its DC offset (remove_dc: inaudible, and a clip's offset would
+    otherwise grow with its loudness normalisation). Each of `given` (set_generation_params() keywords) that
+    is not None replaces its recommendation."""
+    sound = sample_rate == 16000
+    params = dict(use_sampling=True, top_k=0, top_p=0.8 if sound else 0.9, temperature=3.5 if sound else 3.0,
+                  max_cfg_coef=20.0 if sound else 10.0, min_cfg_coef=1.0,
+                  decoding_steps=[int(20 * max_duration // 10), 10, 10, 10], span_arrangement="stride1",
+                  remask_noise=0.0, remove_dc=True)
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise TypeError(f"recommended_params() takes set_generation_params() keywords {sorted(params)}, got {unknown}")
+    params.update({key: value for key, value in given.items() if value is not None})
+    return params
+
+
 # ------------------------------------------------------------------------------------------------
 # audiocraft xp.cfg readers
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Decisions: which kernels a model runs with on this machine (STYLE §2: hardware.py says what the machine can
-do, this module decides what to use). Today: what `get_pretrained(..., fast=True)` loads.
+"""Decisions (STYLE §2: hardware.py says what the machine can do, this module decides what to use), for inference
+and training alike: the device (`check_device`), the LM's dtype (`default_dtype`, `parse_dtype`) and a training
+run's precision (`training_precision`), where the codec runs (`codec_device`), the generator checks, the
+deterministic switch, and which kernels a model runs with (what `get_pretrained(..., fast=True)` loads).
 
 On CPU the answer is measured, not guessed: the rules written from two CPUs picked a mode 1.3x slower than the
 best on a third (issue 30). The transformer's matrices fall in two groups, the attention projections and the
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import platform
 import re
 import statistics
 import sys
@@ -35,7 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .hardware import cpu_info, cpu_name, cuda_bf16_native, int8_saturates
+from . import hardware
+from .hardware import cpu_info, cpu_name, cuda_bf16_native, int8_saturates, mps_available
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, int8_kernels, int8_linear, quantize_lm
 
@@ -49,6 +53,133 @@ CACHE_VERSION = 1
 Timings = tp.Dict[str, tp.Dict[str, float]]  # group -> kernel -> seconds per decoding forward
 
 
+# ------------------------------------------------------------------------------------------ device and dtype
+def default_device(mps: bool = True) -> torch.device:
+    """cuda, then mps (unless `mps=False`: training's default), then cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps and mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_device(device: tp.Union[str, torch.device, None],
+                 fix: str = "use device='cpu', or device=None for the best available") -> torch.device:
+    """The device to run on (None: `default_device()`), or a one-line ValueError ending in `fix` when
+    it is not a device name or this machine lacks it (the CLI, the app and training pass their own `fix`)."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: {fix}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA is not available on this machine (no NVIDIA GPU, or a CPU-only torch build): {fix}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"there is no GPU {device} on this machine ({torch.cuda.device_count()} found): {fix}")
+    if device.type == "mps" and not mps_available():
+        raise ValueError(f"MPS (the Apple GPU) is not available on this machine: {fix}")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported: {fix}")
+    return device
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU and MPS; on CUDA bfloat16 where the GPU runs it natively (compute capability
+    8.0 on), float16 otherwise (T4, V100: `torch.cuda.is_bf16_supported()` counts their emulated,
+    slow bf16)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
+    return torch.float32
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16}
+
+
+def parse_dtype(dtype: tp.Union[str, torch.dtype]) -> torch.dtype:
+    """torch.float32, bfloat16 or float16 from a dtype or its name ('bf16', 'half', ...); ValueError otherwise."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+
+
+def training_precision(precision: str, device: torch.device) -> tp.Tuple[str, tp.Optional[str]]:
+    """(the autocast precision a training run uses on `device`, why it would be slower than fp32 there or None).
+    'auto' is fp16 on CUDA (with a gradient scaler, as the released runs), bf16 on a CPU with native bf16
+    matrix products, fp32 elsewhere; fp16 on a CPU, or bf16 on one without native bf16, is the trap."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16", None
+        return ("bf16" if device.type == "cpu" and hardware.cpu_info().bf16_native else "fp32"), None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return precision, hardware.slow_dtype_reason(device, dtype) if dtype is not None else None
+
+
+def codec_device(device: tp.Union[str, torch.device], mac_version: tp.Optional[str] = None,
+                 torch_version: tp.Optional[str] = None) -> torch.device:
+    """Where the codec runs for a model on `device`: the same device, except on MPS before macOS 15.1
+    or torch 2.6, which refuse (or, before torch 2.5, miscompute) a convolution with an output
+    dimension over 65536 (pytorch#129207, #140726), and a 10 s clip is 320,000 samples: there the
+    codec runs on the CPU. mac_version / torch_version ('14.6.1', '2.5.1+cpu'): default this machine's."""
+    device = torch.device(device)
+    if device.type != "mps":
+        return device
+    mac = _release(platform.mac_ver()[0] if mac_version is None else mac_version)
+    torch_release = _release(torch.__version__ if torch_version is None else torch_version)
+    return device if mac >= (15, 1) and torch_release >= (2, 6) else torch.device("cpu")
+
+
+def _release(version: str) -> tp.Tuple[int, ...]:
+    """(15, 1) from '15.1', (2, 6, 0) from '2.6.0+cpu'; () when unreadable (sorts before any release)."""
+    found = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(part) for part in found.group(0).split(".")) if found else ()
+
+
+def check_generator(generator: tp.Optional[torch.Generator], device: torch.device) -> None:
+    """Sampling draws its random numbers on `device`: a generator must live there too (torch
+    otherwise fails mid-generation with "Expected a 'cuda' device type for generator")."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator_device(generator.device, device)
+
+
+def check_generator_device(generator_device: torch.device, model_device: torch.device) -> None:
+    if generator_device.type != model_device.type or (
+            None not in (generator_device.index, model_device.index) and generator_device.index != model_device.index):
+        raise ValueError(f"the generator is on {generator_device} but the model samples on {model_device}: "
+                         f"create it there, e.g. torch.Generator(device=model.device).manual_seed(0)")
+
+
+def seeded_generator(seed: tp.Optional[int], device: torch.device) -> tp.Optional[torch.Generator]:
+    """A generator on `device` seeded with `seed` (None: None, torch's global random state)."""
+    return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+
+
+def deterministic(enabled: bool = True) -> None:
+    """Repeatable CUDA runs (CPU runs already are): deterministic kernels only (a kernel without one
+    raises), no cuDNN autotuning, no TF32 in matrix products and convolutions, and
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset (cuBLAS reads it once: call this before the first CUDA
+    work). Slower. Runs then repeat on the same GPU, driver and torch, but still differ from CPU runs
+    (other kernels, other summation order), and bf16 (the CUDA default) from float32.
+    enabled=False restores torch's defaults."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.allow_tf32 = not enabled
+    torch.set_float32_matmul_precision("highest")
+
+
+# ------------------------------------------------------------------------------------------ the cache dir
 def user_cache_dir() -> Path:
     """Where openmagnet keeps what it measured about this machine: $OPENMAGNET_CACHE, else the platform's user
     cache folder ($XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)
@@ -140,6 +271,20 @@ def describe_mode(dtype: tp.Optional[torch.dtype], quantize: tp.Optional[str], e
     if ffn_dtype is not None and ffn_dtype != (dtype or torch.float32):
         return f"{str(ffn_dtype).replace('torch.', '')} feed-forward + {name} attention"
     return name
+
+
+def describe_lm(lm: MagnetLM) -> str:
+    """How `lm` runs: 'float32 (exact)', 'int8 feed-forward + float32 attention, banded attention', ..."""
+    ffn = lm.transformer.layers[0].linear1.weight
+    text = describe_mode(lm.dtype, lm.quantized, lm.int8_engine, None if ffn.is_meta else ffn.dtype)
+    cpu = lm.device.type == "cpu"
+    if lm.quantized and cpu and lm.int8_engine != "int_mm" and int8_saturates(lm.int8_engine):
+        text += ", int8 weights fitted to 16-bit pairs (no VNNI)"
+    if lm.banded_attention:
+        text += ", banded attention"
+    elif lm.dtype == ffn.dtype == torch.float32 and not lm.quantized and cpu:
+        text += " (exact)"
+    return text
 
 
 # ------------------------------------------------------------------------------------------ the decision

@@ -21,8 +21,10 @@ def test_request_checks_name_the_field():
     with pytest.raises(AppError) as e:
         check_request(request(prompts="  \n \n"))
     assert str(e.value) == EMPTY_PROMPT
-    with pytest.raises(AppError, match=r"^Temperature must be a number from 0.01 to 20, got 'hot'\.$"):
+    with pytest.raises(AppError, match=r"^Temperature must be a number, got 'hot'\.$"):
         check_request(request(temperature="hot"))
+    with pytest.raises(AppError, match=r"^Temperature must be >= 0; got -1\.0\.$"):  # GenerationParams' bounds
+        check_request(request(temperature=-1))
     with pytest.raises(AppError, match=r"^Decoding steps for codebook 3 must be a whole number, got 2\.5\.$"):
         check_request(request(steps=(2, 1, 2.5, 1)))
     with pytest.raises(AppError, match=r"^Min CFG \(5\) is above max CFG \(3\)"):
@@ -146,7 +148,8 @@ def test_length_loop_negative_and_edit_checks_name_the_field():
         check_request(request(duration=500))
     with pytest.raises(AppError, match=r"^Duration 0.05 s is too short: ask for at least 0.1 s"):
         check_request(request(duration=0.05))
-    with pytest.raises(AppError, match=r"^Re-masking noise must be from 0 to 20, got -1\.$"):
+    with pytest.raises(AppError, match=r"^Re-masking noise must be a finite number >= 0 \(0 = the reference's "
+                                       r"sampler\); got -1\.0\.$"):
         check_request(request(remask_noise=-1))
     with pytest.raises(AppError, match=r"^The region to regenerate is empty \(3 s to 2 s\): set its end after"):
         check_request(request(prompt_audio="x.wav", audio_mode="edit", region_start=3, region_end=2))

@@ -231,6 +231,7 @@ def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
     the base of recommended_params (CLI, app); a checkpoint without them keeps audiocraft's API defaults."""
     from openmagnet import checkpoint
     from openmagnet.app import engine
+    from openmagnet.app.security import Policy
     from openmagnet.cli import main
     from openmagnet.config import GenerationParams
     from openmagnet.train.export import bundle_model
@@ -245,10 +246,11 @@ def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
     assert params["top_p"] == 0.9 and params["span_arrangement"] == "stride1"  # the rest: the demos' recommendation
     released = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
     assert released.stored_generation is None and released.params == GenerationParams()
-    # the app reads a bundled model's settings from its file's metadata, before loading it
+    # the app's settings for a model come from the model's own files, not from its name
+    app = engine.Engine(tmp_path / "app", policy=Policy(model_dirs=(tmp_path,)))
+    assert app.recommended_params(str(out))["max_cfg_coef"] == 3.0
     monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name: out)
     assert checkpoint.bundled_generation("openmagnet/demo") == model.stored_generation
-    assert engine.recommended_params_for_name("openmagnet/demo")["max_cfg_coef"] == 3.0
     assert checkpoint.bundled_generation("facebook/magnet-small-10secs") is None
     # the command line: settings typed, re-bundling keeps the others, bad ones are one-line errors
     assert main(["export", str(out), "--bundle", "--out", str(tmp_path / "again"), "--generation", "top_p=0.5",

@@ -7,7 +7,6 @@ import sys
 import typing as tp
 from pathlib import Path
 
-from .engine import Engine
 from .security import MAX_UPLOAD_MB, MAX_UPLOAD_SECONDS, Policy, check_share, exposure_warning
 
 
@@ -29,6 +28,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model:
     policy = Policy(model_dirs=tuple(Path(d) for d in model_dirs), allow_any_model=allow_any_model,
                     known_models=(model,) if model else (), max_upload_mb=max_upload_mb,
                     max_upload_seconds=max_upload_seconds)
+    from .engine import Engine  # torch: loaded when the page is served
+
     try:
         from .ui import build_app  # gradio: loaded when the page is served
     except ImportError as exc:

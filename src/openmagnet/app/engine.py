@@ -15,11 +15,15 @@ from pathlib import Path
 
 import torch
 
-from ..api import MAGNeT, check_device, describe_mode, recommended_params
+from ..api import MAGNeT
 from ..audio import audio_read, audio_write, save_spectrogram
-from ..checkpoint import BUNDLED_MODELS, bundled_generation, bundled_model_dir
+from ..checkpoint import BUNDLED_MODELS, bundled_model_dir
+from ..config import generation_params, recommended_params
 from ..hardware import mps_available
 from ..locate import model_name_problem
+from ..request import Request as GenerationRequest
+from ..request import run
+from ..runtime import check_device, describe_mode
 from .security import AppError, Policy, check_model, check_upload, output_stem
 
 RELEASED_MODELS = (
@@ -56,14 +60,6 @@ def model_choices() -> tp.List[str]:
     """The bundled demo model (when this copy has it) followed by the six released checkpoints."""
     bundled = [name for name in BUNDLED_MODELS if bundled_model_dir(name) is not None]
     return bundled + list(RELEASED_MODELS)
-
-
-def recommended_params_for_name(name: str) -> dict:
-    """MAGNeT.recommended_params for a model guessed from its name before it is loaded: a bundled model's
-    own stored settings (its file's metadata), else api.recommended_params for its kind (the audio-magnet
-    models are the 16 kHz sound ones, the *30secs models make 30 s)."""
-    guess = recommended_params(16000 if "audio-magnet" in name else 32000, 30 if "30secs" in name else 10)
-    return {**guess, **(bundled_generation(name) or {})}
 
 
 @dataclasses.dataclass
@@ -111,15 +107,19 @@ def parse_prompts(text: tp.Optional[str]) -> tp.List[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
-def _number(value: tp.Any, what: str, low: float, high: float, integer: bool = False) -> float:
+def _number(value: tp.Any, what: str, low: tp.Optional[float] = None, high: tp.Optional[float] = None,
+            integer: bool = False) -> float:
+    """A field's number; `low`..`high`: the page's own limits (None: the generation settings' bounds apply, checked
+    by GenerationParams, see `check_settings`)."""
+    span = f" from {low:g} to {high:g}" if low is not None else ""
     if value is None or value == "":
-        raise AppError(f"{what} is empty: enter a number from {low:g} to {high:g}.")
+        raise AppError(f"{what} is empty: enter a number{span}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise AppError(f"{what} must be a number from {low:g} to {high:g}, got {value!r}.") from None
-    if number != number or not low <= number <= high:
-        raise AppError(f"{what} must be from {low:g} to {high:g}, got {number:g}.")
+        raise AppError(f"{what} must be a number{span}, got {value!r}.") from None
+    if number != number or low is not None and not low <= number <= high:
+        raise AppError(f"{what} must be {span.strip() or 'a number'}, got {number:g}.")
     if integer and number != int(number):
         raise AppError(f"{what} must be a whole number, got {number:g}.")
     return int(number) if integer else number
@@ -154,10 +154,10 @@ def check_request(req: Request) -> Checked:
     if len(req.steps) != 4:
         raise AppError(f"Give decoding steps for the 4 codebooks, got {len(req.steps)} values.")
     steps = [_number(s, f"Decoding steps for codebook {k + 1}", 1, 500, integer=True) for k, s in enumerate(req.steps)]
-    temperature = _number(req.temperature, "Temperature", 0.01, 20)
-    top_p = _number(req.top_p, "Top-p", 0, 1)
-    max_cfg = _number(req.max_cfg, "Max CFG", 0, 100)
-    min_cfg = _number(req.min_cfg, "Min CFG", 0, 100)
+    temperature = _number(req.temperature, "Temperature")
+    top_p = _number(req.top_p, "Top-p")
+    max_cfg = _number(req.max_cfg, "Max CFG")
+    min_cfg = _number(req.min_cfg, "Min CFG")
     if min_cfg > max_cfg:
         raise AppError(f"Min CFG ({min_cfg:g}) is above max CFG ({max_cfg:g}): the guidance decays from max to min; "
                        f"lower min CFG or raise max CFG.")
@@ -176,11 +176,12 @@ def check_request(req: Request) -> Checked:
                   min_cfg_coef=min_cfg, decoding_steps=steps, span_arrangement=req.span_arrangement,
                   remove_dc=True)  # written clips never carry a DC offset (audio.remove_dc)
     if req.remask_noise is not None:
-        params["remask_noise"] = _number(req.remask_noise, "Re-masking noise", 0, 20)
+        params["remask_noise"] = _number(req.remask_noise, "Re-masking noise")
     if req.speed not in SPEEDS:
         raise AppError(f"Decoding speed must be one of {', '.join(SPEEDS)}, got {req.speed!r}.")
     if req.speed != "reference":
         params["speed"] = req.speed
+    check_settings(params)
     negative = " ".join((req.negative or "").split()) or None
     if req.audio_mode not in AUDIO_MODES:
         raise AppError(f"Audio mode must be one of {', '.join(AUDIO_MODES)}, got {req.audio_mode!r}.")
@@ -198,6 +199,26 @@ def check_request(req: Request) -> Checked:
         raise AppError("A loop starts from silence: remove the uploaded audio, or untick Loop.")
     return Checked([p for p in prompts for _ in range(variations)], params, seed, variations, prompt_seconds,
                    duration, negative, region)
+
+
+# the generation settings (GenerationParams' names) as the page labels them
+FIELDS = {"temperature": "Temperature", "top_p": "Top-p", "max_cfg_coef": "Max CFG", "min_cfg_coef": "Min CFG",
+          "remask_noise": "Re-masking noise", "decoding_steps": "Decoding steps", "top_k": "Top-k",
+          "span_arrangement": "Span arrangement"}
+
+
+def check_settings(params: dict) -> None:
+    """The generation settings checked once, by GenerationParams (its bounds are the page's), its error told in
+    the page's field names."""
+    try:
+        generation_params(**params)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for name, label in FIELDS.items():
+            if message.startswith(name):
+                message = label + message[len(name):]
+                break
+        raise AppError(message.rstrip(".") + ".") from None
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -271,6 +292,23 @@ def load_edit_audio(path: str, window: float, region: tp.Tuple[float, float],
     return wav, sr, note
 
 
+def generation_request(req: Request, checked: Checked, prompt: tp.Optional[tp.Tuple[torch.Tensor, int]],
+                       progress: tp.Callable[[int, int], None]) -> GenerationRequest:
+    """The generation request of a checked page request (prompt: the upload read, (wav [C, T], rate)). Its
+    settings are per call: the cached model, shared by every visitor, is never changed."""
+    negatives = None if checked.negative is None else [checked.negative] * len(checked.prompts)
+    common = dict(prompts=checked.prompts, negatives=negatives, seed=checked.seed, progress=progress,
+                  params={"speed": None, **checked.params}, duration=checked.duration)
+    if prompt is None:
+        return GenerationRequest(mode="loop" if req.loop else "text", **common)
+    wav, sr = prompt
+    batch = wav[None].expand(len(checked.prompts), -1, -1)
+    if checked.region is not None:
+        return GenerationRequest(mode="edit", audio=batch, audio_rate=sr, regions=[checked.region], crossfade=0.05,
+                                 **common)
+    return GenerationRequest(mode="continue", audio=batch, audio_rate=sr, **common)
+
+
 def error_message(exc: BaseException) -> str:
     """One sentence for the page from any exception."""
     if isinstance(exc, AppError):
@@ -319,6 +357,15 @@ class Engine:
             self._model_key, self._failed = key, None
         return self._model
 
+    def recommended_params(self, name: str, device: str = "auto", fast: bool = False) -> dict:
+        """The page's settings for the model `name`, from the model itself (MAGNeT.recommended_params: its own
+        sample rate, window and stored settings), loaded through the cache; when it cannot be loaded, the music
+        models' recommendation (Generate then tells why it cannot be loaded)."""
+        try:
+            return self.model(name, device, fast).recommended_params()
+        except AppError:
+            return recommended_params(32000, 10.0)
+
     def model_info(self) -> str:
         if self._model is None and self._failed:
             return f"No model loaded: loading {self._failed} failed (see the status line). {device_summary()}"
@@ -356,11 +403,6 @@ class Engine:
             torch.set_num_threads(self.threads)
         started = time.perf_counter()
         model = self.model(req.model, req.device, req.fast)
-        try:
-            model.set_generation_params(**checked.params)
-        except ValueError as exc:
-            raise AppError(error_message(exc)) from None
-        model.duration = checked.duration or model.max_duration  # the engine's model is shared: set every time
         notes = []
         prompt = None
         if req.prompt_audio and checked.region is not None:
@@ -380,29 +422,12 @@ class Engine:
             if progress is not None:
                 progress(step, total)
 
-        model.set_custom_progress_callback(on_step)
-        generator = torch.Generator(device=model.device).manual_seed(checked.seed)
-        negatives = None if checked.negative is None else [checked.negative] * len(checked.prompts)
         try:
-            if prompt is not None and checked.region is not None:
-                wav, sr = prompt
-                batch = wav[None].expand(len(checked.prompts), -1, -1)
-                wavs = model.generate_infill(batch, sr, [checked.region], checked.prompts, progress=True,
-                                             generator=generator, negative_descriptions=negatives, crossfade=0.05)
-            elif prompt is not None:
-                wav, sr = prompt
-                batch = wav[None].expand(len(checked.prompts), -1, -1)
-                wavs = model.generate_continuation(batch, sr, checked.prompts, progress=True, generator=generator,
-                                                   negative_descriptions=negatives)
-            else:
-                wavs = model.generate(checked.prompts, progress=True, generator=generator,
-                                      negative_descriptions=negatives, loop=req.loop)
+            wavs = run(model, generation_request(req, checked, prompt, on_step)).audio
         except Interrupted:
             raise
         except Exception as exc:  # noqa: BLE001 - a sentence on the page, the server stays up
             raise AppError(error_message(exc)) from exc
-        finally:
-            model.set_custom_progress_callback(None)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         clips = []
         for i, (text, wav) in enumerate(zip(checked.prompts, wavs, strict=True)):

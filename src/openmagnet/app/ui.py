@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..config import FAST_MODE
 from .engine import AUDIO_MODES, DEVICES, MAX_CLIPS, MAX_SECONDS, SPANS, SPEEDS, AppError, Engine, Interrupted, \
-    Request, error_message, model_choices, recommended_params_for_name
+    Request, error_message, model_choices
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
     if default_model and default_model not in choices:
         choices = [default_model] + choices
     default_model = default_model or choices[0]
-    d = recommended_params_for_name(default_model)
+    d = engine.recommended_params(default_model)  # the model's own files say what it is
     policy = engine.policy
     model_info_text = ("a listed model, or type a hub id or a local model directory" if policy.allow_any_model
                        else "a listed model, or type a model directory inside the server's --model-dir folders"
@@ -149,8 +149,8 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
                 return _status("Interrupting", "stopping after the current decoding step…")
             return _status("Nothing to interrupt", "no generation of yours is running.")
 
-        def model_defaults(name):
-            v = recommended_params_for_name(name or "")
+        def model_defaults(name, device="auto", fast=False):
+            v = engine.recommended_params(name or "", device or "auto", bool(fast))
             return [gr.update(value=x) for x in v["decoding_steps"]] + [
                 gr.update(value=v["temperature"]), gr.update(value=v["top_p"]), gr.update(value=v["max_cfg_coef"]),
                 gr.update(value=v["min_cfg_coef"]), gr.update(value=v.get("remask_noise", 0.0))]
@@ -162,7 +162,8 @@ def build_app(engine: Engine, default_model: tp.Optional[str] = None) -> gr.Bloc
         generate.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_name="run")
         prompts.submit(run, inputs, outputs, concurrency_limit=1, concurrency_id="generate", api_visibility="private")
         stop.click(interrupt, None, status, queue=False, api_name="interrupt")
-        model.change(model_defaults, model, [*steps, temperature, top_p, max_cfg, min_cfg, remask_noise], queue=False,
-                     api_visibility="private")
+        model.change(model_defaults, [model, device, fast],  # loads the model: it says what it is
+                     [*steps, temperature, top_p, max_cfg, min_cfg, remask_noise], concurrency_limit=1,
+                     concurrency_id="generate", api_visibility="private")
     demo.queue(max_size=32)
     return demo

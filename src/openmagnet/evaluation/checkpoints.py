@@ -22,7 +22,8 @@ def read_state(path: PathLike, what: str) -> tp.Dict[str, tp.Any]:
     return data
 
 
-def _names(keys: tp.Iterable[str], limit: int = 5) -> str:
+def name_list(keys: tp.Iterable[str], limit: int = 5) -> str:
+    """The first `limit` keys in sorted order, then how many more: 'a, b, c and 12 more'."""
     keys = sorted(keys)
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
@@ -31,14 +32,14 @@ def check_state(model: nn.Module, state: tp.Mapping[str, tp.Any], path: PathLike
     expected = model.state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
-        parts = ([f"missing {_names(missing)}"] if missing else []) + (
-            [f"unexpected {_names(unexpected)}"] if unexpected else [])
+        parts = ([f"missing {name_list(missing)}"] if missing else []) + (
+            [f"unexpected {name_list(unexpected)}"] if unexpected else [])
         raise ValueError(f"{what}: {path} does not fit the model ({'; '.join(parts)}); is it the right file?")
-    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise ValueError(f"{what}: {path} does not fit the model ({len(wrong)} tensors of another shape, e.g. {k} "
-                         f"{tuple(state[k].shape)} instead of {tuple(expected[k].shape)}); is it the right file?")
+    wrong = [f"{k} {tuple(state[k].shape)} instead of {tuple(expected[k].shape)}" for k in sorted(expected)
+             if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:  # every one of them: a file of another size differs in several, and the list tells which size
+        raise ValueError(f"{what}: {path} does not fit the model ({len(wrong)} tensor{'s' if len(wrong) > 1 else ''} "
+                         f"of another shape: {', '.join(wrong)}); is it the right file?")
 
 
 def load_strict(model: nn.Module, path: PathLike, what: str,

@@ -252,7 +252,7 @@ def load_clap(path: str) -> Clap:
 
 
 def clap_from_state(data: tp.Mapping[str, tp.Any], path: str = "the checkpoint") -> Clap:
-    from .checkpoints import _names, check_state
+    from .checkpoints import check_state, name_list
 
     what = "CLAP"
     state = data.get("state_dict", data)
@@ -263,11 +263,11 @@ def clap_from_state(data: tp.Mapping[str, tp.Any], path: str = "the checkpoint")
     known = set(model.released_names().values())
     unexpected = [k for k in state if k not in known and not k.endswith(_CONSTANT_BUFFERS)]
     if unexpected:
-        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (unexpected {_names(unexpected)}); "
+        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (unexpected {name_list(unexpected)}); "
                          f"is it the right file?")
     missing = known - set(state)
     if missing:
-        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (missing {_names(missing)}); "
+        raise ValueError(f"{what}: {path} does not fit HTSAT-base/roberta (missing {name_list(missing)}); "
                          f"is it the right file?")
     model.fill_constant_buffers()
     model.check_constant_buffers(state, path)

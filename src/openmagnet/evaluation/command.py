@@ -18,6 +18,8 @@ import typing as tp
 from pathlib import Path
 
 from ..files import atomic_write_text
+from .metrics import PRESETS, metrics_help, registered
+from .metrics.fad import EMBEDDERS
 
 
 def add_eval_parser(sub: tp.Any) -> None:
@@ -64,11 +66,9 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--reference", required=True, metavar="DIR", help="reference audio, named like the generated")
     o.add_argument("--captions", default=None, metavar="FILE_OR_DIR",
                    help="captions for CLAP: JSON {name: caption}, a data.jsonl manifest, a TSV or side-car JSONs")
-    o.add_argument("--metrics", default=None,
-                   help="comma list among fad,kld,clap,chroma (default: the preset's; music: fad,kld,clap, clap only "
-                        "with --captions; chroma: the melody metric)")
-    o.add_argument("--preset", default="audiocraft-music", choices=["audiocraft-music", "audiocraft-sound"])
-    o.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"],
+    o.add_argument("--metrics", default=None, type=metric_list, help=metrics_help())
+    o.add_argument("--preset", default="audiocraft-music", choices=list(PRESETS))
+    o.add_argument("--fad-embedder", default=None, choices=EMBEDDERS,
                    help="vggish (comparable with published FAD) or crepe (offline weights; comparable only with "
                         "other FAD-CREPE numbers)")
     o.add_argument("--fad-inf", action="store_true", help="also FAD extrapolated to infinitely many frames")
@@ -90,10 +90,10 @@ def add_eval_parser(sub: tp.Any) -> None:
     m.add_argument("--dataset", required=True, metavar="MANIFEST",
                    help="data.jsonl (or its folder) of the reference clips, each with a side-car 'description'")
     m.add_argument("--out", required=True, metavar="DIR", help="DIR/generated/NAME.wav, DIR/report.json")
-    m.add_argument("--metrics", default=None, help="comma list among fad,kld,clap,chroma (default: the preset's)")
-    m.add_argument("--preset", default=None, choices=["audiocraft-music", "audiocraft-sound"],
+    m.add_argument("--metrics", default=None, type=metric_list, help=metrics_help())
+    m.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="default: by the model's sample rate (16 kHz: sound)")
-    m.add_argument("--fad-embedder", default=None, choices=["vggish", "crepe"])
+    m.add_argument("--fad-embedder", default=None, choices=EMBEDDERS)
     m.add_argument("--settings", default="grid", choices=["grid", "model"],
                    help="grid: audiocraft's evaluation settings; model: the model's own recommended ones")
     m.add_argument("--weights", default=None, metavar="DIR", help="folder holding the metrics' weights files")
@@ -115,6 +115,17 @@ def add_eval_parser(sub: tp.Any) -> None:
     f.add_argument("--dest", default=None, metavar="DIR",
                    help="folder to write into (default: $OPENMAGNET_EVAL_HOME or ~/.cache/openmagnet/eval, /crepe)")
     f.set_defaults(func=fetch_crepe_command)
+
+
+def metric_list(text: str) -> tp.Tuple[str, ...]:
+    """`--metrics fad,kld`: the names, each a registered metric (evaluation/metrics/)."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    known = registered()
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or repr(text)}; choose among "
+                                         f"{', '.join(known)}")
+    return names
 
 
 def train_classifier_command(args: argparse.Namespace) -> int:
@@ -221,14 +232,14 @@ def fetch_crepe_command(args: argparse.Namespace) -> int:
 def objective_command(args: argparse.Namespace) -> int:
     import time
 
-    from .objective import PRESETS, evaluate_objective, load_captions, per_clip_csv, summary_table
+    from .objective import evaluate_objective, load_captions, per_clip_csv, summary_table
 
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else \
-        PRESETS[args.preset]["metrics"]
-    if "clap" in metrics and not args.captions:
-        if args.metrics:
-            raise ValueError("the CLAP score needs the captions: pass --captions FILE_OR_DIR")
-        metrics = tuple(m for m in metrics if m != "clap")
+    metrics = args.metrics or PRESETS[args.preset]["metrics"]
+    blind = [m for m in metrics if registered()[m].needs_captions] if not args.captions else []
+    if blind and args.metrics:
+        raise ValueError(f"the {', '.join(m.upper() for m in blind)} score needs the captions: pass --captions "
+                         f"FILE_OR_DIR")
+    metrics = tuple(m for m in metrics if m not in blind)
     started = time.time()
     report = evaluate_objective(args.generated, args.reference, metrics=metrics, preset=args.preset,
                                 fad_embedder=args.fad_embedder, weights_dir=args.weights, fad_infinity=args.fad_inf,
@@ -251,8 +262,7 @@ def model_command(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
-    report = evaluate_model(args.model, args.dataset, args.out, metrics=metrics, fad_embedder=args.fad_embedder,
+    report = evaluate_model(args.model, args.dataset, args.out, metrics=args.metrics, fad_embedder=args.fad_embedder,
                             weights_dir=args.weights, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
                             device=args.device, settings=args.settings, preset=args.preset,
                             progress=not args.quiet)

@@ -115,21 +115,23 @@ def generate_set(model, items: tp.Sequence[EvalItem], out: PathLike, *, settings
     from tqdm import tqdm
 
     from ..audio import audio_write
+    from ..config import generation_params
+    from ..request import Request, run
 
     out = Path(out)
     max_frames = int(model.max_duration * model.frame_rate)
     batches = plan_batches(items, model.frame_rate, max_frames, batch_size)
     mine = [b for i, b in enumerate(batches) if i % world == rank]
-    model.set_generation_params(**settings)
+    params = generation_params(**settings)  # these settings alone (the API's defaults for the rest), per call
     counts = {"generated": 0, "kept": 0}
     for frames, batch in tqdm(mine, desc="generate", unit="batch", disable=not progress):
         todo = [item for item in batch if not output_path(out, item).is_file()]
         counts["kept"] += len(batch) - len(todo)
         if not todo:
             continue
-        model.duration = frames / model.frame_rate
-        generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + zlib.crc32(batch[0].name.encode()))
-        wavs = model.generate([item.description for item in batch], generator=generator)
+        request = Request(prompts=[item.description for item in batch], duration=frames / model.frame_rate,
+                          seed=seed * 1_000_003 + zlib.crc32(batch[0].name.encode()), params=params)
+        wavs = run(model, request).audio
         for item, wav in zip(batch, wavs, strict=True):
             if item in todo:
                 path = output_path(out, item)

@@ -18,7 +18,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..runtime import check_device, default_device
 from .lora import merge_lora
+
+DEVICE_FIX = "use --device cpu, cuda, cuda:N or mps"
 
 
 def world_size() -> int:
@@ -44,17 +47,13 @@ def launched_rank() -> int:
 
 
 def resolve_device(requested: tp.Optional[str]) -> torch.device:
-    """The device this process trains on, from --device (cpu, cuda, cuda:N, mps; default cuda when
-    there is one). An explicit cuda:N is kept; a plain 'cuda' is the GPU of torchrun's LOCAL_RANK
-    under torchrun, else the current GPU."""
-    try:
-        device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise ValueError(f"--device {requested}: not a device name: use cpu, cuda, cuda:N or mps") from None
+    """The device this process trains on, from --device (cpu, cuda, cuda:N, mps; default cuda when there is one,
+    else cpu), as the runtime checks devices (`runtime.check_device`), with torchrun's rule on top: under torchrun
+    a plain 'cuda' is the GPU of LOCAL_RANK (an explicit cuda:N is refused there); otherwise an explicit cuda:N
+    is kept and a plain 'cuda' is the current GPU."""
+    device = check_device(requested or default_device(mps=False), fix=DEVICE_FIX)
     if device.type != "cuda":
         return device
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {requested}: this PyTorch sees no CUDA GPU: use --device cpu")
     count = torch.cuda.device_count()
     if _launched_world() > 1:
         if device.index is not None:
@@ -65,10 +64,7 @@ def resolve_device(requested: tp.Optional[str]) -> torch.device:
             raise ValueError(f"LOCAL_RANK {index} but only {count} GPU(s) visible: start at most {count} "
                              f"processes per machine (torchrun --nproc_per_node {count})")
         return torch.device("cuda", index)
-    index = torch.cuda.current_device() if device.index is None else device.index
-    if index >= count:
-        raise ValueError(f"--device {requested}: only {count} GPU(s) visible: use cuda:0 to cuda:{count - 1}")
-    return torch.device("cuda", index)
+    return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
 
 
 def init(device: torch.device, timeout_minutes: float = 120.0) -> tp.Tuple[int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .. import __version__, hardware
+from .. import __version__
 from ..checkpoint import (CODEC_FILE, LM_FILE, CheckpointError, lm_from_package, load_package, parse_xp_cfg,
                           resolve_codec, resolve_file)
 from ..conditioners import text_kind, text_width
@@ -30,6 +30,7 @@ from ..data.info import check_metadata
 from ..data.manifest import AudioMeta, read_manifest
 from ..data.tokens import TokenSegmentDataset, build_token_cache
 from ..lm import MagnetLM
+from ..runtime import training_precision
 from . import distributed as dist_utils
 from .presets import CUSTOM_SCALE, SCALES, TrainConfig
 from .runs import CODEC_COPY, RUN_FILE, check_resume_overrides, latest_checkpoint, path_weights, read_run, step_seed
@@ -84,18 +85,12 @@ def run_spec(out: tp.Union[str, Path], cfg: tp.Optional[TrainConfig], data: tp.O
 
 
 def resolve_precision(precision: str, device: torch.device, resume: bool = False) -> str:
-    """The autocast precision a run uses on `device`: `auto` is fp16 on CUDA (with a gradient scaler,
-    as the released runs), bf16 on a CPU with native bf16 matrix products, fp32 elsewhere. Reduced
-    precision that would be slower than fp32 on this CPU (fp16 always, bf16 without native support)
-    is refused."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if device.type == "cpu" and hardware.cpu_info().bf16_native else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    reason = hardware.slow_dtype_reason(device, dtype) if dtype is not None else None
+    """The autocast precision a run uses on `device` (`runtime.training_precision`: `auto` is fp16 on CUDA, bf16
+    on a CPU with native bf16 matrix products, fp32 elsewhere); reduced precision that would be slower than fp32
+    on this CPU (fp16 always, bf16 without native support) is refused in the flags' words."""
+    resolved, reason = training_precision(precision, device)
     if reason is None:
-        return precision
+        return resolved
     fix = ("resume this run where its precision is fast (a CPU with native bf16, or CUDA)" if resume else
            "use --precision auto or fp32" + (" (fp16 is for CUDA)" if precision == "fp16" else ""))
     raise ValueError(f"--precision {precision} refused: {reason}: {fix}")
