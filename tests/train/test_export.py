@@ -246,7 +246,7 @@ def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
     released = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu")
     assert released.stored_generation is None and released.params == GenerationParams()
     # the app reads a bundled model's settings from its file's metadata, before loading it
-    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name: out)
+    monkeypatch.setattr(checkpoint.read, "bundled_model_dir", lambda name: out)
     assert checkpoint.bundled_generation("openmagnet/demo") == model.stored_generation
     assert engine.recommended_params_for_name("openmagnet/demo")["max_cfg_coef"] == 3.0
     assert checkpoint.bundled_generation("facebook/magnet-small-10secs") is None
