@@ -1,5 +1,5 @@
 """Export of a trained model in audiocraft's layout (train/export.py): tiny random LMs with the fixtures'
-configurations. Codec resolution (checkpoint.resolve_codec) is tested in tests/test_checkpoint.py."""
+configurations. Codec resolution (checkpoint.resolve_codec) is tested in tests/checkpoint/test_build.py."""
 import os
 
 import pytest

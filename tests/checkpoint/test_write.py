@@ -1,6 +1,7 @@
-"""Hub-native models (openmagnet/checkpoint/): MAGNeT.save_pretrained in both layouts, from_pretrained from a folder or
-a hub id (served offline from a fabricated hub cache entry), push_to_hub with huggingface_hub's calls recorded,
-and the one-line errors for a missing file, a wrong config and mismatched shapes."""
+"""Writing models (openmagnet/checkpoint/write.py, read back by read.py): MAGNeT.save_pretrained in both layouts,
+from_pretrained from a folder or a hub id (served offline from a fabricated hub cache entry), push_to_hub with
+huggingface_hub's calls recorded, and the one-line errors for a missing file, a wrong config and mismatched
+shapes."""
 import contextlib
 import hashlib
 import json
