@@ -64,6 +64,7 @@ import torch  # noqa: E402
 import openmagnet  # noqa: E402
 from openmagnet import api, runtime  # noqa: E402
 from openmagnet.api import MAGNeT  # noqa: E402
+from openmagnet.checkpoint import read as checkpoint_read  # noqa: E402
 from openmagnet.hardware import bf16_native, cuda_bf16_native, describe_machine  # noqa: E402
 
 DEV = torch.device(ARGS.device)
@@ -408,14 +409,14 @@ def check_codec(ctx: Ctx) -> None:
 def check_quantize_refused(ctx: Ctx) -> None:
     """6. quantize='int8' (and 'int8-all') on CUDA: a one-line ValueError, before the checkpoint is loaded."""
     needs_cuda()
-    real = api.load_package
+    real = checkpoint_read.load_package
     loaded = []
 
     def counting(*a, **kw):
         loaded.append(a[0] if a else kw)
         return real(*a, **kw)
 
-    api.load_package = counting
+    checkpoint_read.load_package = counting
     try:
         for mode in ("int8", "int8-all"):
             loaded.clear()
@@ -432,7 +433,7 @@ def check_quantize_refused(ctx: Ctx) -> None:
             else:
                 ctx.expect(False, f"{mode}: accepted on {DEV}")
     finally:
-        api.load_package = real
+        checkpoint_read.load_package = real
         free()
 
 

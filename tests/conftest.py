@@ -25,7 +25,7 @@ if "torch" in sys.modules and pinnable() and not os.environ.get("ATEN_CPU_CAPABI
     raise RuntimeError("torch was imported before tests/conftest.py could pin its kernels: run the tests "
                        "with `python -m pytest` from the repository root")
 apply_pins()
-# numba's code for AMD Zen 4 crashes librosa (see evaluation/adherence.librosa_module); any test may import librosa first
+# numba's code for AMD Zen 4 crashes librosa (see evaluation/adherence.load_librosa); any test may import librosa first
 os.environ.setdefault("NUMBA_CPU_NAME", "generic")
 PARITY_REGIME = "exact" if pinnable() else "tolerance"
 HUB_ID = "facebook/magnet-small-10secs"  # served from the cache below by the music10 fixture files

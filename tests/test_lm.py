@@ -56,3 +56,38 @@ def test_null_rows_skip_cross_attention_exactly():
         skipped = lm.stage_logits(codes, None, 2, lm.cross_kv(cond))
         reference = lm.stage_logits(codes, full, 2)
     assert (skipped - reference).abs().max().item() <= 1e-5
+
+
+def test_a_first_stage_kernel_is_told_its_stage_by_the_call():
+    """int8-hybrid's kernels serve codebook 0 only: the call says which stage it computes (no state on the model),
+    so the order of the calls does not matter and the later stages use the float weight, bit for bit."""
+    from openmagnet.lm import FirstStageKernel
+
+    from openmagnet import MAGNeT
+    from tests.conftest import FIXTURES
+
+    lm = MAGNeT.get_pretrained(FIXTURES / "music10", device="cpu").lm  # its own: the kernels below change it
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (1, 4, 12), generator=g)
+    cond = torch.randn(1, 3, lm.cfg.dim, generator=g)
+    with torch.no_grad():
+        float_logits = [lm.stage_logits(codes, cond, stage) for stage in range(4)]
+    calls = []
+
+    def counting(layer):
+        def kernel(x):
+            calls.append(layer)
+            return torch.nn.functional.linear(x, layers[layer].linear1.weight) * 0.5  # visibly not the float one
+        return kernel
+
+    layers = lm.transformer.layers
+    for i, layer in enumerate(layers):
+        layer.kernels["linear1"] = FirstStageKernel(counting(i))
+    with torch.no_grad():
+        for stage in (3, 1, 2):
+            assert torch.equal(lm.stage_logits(codes, cond, stage), float_logits[stage])
+        assert calls == []
+        first = lm.stage_logits(codes, cond, 0)
+        assert calls == list(range(len(layers))) and not torch.equal(first, float_logits[0])
+        assert torch.equal(lm.stage_logits(codes, cond, 1), float_logits[1])  # after a stage-0 call too
+    assert not hasattr(lm, "stage_now")

@@ -54,8 +54,9 @@ def where(path, line):
 
 
 def test_the_scan_sees_the_loaders():
-    """The scan is not vacuous: it finds the torch.load of checkpoint.py and the one hf_hub_download."""
-    found = {name for _, name, _ in calls(PACKAGE / "checkpoint.py")}
+    """The scan is not vacuous: it finds the torch.load and yaml.load of the checkpoint package and the one
+    hf_hub_download."""
+    found = {name for path in (PACKAGE / "checkpoint").glob("*.py") for _, name, _ in calls(path)}
     assert {"torch.load", "huggingface_hub.hf_hub_download", "yaml.load"} <= found
     assert len(SCANNED) > 50
 
@@ -115,18 +116,19 @@ def test_no_pickle_eval_exec_or_unsafe_loader():
 
 
 def test_the_hub_is_reached_in_one_place_for_five_files():
-    """Downloads (hf_hub_download and the other hub fetchers) are called by checkpoint._hub_file only, and that one
-    refuses any file but the audiocraft pair and the save_pretrained trio; the one other hub call is HfApi, in
-    hub.push_folder, which only uploads."""
+    """Downloads (hf_hub_download and the other hub fetchers) are called by checkpoint/find.py's hub_file only, and
+    that one refuses any file but the audiocraft pair and the save_pretrained trio; the one other hub call is HfApi,
+    in checkpoint/write.py's push_folder, which only uploads."""
     fetchers = {"huggingface_hub.hf_hub_download", "huggingface_hub.snapshot_download", "huggingface_hub.hf_hub_url",
                 "huggingface_hub.HfApi", "huggingface_hub.HfFileSystem", "huggingface_hub.cached_download"}
-    found = sorted((path.name, name) for path in PACKAGE.rglob("*.py") for _, name, _ in calls(path)
-                   if name in fetchers)
-    assert found == [("checkpoint.py", "huggingface_hub.hf_hub_download"), ("hub.py", "huggingface_hub.HfApi")]
+    found = sorted((path.relative_to(PACKAGE).as_posix(), name) for path in PACKAGE.rglob("*.py")
+                   for _, name, _ in calls(path) if name in fetchers)
+    assert found == [("checkpoint/find.py", "huggingface_hub.hf_hub_download"),
+                     ("checkpoint/write.py", "huggingface_hub.HfApi")]
     assert (LM_FILE, CODEC_FILE) == ("state_dict.bin", "compression_state_dict.bin")
     assert HUB_FILES == ("state_dict.bin", "compression_state_dict.bin", "config.json", "model.safetensors",
                          "compression_model.safetensors")
-    hub_source = (PACKAGE / "hub.py").read_text()
+    hub_source = (PACKAGE / "checkpoint" / "write.py").read_text()
     api_uses = [line for line in hub_source.splitlines() if "api." in line]
     assert api_uses and all("api.create_repo(" in line or "api.upload_folder(" in line for line in api_uses)
 
@@ -190,12 +192,12 @@ def test_a_bare_word_is_a_missing_folder_never_a_hub_request(hub_calls):
 
 
 def test_only_the_model_files_can_be_fetched(hub_calls):
-    from openmagnet.checkpoint import _hub_file
+    from openmagnet.checkpoint import hub_file
 
     for filename in ("../state_dict.bin", "pytorch_model.bin", "state_dict.bin/../x", "model.safetensors/../x",
                      "../config.json", "tokenizer.json"):
         with pytest.raises(CheckpointError, match="openmagnet fetches only state_dict.bin, compression_state_dict.bin, "
                                                   "config.json, model.safetensors and compression_model.safetensors "
                                                   "from the hub"):
-            _hub_file("facebook/magnet-small-10secs", filename)
+            hub_file("facebook/magnet-small-10secs", filename)
     assert hub_calls == []

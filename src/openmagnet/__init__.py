@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import typing as tp
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["MAGNeT", "audio_write", "audio_read", "GenerationParams", "CheckpointError", "__version__"]
 
 _LAZY = {

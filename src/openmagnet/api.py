@@ -18,21 +18,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import codec_from_package, lm_from_package
+from .checkpoint import load_model, push_model, save_model
 from .codec import decode_chunked
 from .conditioners import make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig, generation_params, recommended_params, \
     reference_keywords
 from .hardware import bf16_native, slow_dtype_reason
-from .hub import check_summary, describe, push_folder, read_model_files, save_model
 from .lm import MagnetLM
 from .modes import extend_plan
-from .quantize import cast_float_matrices, quantize_lm
 from .quantize import check_mode as check_quantize_mode
 from .request import Request, window_stride
 from .request import run as run_request
-from .runtime import FastMode, apply_fast_mode, check_device, codec_device, compile_lm, default_dtype, describe_lm, \
-    fast_mode, int8_kernel_choice, parse_dtype
+from .runtime import FastMode, check_device, codec_device, default_dtype, describe_lm, fast_mode, parse_dtype
 from .runtime import deterministic  # noqa: F401 - the README's openmagnet.api.deterministic()
 
 
@@ -153,34 +150,13 @@ class MAGNeT:
         if reason is not None:
             raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (it measures what this CPU "
                              f"runs fastest) or the default float32")
-        files = read_model_files(name, codec)
-        # quantization (and fast mode's measurement) starts from float32 matrices; the float ones then take `dtype`
-        load_dtype = torch.float32 if quantize is not None or measure else dtype
-        lm, _, text_cfg = lm_from_package(files.lm_package, files.lm_source, device, load_dtype)
-        if measure:
-            mode = fast_mode(device, lm, recheck=fast_recheck)
-            apply_fast_mode(lm, mode)
-        elif quantize is not None:
-            cast_float_matrices(quantize_lm(lm, quantize, engine=int8_kernel_choice(lm)), dtype)
-        if banded_attention is None:  # measured on CPU only; elsewhere the dense mask unless asked
-            banded_attention = device.type == "cpu" and (dtype != torch.float32 or quantize is not None)
-        lm.banded_attention = bool(banded_attention)
-        if compile:
-            compile_lm(lm, mode="reduce-overhead" if device.type == "cuda" else None)
-        compression_model = codec_from_package(files.codec_package, files.codec_source, codec_device(device))
-        if abs(float(compression_model.frame_rate) - lm.cfg.frame_rate) > 1e-6:
-            raise ValueError(f"codec frame rate {compression_model.frame_rate} Hz does not match the LM's "
-                             f"{lm.cfg.frame_rate} Hz")
-        if files.summary is not None and codec is None:
-            check_summary(files.summary, describe(compression_model.sample_rate, compression_model.channels,
-                                                  compression_model.frame_rate, lm.cfg, text_cfg))
-        if text_encoder is not None:
-            text_cfg = dataclasses.replace(text_cfg, name=str(text_encoder))
-        model = MAGNeT(str(name), lm, text_cfg, compression_model, generation=files.generation,
-                       xp_cfg=files.xp_cfg, codec_cfg=files.codec_cfg)
-        model.fast_mode = mode
-        if mode is not None:
-            logger.info("fast mode: %s (%s)", model.mode, mode.why)
+        loaded = load_model(name, device=device, dtype=dtype, codec_device=codec_device(device), codec=codec,
+                            text_encoder=text_encoder, quantize=quantize, mode=mode, measure=measure,
+                            fast_recheck=fast_recheck, banded_attention=banded_attention, compile=compile)
+        model = MAGNeT(**loaded.parts())
+        model.fast_mode = loaded.fast_mode
+        if loaded.fast_mode is not None:
+            logger.info("fast mode: %s (%s)", model.mode, loaded.fast_mode.why)
         return model
 
     @classmethod
@@ -220,9 +196,8 @@ class MAGNeT:
         exist, `private` then): `save_pretrained(layout, dtype, license)` into a temporary directory, then one
         commit of it. token: None uses the login of `huggingface-cli login` / HF_TOKEN. Returns the commit info;
         `MAGNeT.from_pretrained(repo_id)` then loads it anywhere."""
-        return push_folder(lambda folder: save_model(folder, **self._saved_parts(), layout=layout, dtype=dtype,
-                                                     license=license, card_id=repo_id),
-                           repo_id, private=private, token=token, commit_message=commit_message)
+        return push_model(repo_id, private=private, token=token, commit_message=commit_message,
+                          **self._saved_parts(), layout=layout, dtype=dtype, license=license)
 
     def _saved_parts(self) -> dict:
         return dict(lm=self.lm, codec=self.compression_model, xp_cfg=self.xp_cfg, codec_cfg=self.codec_cfg,

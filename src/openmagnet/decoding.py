@@ -6,8 +6,8 @@ steps; at step i (s = i / (N - 1)):
     CFG coef       c = p * max_cfg + (1 - p) * min_cfg     (annealed with the mask rate)
     temperature    t = temperature * (N - 1 - i) / N       (linear to 0, floored at 0.01)
 the least confident spans are re-masked, the model predicts every masked token, and confidence
-scores of the tokens just sampled decide what may be re-masked next. Prompt frames (continuation)
-are restored before every forward pass and never re-masked.
+scores of the tokens just sampled decide what may be re-masked next. Fixed frames (a `keep` mask: a
+prefix for a continuation, any set for infill) are restored before every forward pass and never re-masked.
 
 Two span arrangements: 'nonoverlap' (fixed 3-frame chunks; T is trimmed to a multiple of 3,
 so 500 frames become 498) and 'stride1' (any 3-frame window, chosen by a binary search over the
@@ -173,13 +173,11 @@ def capped_count(num: int, unconfident: tp.Optional[int]) -> int:
     return num if unconfident is None else min(num, unconfident)
 
 
-def frozen_frames(seq_len: int, prompt_len: int = 0, keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Boolean [T]: the frames whose codes are given (a prefix of prompt_len frames, or any set `keep`)."""
-    if keep is not None:
-        return keep.to(torch.bool)
-    frozen = torch.zeros(seq_len, dtype=torch.bool)
-    frozen[:prompt_len] = True
-    return frozen
+def prefix_keep(seq_len: int, prompt_len: int) -> torch.Tensor:
+    """Boolean [T]: a continuation's fixed frames, the first prompt_len."""
+    keep = torch.zeros(seq_len, dtype=torch.bool)
+    keep[:prompt_len] = True
+    return keep
 
 
 def select_remask(scores: torch.Tensor, num: int, span_len: int, chunked: bool) -> tp.Tuple[torch.Tensor, torch.Tensor]:
@@ -199,81 +197,102 @@ def select_remask(scores: torch.Tensor, num: int, span_len: int, chunked: bool) 
     return remask, remask
 
 
+class Stage(tp.NamedTuple):
+    """What one stage's re-masking works on: `keep` [T] the fixed frames, `units` how many units (chunks for
+    nonoverlap, else frames) may be re-masked, `scores` [B, 1, units] their first re-masking scores (fixed
+    units at DONT_REMASK), `fixed` [B, 1, n_fixed] the fixed frames' codes of the stage."""
+    keep: torch.Tensor
+    chunked: bool
+    units: int
+    scores: torch.Tensor
+    fixed: torch.Tensor
+
+
+def start_stage(codes: torch.Tensor, stage: int, keep: torch.Tensor, span_len: int, chunked: bool) -> Stage:
+    """The re-masking state at the start of a stage; codes [B, K, T] (already trimmed for nonoverlap) hold the
+    fixed frames' codes. A 'nonoverlap' chunk is frozen when all its frames are fixed."""
+    B, _, T = codes.shape
+    if chunked:
+        frozen = keep.reshape(T // span_len, span_len).all(-1)
+    else:
+        frozen = keep
+    scores = torch.zeros((B, 1, frozen.shape[0]), dtype=torch.float32, device=codes.device)
+    scores[..., frozen] = DONT_REMASK
+    units = frozen.shape[0] - int(frozen.sum())
+    return Stage(keep, chunked, units, scores, codes[:, stage:stage + 1, :][..., keep])
+
+
+def remask(stage_codes: torch.Tensor, scores: torch.Tensor, num: int, span_len: int, state: Stage,
+           mask_id: int) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """(stage codes [B, 1, T] with the `num` least confident units masked and the fixed frames restored, the
+    mask [B, 1, units] of the units chosen)."""
+    tokens, unit_mask = select_remask(scores, num, span_len, state.chunked)
+    stage_codes = stage_codes.masked_fill(tokens, mask_id)
+    if state.fixed.shape[-1]:
+        stage_codes[..., state.keep] = state.fixed
+    return stage_codes, unit_mask
+
+
+def step_logits(logits_fn: tp.Union[LogitsFn, GuidedFn], codes: torch.Tensor, stage: int, coef: float, step: int,
+                params: GenerationParams,
+                diff: tp.Optional[torch.Tensor]) -> tp.Tuple[torch.Tensor, tp.Optional[torch.Tensor]]:
+    """(guided logits [B, 1, T, N], the guidance difference to reuse) for one step."""
+    if params.guidance_every > 1:
+        logits, diff = guided_logits(logits_fn, codes, stage, coef, step, params.guidance_every, diff)
+    else:
+        logits = logits_fn(codes, stage, coef)
+    return logits.unsqueeze(1), diff
+
+
+def rescore(token_probs: torch.Tensor, masked: torch.Tensor, unit_mask: torch.Tensor, chunked: bool,
+            noise: float) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(re-masking scores [B, 1, units], each unit's confidence, the units just sampled) from the probabilities
+    [B, 1, T] of the tokens just sampled: -log p per token, or per chunk 1 - its best token's p (-log of it with
+    re-masking noise, so that the noise has one scale for both); units not sampled this step stay frozen."""
+    if chunked:
+        B, _, T = token_probs.shape
+        best = torch.max(token_probs.reshape(B, 1, unit_mask.shape[-1], -1), dim=-1)[0]
+        scores = (1 - best) if noise == 0 else -torch.log(best)
+        return scores.masked_fill(~unit_mask, DONT_REMASK), best, unit_mask
+    return (-torch.log(token_probs)).masked_fill(~masked, DONT_REMASK), token_probs, masked
+
+
 def decode_stage(logits_fn: tp.Union[LogitsFn, GuidedFn], codes: torch.Tensor, stage: int, steps: int,
-                 params: GenerationParams, card: int, span_len: int, prompt: tp.Optional[torch.Tensor] = None,
+                 params: GenerationParams, card: int, span_len: int, keep: torch.Tensor,
                  generator: tp.Optional[torch.Generator] = None,
-                 on_step: tp.Optional[tp.Callable[[], None]] = None,
-                 keep: tp.Optional[torch.Tensor] = None) -> torch.Tensor:
+                 on_step: tp.Optional[tp.Callable[[], None]] = None) -> torch.Tensor:
     """Decode codebook `stage` of codes [B, K, T] in place; returns codes (trimmed for nonoverlap).
 
-    Fixed frames: prompt [B, K, Tp] holds the first Tp frames (Tp may be 0), or `keep` (boolean [T]) marks
-    any set of frames whose codes in `codes` are given (infill). Fixed frames are restored before every
-    forward pass and never counted among the units to re-mask; a 'nonoverlap' chunk is frozen when all its
-    frames are fixed. With confidence_stop the stage may end before `steps` (see the module docstring)."""
-    B, _, T = codes.shape
-    device = codes.device
-    mask_id = card
-    if keep is None:
-        prompt_len = 0 if prompt is None else prompt.shape[-1]
-        keep = frozen_frames(T, prompt_len)
-        known = None if prompt is None else torch.nn.functional.pad(prompt, (0, T - prompt_len))
-    else:
-        known = codes.clone()
-    keep = keep.to(device)
+    keep [T] (boolean) marks the fixed frames, whose codes in `codes` are given: a prefix for a continuation
+    (prefix_keep), any set for infill, none for text alone. They are restored before every forward pass and never
+    counted among the units to re-mask. With confidence_stop the stage may end before `steps` (see the module
+    docstring)."""
     chunked = span_len > 1 and params.span_arrangement == "nonoverlap"
-    if chunked:
-        n_chunks = T // span_len
-        T = n_chunks * span_len
-        codes, keep = codes[..., :T], keep[:T]
-        frozen = keep.reshape(n_chunks, span_len).all(-1)
-        scores = torch.zeros((B, 1, n_chunks), dtype=torch.float32, device=device)
-        scores[..., frozen] = DONT_REMASK
-        units = n_chunks - int(frozen.sum())
-    else:
-        scores = torch.zeros((B, 1, T), dtype=torch.float32, device=device)
-        scores[..., keep] = DONT_REMASK
-        units = T - int(keep.sum())
-    any_fixed = bool(keep.any())
-    if any_fixed:
-        fixed_codes = known[:, stage:stage + 1, :T][..., keep]  # [B, 1, n_fixed]
-    stage_codes = torch.full((B, 1, T), mask_id, dtype=torch.long, device=device)
-    schedule = torch.linspace(0, 1, steps, device=device)
-    reuse, diff, unconfident = params.guidance_every > 1, None, None
-
+    T = codes.shape[-1] // span_len * span_len if chunked else codes.shape[-1]
+    codes, keep = codes[..., :T], keep.to(codes.device)[:T]
+    state = start_stage(codes, stage, keep, span_len, chunked)
+    scores, mask_id = state.scores, card
+    stage_codes = torch.full((codes.shape[0], 1, T), mask_id, dtype=torch.long, device=codes.device)
+    schedule = torch.linspace(0, 1, steps, device=codes.device)
+    diff, unconfident = None, None
     for step in range(steps):
         rate = mask_rate(schedule, step)
-        num = capped_count(num_to_mask(rate, units), unconfident)
+        num = capped_count(num_to_mask(rate, state.units), unconfident)
         if num == 0:  # confidence stop: every unit is confident
             break
         if params.remask_noise > 0 and step > 0:
             scores = noisy_scores(scores, params.remask_noise * float(rate), generator)
-        remask, unit_mask = select_remask(scores, num, span_len, chunked)
-        stage_codes = stage_codes.masked_fill(remask, mask_id)
-        if any_fixed:
-            stage_codes[..., keep] = fixed_codes
+        stage_codes, unit_mask = remask(stage_codes, scores, num, span_len, state, mask_id)
         codes[:, [stage], :] = stage_codes
-
         coef = cfg_coef(rate, params.max_cfg_coef, params.min_cfg_coef)
-        if reuse:
-            logits, diff = guided_logits(logits_fn, codes, stage, coef, step, params.guidance_every, diff)
-        else:
-            logits = logits_fn(codes, stage, coef)
-        logits = logits.unsqueeze(1)  # [B, 1, T, N]
+        logits, diff = step_logits(logits_fn, codes, stage, coef, step, params, diff)
         probs = torch.softmax(logits / temperature(params.temperature, step, steps), dim=-1)
         tokens = select_tokens(logits, probs, params.use_sampling, params.top_k, params.top_p, generator)
-
         masked = stage_codes == mask_id
         stage_codes = torch.where(masked, tokens[..., 0], stage_codes)
         codes[:, [stage], :] = stage_codes
         token_probs = torch.gather(probs, 3, tokens)[..., 0]  # [B, 1, T]
-        if chunked:
-            best = torch.max(token_probs.reshape(B, 1, n_chunks, -1), dim=-1)[0]
-            # with noise, chunks are scored like tokens (-log p) so that the noise has one scale for both
-            scores = (1 - best) if params.remask_noise == 0 else -torch.log(best)
-            scores = scores.masked_fill(~unit_mask, DONT_REMASK)
-        else:
-            best, unit_mask = token_probs, masked
-            scores = (-torch.log(token_probs)).masked_fill(~masked, DONT_REMASK)
+        scores, best, unit_mask = rescore(token_probs, masked, unit_mask, chunked, params.remask_noise)
         if params.confidence_stop > 0:
             unconfident = int(((best < params.confidence_stop) & unit_mask).sum(-1).max())
         if on_step is not None:
@@ -294,7 +313,7 @@ def generate_tokens(logits_fn: tp.Union[LogitsFn, GuidedFn], batch_size: int, se
         raise ValueError("guidance_every > 1 reuses the guidance: it needs a logits function with cond() and pair() "
                          "(a GuidedFn, e.g. api.GuidedLogits), not a plain function")
     codes = torch.full((batch_size, n_q, seq_len), card, dtype=torch.long, device=device)
-    keep = None
+    keep = prefix_keep(seq_len, 0).to(device)
     if prompt is not None and infill is not None:
         raise ValueError("give a prompt (continuation) or infill codes, not both")
     if prompt is not None:
@@ -302,6 +321,7 @@ def generate_tokens(logits_fn: tp.Union[LogitsFn, GuidedFn], batch_size: int, se
             raise ValueError(f"the prompt has {prompt.shape[-1]} frames but the model generates {seq_len}: "
                              f"use a shorter prompt")
         codes[..., :prompt.shape[-1]] = prompt
+        keep = prefix_keep(seq_len, prompt.shape[-1]).to(device)
     if infill is not None:
         given, keep = infill
         if given.shape != codes.shape or keep.shape != (seq_len,):
@@ -322,14 +342,12 @@ def generate_tokens(logits_fn: tp.Union[LogitsFn, GuidedFn], batch_size: int, se
 
     planned = 0
     for stage, steps in enumerate(params.stage_steps[:n_q]):
-        codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, prompt, generator, on_step,
-                             keep=keep)
+        codes = decode_stage(logits_fn, codes, stage, steps, params, card, span_len, keep, generator, on_step)
         planned += steps
         if done < planned:  # a confidence stop skipped steps: the progress jumps over them
             done = planned - 1
             on_step()
-        if keep is not None:
-            keep = keep[:codes.shape[-1]]
+        keep = keep[:codes.shape[-1]]
     return codes
 
 

@@ -44,11 +44,21 @@ def sin_embedding(seq_len: int, dim: int, max_period: float = 10_000.0,
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 
-def project(kernels: tp.Dict[str, Kernel], name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+class FirstStageKernel(tp.NamedTuple):
+    """A replacement kernel that serves the codebook-0 stage only (quantize.py's 'int8-hybrid'): the later stages
+    use the float weight."""
+    kernel: Kernel
+
+
+def project(kernels: tp.Dict[str, Kernel], name: str, x: torch.Tensor, weight: torch.Tensor,
+            first_stage: bool = False) -> torch.Tensor:
     """x @ weight^T in the weight's dtype, or through a replacement kernel installed under `name`
-    (e.g. int8, see quantize.py). The residual stream stays in its own dtype: adding the result
-    to it promotes back."""
+    (e.g. int8, see quantize.py); a FirstStageKernel only when the call computes the codebook-0 stage
+    (`first_stage`, passed down from `MagnetLM.hidden`). The residual stream stays in its own dtype: adding the
+    result to it promotes back."""
     kernel = kernels.get(name)
+    if isinstance(kernel, FirstStageKernel):
+        kernel = kernel.kernel if first_stage else None
     if kernel is not None:
         return kernel(x)
     return F.linear(x.to(weight.dtype), weight)
@@ -57,7 +67,8 @@ def project(kernels: tp.Dict[str, Kernel], name: str, x: torch.Tensor, weight: t
 class MultiheadAttention(nn.Module):
     """Bias-free attention with PyTorch's packed projection: rows [0:D] of `in_proj_weight` give
     the queries, [D:2D] the keys, [2D:3D] the values; heads are contiguous chunks of D / H.
-    `kernels` may replace the projections 'qkv', 'q', 'kv' and 'out' (see quantize.py)."""
+    `kernels` may replace the projections 'qkv', 'q', 'kv' and 'out' (see quantize.py); `first_stage` says whether
+    a call computes the codebook-0 stage (for the kernels that serve that stage only)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -71,17 +82,19 @@ class MultiheadAttention(nn.Module):
         B, T, D = x.shape
         return x.view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)  # [B, H, T, d]
 
-    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _merge_heads(self, x: torch.Tensor, first_stage: bool) -> torch.Tensor:
         B, H, T, d = x.shape
-        return project(self.kernels, "out", x.transpose(1, 2).reshape(B, T, H * d), self.out_proj.weight)
+        return project(self.kernels, "out", x.transpose(1, 2).reshape(B, T, H * d), self.out_proj.weight, first_stage)
 
-    def self_attention(self, x: torch.Tensor, context: tp.Optional[int], banded: bool = False) -> torch.Tensor:
+    def self_attention(self, x: torch.Tensor, context: tp.Optional[int], banded: bool = False,
+                       first_stage: bool = False) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]; context: None for full attention, else the window half-width
         (computed banded when `banded`, see attention.py)."""
         B, T, D = x.shape
-        packed = project(self.kernels, "qkv", x, self.in_proj_weight).view(B, T, 3, self.num_heads, D // self.num_heads)
+        packed = project(self.kernels, "qkv", x, self.in_proj_weight, first_stage)
+        packed = packed.view(B, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = (t.transpose(1, 2) for t in packed.unbind(dim=2))  # each [B, H, T, d]
-        return self._merge_heads(self_attention_window(q, k, v, context, banded))
+        return self._merge_heads(self_attention_window(q, k, v, context, banded), first_stage)
 
     def cross_kv(self, src: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the condition src [B, S, D], each [B, H, S, d]. They do not change
@@ -95,12 +108,13 @@ class MultiheadAttention(nn.Module):
             v = F.linear(src, self.in_proj_weight[2 * D:])
         return self._split_heads(k), self._split_heads(v)
 
-    def cross_attention(self, x: torch.Tensor, kv: tp.Sequence[torch.Tensor]) -> torch.Tensor:
+    def cross_attention(self, x: torch.Tensor, kv: tp.Sequence[torch.Tensor],
+                        first_stage: bool = False) -> torch.Tensor:
         """x [B, T, D] attends to precomputed (k, v) [B, H, S, d]; no mask, as in the reference, unless the
         keys were padded (`pad_cross_kv`: a third element, the additive key mask [1, 1, 1, S])."""
         D = x.shape[-1]
-        q = self._split_heads(project(self.kernels, "q", x, self.in_proj_weight[:D]))
-        return self._merge_heads(attention(q, kv[0], kv[1], kv[2] if len(kv) > 2 else None))
+        q = self._split_heads(project(self.kernels, "q", x, self.in_proj_weight[:D], first_stage))
+        return self._merge_heads(attention(q, kv[0], kv[1], kv[2] if len(kv) > 2 else None), first_stage)
 
 
 def pad_cross_kv(cross_kv: CrossKV, bucket: int) -> CrossKV:
@@ -142,26 +156,27 @@ class TransformerLayer(nn.Module):
                 (self.linear1, "weight"), (self.linear2, "weight")]
 
     def forward(self, x: torch.Tensor, kv: tp.Union[torch.Tensor, tp.Tuple[torch.Tensor, torch.Tensor]],
-                context: tp.Optional[int], banded: bool = False) -> torch.Tensor:
+                context: tp.Optional[int], banded: bool = False, first_stage: bool = False) -> torch.Tensor:
         """x [B, T, D]; kv: the cross-attention keys/values of the condition of the first n <= B rows,
         or that condition [n, S, D] itself. Rows past n have the null condition (all zeros): their
-        keys and values are 0, so their cross-attention output is exactly 0 and is skipped."""
+        keys and values are 0, so their cross-attention output is exactly 0 and is skipped.
+        first_stage: the call computes the codebook-0 stage (for the kernels that serve that stage only)."""
         if isinstance(kv, torch.Tensor):
             kv = self.cross_attention.cross_kv(kv)
         # Without autograd the residual stream is updated in place (the same additions, bit for bit, without a
         # new [B, T, D] tensor each time); x is then this layer's own: `MagnetLM.hidden` made it.
         add = torch.add if torch.is_grad_enabled() else torch.Tensor.add_
-        x = add(x, self.self_attn.self_attention(self.norm1(x), context, banded))
+        x = add(x, self.self_attn.self_attention(self.norm1(x), context, banded, first_stage))
         n = kv[0].shape[0]
         if n == x.shape[0]:
-            x = add(x, self.cross_attention.cross_attention(self.norm_cross(x), kv))
+            x = add(x, self.cross_attention.cross_attention(self.norm_cross(x), kv, first_stage))
         elif torch.is_grad_enabled():
             head = x[:n]
-            x = torch.cat([head + self.cross_attention.cross_attention(self.norm_cross(head), kv), x[n:]])
+            x = torch.cat([head + self.cross_attention.cross_attention(self.norm_cross(head), kv, first_stage), x[n:]])
         else:
-            x[:n] += self.cross_attention.cross_attention(self.norm_cross(x[:n]), kv)
-        hidden = F.gelu(project(self.kernels, "linear1", self.norm2(x), self.linear1.weight))
-        return add(x, project(self.kernels, "linear2", hidden, self.linear2.weight))
+            x[:n] += self.cross_attention.cross_attention(self.norm_cross(x[:n]), kv, first_stage)
+        hidden = F.gelu(project(self.kernels, "linear1", self.norm2(x), self.linear1.weight, first_stage))
+        return add(x, project(self.kernels, "linear2", hidden, self.linear2.weight, first_stage))
 
 
 class Transformer(nn.Module):
@@ -205,7 +220,6 @@ class MagnetLM(nn.Module):
         self.banded_attention = False
         self.quantized: tp.Optional[str] = None  # the mode once quantize.quantize_lm has run
         self.int8_engine: tp.Optional[str] = None  # and the int8 kernel it packed for
-        self.stage_now = -1  # the codebook stage being computed (read by stage-dependent kernels)
         # `run_layers` compiled (runtime.compile_lm; None: eager). Not a module: the state dict is unchanged.
         self.compiled_layers: tp.Optional[tp.Callable[..., torch.Tensor]] = None
 
@@ -255,15 +269,16 @@ class MagnetLM(nn.Module):
             x = x + self.emb[k](codes[:, k])
         x = x + sin_embedding(T, self.cfg.dim, self.cfg.max_period, device=x.device, dtype=x.dtype)
         context = self.cfg.subcodes_context if stage > 0 and self.cfg.subcodes_context >= 0 else None
-        self.stage_now = stage
         run = self.run_layers if self.compiled_layers is None or torch.is_grad_enabled() else self.compiled_layers
-        return self.out_norm(run(x, cross_kv, context, self.banded_attention))
+        return self.out_norm(run(x, cross_kv, context, self.banded_attention, stage == 0))
 
     def run_layers(self, x: torch.Tensor, cross_kv: tp.Sequence[tp.Any], context: tp.Optional[int],
-                   banded: bool) -> torch.Tensor:
-        """x [B, T, D] through every layer (the part `runtime.compile_lm` compiles)."""
+                   banded: bool, first_stage: bool = False) -> torch.Tensor:
+        """x [B, T, D] through every layer (the part `runtime.compile_lm` compiles). The layers compute the same
+        function for every stage past codebook 0, so they are told only whether this is codebook 0 (`first_stage`):
+        the window (`context`) and the kernels that serve that stage only depend on it."""
         for layer, kv in zip(self.transformer.layers, cross_kv, strict=True):
-            x = layer(x, kv, context, banded)
+            x = layer(x, kv, context, banded, first_stage)
         return x
 
     def stage_logits(self, codes: torch.Tensor, cond: tp.Optional[torch.Tensor], stage: int,

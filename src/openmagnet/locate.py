@@ -2,7 +2,7 @@
 reached. Standard library only, so that the command line can answer a mistyped --model before torch is imported.
 
 Offline, huggingface_hub and transformers retry each request for about a minute before they fail. Every hub access
-of openmagnet (checkpoint.py's downloads, the codec pointer and the text encoder through transformers) first asks
+of openmagnet (the checkpoint package's downloads, the codec pointer, the text encoder through transformers) asks
 `hub_unreachable()`, which sends one HEAD request to the hub's endpoint (HF_ENDPOINT, default huggingface.co,
 through the usual proxy variables) and waits at most HUB_CHECK_SECONDS. When no answer comes, the cache alone is
 used (as with HF_HUB_OFFLINE=1), so a model already downloaded still loads and a missing one is a one-line error
@@ -104,7 +104,7 @@ def unreachable_message(repo_id: str, filename: str, reason: str, folder: str) -
 def model_name_problem(name: str, folder: str) -> tp.Optional[str]:
     """Why a model named `name` cannot be loaded here, found without loading anything (the command line asks before
     importing torch): no such local path, or a hub id while the hub cannot be reached and its cache holds none of
-    the repo's files. None when it may load (checkpoint.py then finds the rest)."""
+    the repo's files. None when it may load (the checkpoint package then finds the rest)."""
     problem = missing_path(name)
     if problem is not None or name in BUNDLED_MODELS or Path(name).expanduser().exists():
         return problem
@@ -115,7 +115,7 @@ def model_name_problem(name: str, folder: str) -> tp.Optional[str]:
 
     try:
         cached = [try_to_load_from_cache(name, file) for file in HUB_MODEL_FILES]
-    except Exception:  # noqa: BLE001 - a malformed id: checkpoint.py explains it
+    except Exception:  # noqa: BLE001 - a malformed id: the checkpoint package explains it
         return None
     return None if any(isinstance(path, str) for path in cached) else \
         unreachable_message(name, HUB_MODEL_FILES[0], reason, folder)

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from .hardware import int8_engines, int8_saturates, int_mm_exact, quantized_engine
-from .lm import MagnetLM
+from .lm import FirstStageKernel, MagnetLM
 
 QUANTIZE_MODES = ("int8", "int8-hybrid", "int8-all")
 
@@ -141,23 +141,6 @@ def int8_linear(weight: torch.Tensor, engine: str, saturating: bool = False) -> 
     return IntMMLinear(weight) if engine == "int_mm" else Int8Linear(weight, engine, saturating)
 
 
-class CodebookZeroKernel:
-    """int8 while the LM computes the codebook-0 stage, the float matrix (read from its module at
-    call time, so a later dtype cast applies) for the other stages ('int8-hybrid')."""
-
-    def __init__(self, kernel: tp.Callable[[torch.Tensor], torch.Tensor], lm: "MagnetLM", module: nn.Module, name: str,
-                 rows: tp.Optional[slice] = None):
-        self.kernel, self.lm, self.module, self.name, self.rows = kernel, lm, module, name, rows
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.lm.stage_now == 0:
-            return self.kernel(x)
-        weight = getattr(self.module, self.name)
-        if self.rows is not None:
-            weight = weight[self.rows]
-        return torch.nn.functional.linear(x.to(weight.dtype), weight)
-
-
 def _release(module: nn.Module, name: str) -> None:
     """Swap a float parameter for a meta tensor of the same shape: frees its memory, keeps its shape."""
     old = getattr(module, name)
@@ -193,12 +176,10 @@ def quantize_lm(lm: "MagnetLM", mode: str, engine: tp.Optional[str] = None) -> "
             dim = layer.linear1.weight.shape[1]
             self_attn, cross = layer.self_attn, layer.cross_attention
 
-            def stage0(module: nn.Module, name: str, rows: tp.Optional[slice] = None) -> CodebookZeroKernel:
-                weight = getattr(module, name)
-                return CodebookZeroKernel(int8(weight if rows is None else weight[rows]), lm, module, name, rows)
-
-            self_attn.kernels.update(qkv=stage0(self_attn, "in_proj_weight"), out=stage0(self_attn.out_proj, "weight"))
-            cross.kernels.update(q=stage0(cross, "in_proj_weight", slice(0, dim)), out=stage0(cross.out_proj, "weight"))
+            self_attn.kernels.update(qkv=FirstStageKernel(int8(self_attn.in_proj_weight)),
+                                     out=FirstStageKernel(int8(self_attn.out_proj.weight)))
+            cross.kernels.update(q=FirstStageKernel(int8(cross.in_proj_weight[:dim])),
+                                 out=FirstStageKernel(int8(cross.out_proj.weight)))
         for module, name in released:
             _release(module, name)
     lm.quantized = mode

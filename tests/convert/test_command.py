@@ -9,7 +9,7 @@ from openmagnet import MAGNeT
 from openmagnet.checkpoint import CODEC_FILE, LM_FILE
 from openmagnet.cli import main
 from tests.conftest import FIXTURES
-from tests.test_hub import assert_same_weights
+from tests.checkpoint.test_write import assert_same_weights
 
 
 def run(argv, capsys):
@@ -127,7 +127,7 @@ def test_a_failed_conversion_leaves_nothing(tmp_path, capsys, monkeypatch):
 
 def test_a_transformers_model_on_the_hub_converts_back(tmp_path, capsys):
     """A hub id whose repo holds the transformers layout (served here from the hub cache, offline)."""
-    from tests.test_hub import add_to_hub_cache
+    from tests.checkpoint.test_write import add_to_hub_cache
 
     src = FIXTURES / "music10"
     assert run(["convert", "--to", "transformers", str(src), str(tmp_path / "tf"), "--quiet"], capsys)[0] == 0

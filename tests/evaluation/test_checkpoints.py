@@ -1,10 +1,11 @@
-"""Strict loading of the metrics' weights (openmagnet/evaluation/checkpoints.py): every mis-shaped tensor is
-named in the one-line error, not only the first; missing and unexpected keys are named too."""
+"""Strict loading of the metrics' weights (openmagnet/evaluation/checkpoints.py, over the checkpoint package's one
+strict loader, tests/checkpoint/test_strict.py): every mis-shaped tensor is named in the one-line error, not only
+the first; missing and unexpected keys are named too."""
 import pytest
 import torch
 from torch import nn
 
-from openmagnet.evaluation.checkpoints import load_strict, name_list
+from openmagnet.evaluation.checkpoints import load_strict
 
 
 def _model() -> nn.Module:
@@ -18,22 +19,19 @@ def test_every_tensor_of_another_shape_is_named(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError) as info:
         load_strict(_model(), path, what="Toy")
-    assert str(info.value) == (f"Toy: {path} does not fit the model (2 tensors of another shape: 0.weight (5, 3) "
-                               f"instead of (4, 3), 2.bias (7,) instead of (2,)); is it the right file?")
+    assert str(info.value) == (f"Toy: {path} does not match the model: 0.weight has shape [5, 3], expected [4, 3]; "
+                               f"2.bias has shape [7], expected [2]; is it the right file?")
 
 
 def test_missing_and_unexpected_keys_are_named_and_a_good_file_loads(tmp_path):
     path = tmp_path / "w.pt"
     good = _model().state_dict()
     torch.save({**{k: v for k, v in good.items() if k != "2.bias"}, "3.weight": torch.zeros(1)}, path)
-    with pytest.raises(ValueError, match=r"^Toy: .* \(missing 2\.bias; unexpected 3\.weight\); is it the right file"):
+    with pytest.raises(ValueError, match=r"^Toy: .* does not match the model: missing: 2\.bias; "
+                                         r"unexpected: 3\.weight; is it the right file\?$"):
         load_strict(_model(), path, what="Toy")
     torch.save(good, path)
     model = _model()
     load_strict(model, path, what="Toy")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())
 
-
-def test_name_list_shows_the_first_names_and_counts_the_rest():
-    assert name_list(["c", "a", "b"]) == "a, b, c"
-    assert name_list([f"k{i}" for i in range(8)], limit=3) == "k0, k1, k2 and 5 more"

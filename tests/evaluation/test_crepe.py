@@ -64,8 +64,8 @@ def test_the_wrong_capacity_is_a_one_line_error():
     tiny = WEIGHTS.parent / "tiny.pth"
     if not tiny.is_file():
         pytest.skip("tiny.pth absent")
-    with pytest.raises(ValueError, match=r"^CREPE full: .*tiny.pth does not fit the model \(.*tensors of another "
-                                         r"shape, e.g. .*\); is it the right file\?$"):
+    with pytest.raises(ValueError, match=r"^CREPE full: .*tiny.pth does not match the model: .* has shape "
+                                         r"\[.*\], expected \[.*\]; is it the right file\?$"):
         Crepe.load("full", path=str(tiny))
 
 

@@ -123,7 +123,7 @@ def test_bad_input_gets_one_line_errors(sets, weights, tmp_path):
     bad = tmp_path / "bad_weights"
     bad.mkdir()
     torch.save(PaSST("10s").net.state_dict(), bad / "passt-s-f128-20sec-p16-s10-ap.474-swa.pt")
-    with pytest.raises(ValueError, match=r"^PaSST 20s: .* does not fit the model"):
+    with pytest.raises(ValueError, match=r"^PaSST 20s: .* does not match the model"):
         evaluate_objective(gen, ref, metrics=("kld",), weights_dir=str(bad), progress=False)
     with pytest.raises(ValueError, match=r"^unknown metric\(s\) fid; choose among fad, kld, clap, chroma$"):
         evaluate_objective(gen, ref, metrics=("fid",), progress=False)

@@ -69,6 +69,7 @@ def test_front_end_matches(golden):
 def test_loading_the_other_window_is_a_one_line_error(tmp_path):
     path = tmp_path / "passt-s-f128-p16-s10-ap.476-swa.pt"
     torch.save(PaSST("20s").net.state_dict(), path)
-    with pytest.raises(ValueError, match=r"^PaSST 10s: .* does not fit the model \(1 tensor of another shape: "
-                                         r"time_new_pos_embed \(1, 768, 1, 200\) instead of \(1, 768, 1, 99\)\)"):
+    with pytest.raises(ValueError, match=r"^PaSST 10s: .* does not match the model: time_new_pos_embed has "
+                                         r"shape \[1, 768, 1, 200\], expected \[1, 768, 1, 99\]; is it the right "
+                                         r"file\?$"):
         PaSST.load("10s", path=str(path))

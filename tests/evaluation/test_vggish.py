@@ -71,8 +71,8 @@ def test_vggish_loading_is_strict_and_says_what_is_wrong(vggish_file, tmp_path):
     state["extra.weight"] = torch.zeros(1)
     bad = tmp_path / "vggish-10086976.pth"
     torch.save(state, bad)
-    with pytest.raises(ValueError, match=r"^VGGish: .*vggish-10086976.pth does not fit the model \(missing "
-                                         r"embeddings.4.bias; unexpected extra.weight\); is it the right file\?$"):
+    with pytest.raises(ValueError, match=r"^VGGish: .*vggish-10086976.pth does not match the model: missing: "
+                                         r"embeddings.4.bias; unexpected: extra.weight; is it the right file\?$"):
         VGGish.load(str(bad))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"^VGGish: .*junk.pth is not a readable weights file"):

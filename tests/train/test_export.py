@@ -1,5 +1,5 @@
 """Export of a trained model in audiocraft's layout (train/export.py): tiny random LMs with the fixtures'
-configurations. Codec resolution (checkpoint.resolve_codec) is tested in tests/test_checkpoint.py."""
+configurations. Codec resolution (checkpoint.resolve_codec) is tested in tests/checkpoint/test_build.py."""
 import os
 
 import pytest
@@ -249,7 +249,8 @@ def test_a_model_stores_its_generation_settings(tmp_path, monkeypatch, capsys):
     # the app's settings for a model come from the model's own files, not from its name
     app = engine.Engine(tmp_path / "app", policy=Policy(model_dirs=(tmp_path,)))
     assert app.recommended_params(str(out))["max_cfg_coef"] == 3.0
-    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name: out)
+    # a bundled model's settings are read from its file's metadata, before loading it
+    monkeypatch.setattr(checkpoint.read, "bundled_model_dir", lambda name: out)
     assert checkpoint.bundled_generation("openmagnet/demo") == model.stored_generation
     assert checkpoint.bundled_generation("facebook/magnet-small-10secs") is None
     # the command line: settings typed, re-bundling keeps the others, bad ones are one-line errors

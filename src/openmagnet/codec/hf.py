@@ -45,7 +45,7 @@ class HFEncodec(nn.Module):
     def from_pretrained(cls, name: str, device: tp.Union[str, torch.device, None] = None,
                         local_files_only: bool = False) -> "HFEncodec":
         """Load `name` (hub id or local directory) with transformers, honouring HF_HUB_CACHE and
-        HF_HUB_OFFLINE as set by the caller; local_files_only: from the cache alone (checkpoint.py passes it
+        HF_HUB_OFFLINE as set by the caller; local_files_only: from the cache alone (checkpoint/ passes it
         when the hub cannot be reached)."""
         import transformers  # deferred: `import openmagnet` must not import transformers
 

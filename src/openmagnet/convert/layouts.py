@@ -82,13 +82,13 @@ def is_transformers_folder(src: PathLike) -> bool:
 def _hub_config(name: str) -> tp.Optional[Path]:
     """The config.json of hub repo `name` (through the Hugging Face cache), or None: not a hub id, no such file,
     offline without it (MAGNeT.get_pretrained then says what is wrong)."""
-    from ..checkpoint import _hub_file
+    from ..checkpoint import hub_file
     from ..locate import is_path_like
 
     if is_path_like(name) or Path(name).expanduser().exists():
         return None
     try:
-        return _hub_file(name, "config.json")
+        return hub_file(name, "config.json")
     except Exception:  # not a hub id (CheckpointError), not in the repo, offline, network
         return None
 

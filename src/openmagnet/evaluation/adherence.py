@@ -34,7 +34,7 @@ _LETTERS = {'c': 0, 'd': 2, 'e': 4, 'f': 5, 'g': 7, 'a': 9, 'b': 11}
 _INSTALL = "install the eval extra: pip install 'openmagnet[eval]'"
 
 
-def librosa_module():
+def load_librosa():
     """librosa, imported on first use. numba (librosa's JIT) 0.68 with llvmlite 0.50 compiles code for AMD Zen 4
     (AVX-512) that crashes the process (librosa.util.peak_pick, chroma_cqt: segmentation faults measured on a
     2-core Zen 4 VM); for generic x86-64 it runs everywhere. So unless the user chose a target, numba is pointed
@@ -50,13 +50,13 @@ def librosa_module():
     return librosa
 
 
-def mono_at(wav: tp.Any, sr: int, target_sr: int = ANALYSIS_SR) -> np.ndarray:
+def analysis_mono(wav: tp.Any, sr: int, target_sr: int = ANALYSIS_SR) -> np.ndarray:
     """Float32 mono numpy audio at target_sr from [T], [C, T] (numpy or torch) audio at sr."""
     y = np.asarray(wav.detach().cpu() if hasattr(wav, 'detach') else wav, dtype=np.float32)
     if y.ndim not in (1, 2) or y.shape[-1] == 0:
         raise ValueError(f"audio must be [T] or [C, T] with T > 0, got shape {y.shape}")
     y = y.mean(axis=0) if y.ndim == 2 else y
-    return y if sr == target_sr else librosa_module().resample(y, orig_sr=sr, target_sr=target_sr)
+    return y if sr == target_sr else load_librosa().resample(y, orig_sr=sr, target_sr=target_sr)
 
 
 # --------------------------------------------------------------------------- tempo
@@ -64,8 +64,8 @@ def mono_at(wav: tp.Any, sr: int, target_sr: int = ANALYSIS_SR) -> np.ndarray:
 def estimate_tempo(wav: tp.Any, sr: int) -> float:
     """Global tempo in bpm: librosa's onset-strength autocorrelation tempogram with its log-normal prior
     around 120 bpm (so half / double tempo errors happen; acc2 forgives them)."""
-    librosa = librosa_module()
-    y = mono_at(wav, sr)
+    librosa = load_librosa()
+    y = analysis_mono(wav, sr)
     envelope = librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=512, aggregate=np.median)
     return float(librosa.feature.tempo(onset_envelope=envelope, sr=ANALYSIS_SR, hop_length=512)[0])
 
@@ -109,8 +109,8 @@ def estimate_key(wav: tp.Any, sr: int) -> tp.Tuple[str, str]:
     """(tonic, mode) such as ('f#', 'major'): time-averaged constant-Q chroma of the harmonic part (HPSS
     drops the drums), best of the 24 KK profiles. Tonics are spelled as the synth labels spell them
     (c c# d eb e f f# g ab a bb b)."""
-    librosa = librosa_module()
-    y = librosa.effects.harmonic(mono_at(wav, sr))
+    librosa = load_librosa()
+    y = librosa.effects.harmonic(analysis_mono(wav, sr))
     chroma = librosa.feature.chroma_cqt(y=y, sr=ANALYSIS_SR, hop_length=2048).mean(axis=1)
     if not np.any(chroma > 0) or np.ptp(chroma) == 0:
         return TONICS[0], 'major'  # silence: any key
@@ -138,8 +138,8 @@ def clip_features(wav: tp.Any, sr: int) -> np.ndarray:
     """Level-invariant timbre statistics [212]: log-mel (64 bands, dB re the clip's peak) mean, std and mean
     |frame difference|; spectral contrast (7) mean and std; log flatness, zero-crossing rate and onset
     strength mean and std."""
-    librosa = librosa_module()
-    y = mono_at(wav, sr)
+    librosa = load_librosa()
+    y = analysis_mono(wav, sr)
     y = y / max(float(np.abs(y).max()), 1e-8)
     spec = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
     logmel = librosa.power_to_db(librosa.feature.melspectrogram(S=spec ** 2, sr=ANALYSIS_SR, n_mels=64),
@@ -286,7 +286,7 @@ def read_audio(path: PathLike) -> tp.Tuple[np.ndarray, int]:
 
 
 def analyze(wav: tp.Any, sr: int) -> Analysis:
-    y = mono_at(wav, sr)  # resample once for the three estimators
+    y = analysis_mono(wav, sr)  # resample once for the three estimators
     return Analysis(estimate_tempo(y, ANALYSIS_SR), *estimate_key(y, ANALYSIS_SR), clip_features(y, ANALYSIS_SR))
 
 

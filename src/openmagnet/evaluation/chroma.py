@@ -22,9 +22,9 @@ HOP = N_FFT // 4
 
 class Chroma:
     def __init__(self, argmax: bool = True, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT):
-        from .adherence import librosa_module
+        from .adherence import load_librosa
 
-        librosa = librosa_module()
+        librosa = load_librosa()
 
         self.argmax, self.sample_rate, self.n_fft, self.hop = argmax, sample_rate, n_fft, n_fft // 4
         self.filters = torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0, n_chroma=12))

@@ -19,7 +19,7 @@ import typing as tp
 
 import numpy as np
 
-from .adherence import ANALYSIS_SR, librosa_module, mono_at, read_audio
+from .adherence import ANALYSIS_SR, load_librosa, analysis_mono, read_audio
 
 HOP = 512
 MIN_BPM, MAX_BPM = 40.0, 300.0  # the beat periods searched by rhythm_regularity
@@ -29,14 +29,14 @@ FAST_BPM, SLOW_BPM = 160.0, 64.0  # the tempo probe: prompts at or above / at or
 
 def onset_envelope(y: np.ndarray) -> np.ndarray:
     """librosa's onset strength (median over mel bands, as for tempo estimation) of mono audio at ANALYSIS_SR."""
-    return librosa_module().onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP, aggregate=np.median)
+    return load_librosa().onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP, aggregate=np.median)
 
 
 def rhythm_regularity(wav: tp.Any, sr: int) -> float:
     """The highest normalised autocorrelation of the mean-removed onset envelope at lags of one beat of 40-300
     bpm (0.2-1.5 s): near 1 when the onset pattern repeats exactly, near 0 for onsets at random. 0 for a clip
     too short for a 1.5-s lag or without any onset."""
-    env = onset_envelope(mono_at(wav, sr))
+    env = onset_envelope(analysis_mono(wav, sr))
     env = env - env.mean()
     frame_rate = ANALYSIS_SR / HOP
     low, high = int(np.floor(frame_rate * 60 / MAX_BPM)), int(np.ceil(frame_rate * 60 / MIN_BPM))
@@ -87,14 +87,14 @@ def pick_peaks(env: np.ndarray, delta: float = 0.07, around: float = 0.03, avera
 
 def onset_rate(wav: tp.Any, sr: int) -> float:
     """Onsets per second: peaks of the onset envelope (`pick_peaks`)."""
-    y = mono_at(wav, sr)
-    env = librosa_module().onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP)
+    y = analysis_mono(wav, sr)
+    env = load_librosa().onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP)
     return float(len(pick_peaks(env)) / (len(y) / ANALYSIS_SR))
 
 
 def clip_musicality(wav: tp.Any, sr: int, crepe: tp.Any = None) -> tp.Dict[str, float]:
     """All four measures of one clip [T] or [C, T]; pitch salience only with a CREPE model."""
-    y = mono_at(wav, sr)
+    y = analysis_mono(wav, sr)
     out = {'rhythm_regularity': rhythm_regularity(y, ANALYSIS_SR), 'dc_offset': dc_offset(wav),
            'onset_rate': onset_rate(y, ANALYSIS_SR)}
     if crepe is not None:

@@ -10,7 +10,7 @@ An exported model directory holds
 and loads with `openmagnet.MAGNeT.get_pretrained(dir)` and with audiocraft's `MAGNeT.get_pretrained(dir)`.
 audiocraft's loader reads only `xp.cfg` and `best_state`, so the extra `openmagnet_version` key is
 ignored there. Every file loads with `torch.load(weights_only=True)`. The writers live in the inference
-room (`checkpoint.export_model`, `hub.with_generation`, `files.write_all_atomically`), which
+room (`checkpoint.export_model`, `checkpoint.with_generation`, `files.write_all_atomically`), which
 `MAGNeT.save_pretrained(layout='audiocraft')` shares; this module adds what only a training run knows.
 
 `build_xp_cfg` writes the experiment config from which audiocraft's `load_lm_model_magnet`,
@@ -25,12 +25,11 @@ import os
 import typing as tp
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..checkpoint import (AUDIOCRAFT_FORMAT_VERSION, CODEC_FILE, CODEC_SAFETENSORS_FILE, LM_FILE, LM_SAFETENSORS_FILE,
-                          export_model, fp16_state, load_package, parse_xp_cfg, resolve_file)
+                          export_model, fp16_state, load_package, parse_xp_cfg, resolve_file, with_generation)
 from ..config import LMConfig, TextConfig, lm_config_from_xp, text_config_from_xp
 from ..files import safetensors_save, write_all_atomically
-from ..hub import with_generation
 
 TASKS = ("music", "sound")
 SOLVERS = {"music": "magnet", "sound": "audio_magnet"}

@@ -1,5 +1,6 @@
-"""Strict, safe loading (openmagnet/checkpoint.py): every tensor lands, every parameter comes from the file, and
-a broken checkpoint is named in one clear error; codec resolution for training (checkpoint.resolve_codec)."""
+"""Strict, safe loading (openmagnet/checkpoint/build.py over strict.py): every tensor lands, every parameter comes
+from the file, and a broken checkpoint is named in one clear error; codec resolution for training
+(checkpoint.resolve_codec)."""
 import dataclasses
 import pathlib
 import shutil

@@ -1,7 +1,12 @@
-"""Model folders in both layouts: `MAGNeT.save_pretrained` / `from_pretrained` / `push_to_hub`, in the hub-native
-layout, or in audiocraft 1.3.0's released one (written by checkpoint.export_model).
+"""Writing a model, in either layout, every file atomically (files.write_all_atomically: each file to a temporary
+file beside its target, fsynced; the targets replaced only once all are complete, so a failure leaves the folder as
+it was).
 
-A save_pretrained folder (layout 'hf'):
+Layout 'audiocraft' (`export_model`, `openmagnet export`, `MAGNeT.save_pretrained(layout='audiocraft')`): what
+audiocraft's `MAGNeT.get_pretrained(dir)` loads (its utils/export.py): `state_dict.bin` (the LM in fp16),
+`compression_state_dict.bin` and the same fp16 LM as `model.safetensors` (xp.cfg in its metadata), plus the card.
+
+Layout 'hf' (`save_model`, `MAGNeT.save_pretrained` / `push_to_hub`):
 
     config.json                    what rebuilds the model: the raw audiocraft xp.cfg of the LM (`lm`) and of the
                                    codec (`compression_model`, or its `pretrained` name for a pointer to a Hugging
@@ -12,21 +17,13 @@ A save_pretrained folder (layout 'hf'):
                                    and `pretrained: NAME` in the metadata
     README.md                      a model card
 
-`from_pretrained` builds the model from config.json; the xp.cfg copies in the safetensors metadata let one file be
-read alone (`get_pretrained('dir/model.safetensors')`), as the files `openmagnet export` writes.
-
-Layout 'audiocraft' is what audiocraft's `MAGNeT.get_pretrained(dir)` loads: `state_dict.bin` (the LM in fp16),
-`compression_state_dict.bin` and the same fp16 LM as `model.safetensors` (see checkpoint.export_model), plus the
-card. Every file loads with `torch.load(weights_only=True)` or safetensors.
-
-Every file is written to a temporary file beside its target and fsynced; the targets are replaced only once all
-are complete (files.write_all_atomically), so a failure leaves the folder as it was. huggingface_hub, safetensors
-and yaml are imported by the functions that use them.
+The xp.cfg copies in the safetensors metadata let one file be read alone (`get_pretrained('dir/model.safetensors')`).
+Every file loads with `torch.load(weights_only=True)` or safetensors. huggingface_hub, safetensors and yaml are
+imported by the functions that use them.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import typing as tp
@@ -34,25 +31,92 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .checkpoint import (AUDIOCRAFT_FORMAT_VERSION, BUNDLED_MODELS, CODEC_FILE, CODEC_HF_FILE, LM_FILE,
-                         LM_SAFETENSORS_FILE, TEXT_PROJ_KEY, CheckpointError, _hub_download, _hub_file,
-                         _package_part, audiocraft_writers, check_lm_state, dump_yaml, load_package,
-                         parse_xp_cfg, read_safetensors, resolve_file)
-from .config import (LMConfig, TextConfig, check_generation, codec_config_from_xp, generation_from_xp,
-                     lm_config_from_xp, text_config_from_xp)
-from .files import safetensors_save, write_all_atomically
-from .locate import missing_path
-from .lm import MagnetLM
+from .._version import __version__
+from ..config import LMConfig, generation_from_xp, lm_config_from_xp, text_config_from_xp
+from ..files import safetensors_save, save_torch, write_all_atomically
+from ..lm import MagnetLM
+from .build import describe
+from .layout import (AUDIOCRAFT_FORMAT_VERSION, CARD_FILE, CODEC_FILE, CODEC_HF_FILE, CONFIG_FILE, FORMAT_VERSION,
+                     LAYOUTS, LM_FILE, LM_SAFETENSORS_FILE, MODEL_FILES, TEXT_PROJ_KEY)
+from .read import dump_yaml, saved_config
+from .strict import check_state_dict
 
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-FORMAT_VERSION = 1  # of config.json; a newer one is refused with "upgrade openmagnet"
-LAYOUTS = ("hf", "audiocraft")
 DEFAULT_LICENSE = "cc-by-nc-4.0"  # Meta's released MAGNeT weights, and so of what is fine-tuned from them
 SCRATCH_LICENSE = "other"  # a model trained from scratch: its trainer's to choose (the card says so)
+PathLike = tp.Union[str, os.PathLike]
 
 
+# ------------------------------------------------------------------------------------------------
+# The audiocraft layout (audiocraft utils/export.py)
+# ------------------------------------------------------------------------------------------------
+def export_model(out_dir: tp.Union[str, os.PathLike], lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
+                 codec_package: dict, after_first: tp.Optional[tp.Callable[[], None]] = None) -> Path:
+    """Write state_dict.bin, compression_state_dict.bin and model.safetensors into out_dir (created).
+    lm_state: the LM's state dict (any float dtype, any device), stored in fp16; it must match the
+    model xp_cfg describes. Each file is written to a temporary file in out_dir first; existing
+    files are replaced only once all three are complete, so a failure leaves out_dir as it was (a process
+    killed between the three renames leaves some replaced: export again). `after_first`: see
+    files.write_all_atomically (the kill -9 harness pauses there)."""
+    writers = audiocraft_writers(lm_state, xp_cfg, codec_package)
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    write_all_atomically(out, writers, after_first)
+    return out
+
+
+def audiocraft_writers(lm_state: tp.Mapping[str, torch.Tensor], xp_cfg: dict,
+                       codec_package: dict) -> tp.Dict[str, tp.Callable[[Path], None]]:
+    """The writers of the three files of `export_model`, once everything is checked."""
+    best_state = fp16_state(lm_state)
+    check_lm_state(best_state, xp_cfg)
+    _check_codec_package(codec_package)
+    cfg_text = dump_yaml(xp_cfg, "xp_cfg")
+    lm_pkg = {"best_state": best_state, "xp.cfg": cfg_text, "version": AUDIOCRAFT_FORMAT_VERSION,
+              "exported": True, "openmagnet_version": __version__}
+    metadata = {"xp.cfg": cfg_text, "format": "pt", "version": AUDIOCRAFT_FORMAT_VERSION,
+                "openmagnet_version": __version__}
+    # renamed into place in this order: an export killed half-way into a new folder leaves it without
+    # state_dict.bin, so that it does not pass for a model (or, once model.safetensors is in, a whole one)
+    return {CODEC_FILE: lambda f: save_torch(codec_package, f),
+            LM_SAFETENSORS_FILE: lambda f: safetensors_save(best_state, metadata, f),
+            LM_FILE: lambda f: save_torch(lm_pkg, f)}
+
+
+def fp16_state(state: tp.Mapping[str, torch.Tensor]) -> tp.Dict[str, torch.Tensor]:
+    """CPU copies of the tensors, floating ones cast to float16 (the released layout). Each copy
+    owns its storage. Raises ValueError for a non-tensor or a value that is not finite in fp16."""
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"lm_state[{key!r}] is a {type(value).__name__}, expected a tensor")
+        dtype = torch.float16 if value.is_floating_point() else value.dtype
+        copied = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
+        if copied.is_floating_point() and not bool(torch.isfinite(copied).all()):
+            raise ValueError(f"lm_state[{key!r}] has values that are not finite in float16 (NaN, inf, or "
+                             f"|x| > 65504): the model cannot be exported in audiocraft's fp16 layout")
+        out[key] = copied
+    return out
+
+
+def check_lm_state(state: tp.Mapping[str, torch.Tensor], xp_cfg: dict) -> None:
+    """The state must be exactly the LM that xp_cfg describes (strict keys and shapes)."""
+    if TEXT_PROJ_KEY not in state:
+        raise ValueError(f"lm_state has no {TEXT_PROJ_KEY}: pass MagnetLM.state_dict()")
+    text_dim = int(state[TEXT_PROJ_KEY].shape[1])
+    model = MagnetLM.empty(lm_config_from_xp(xp_cfg, text_dim=text_dim))
+    text_config_from_xp(xp_cfg, text_dim=text_dim)  # the text section must parse too
+    check_state_dict(model, state, "lm_state")
+
+
+def _check_codec_package(pkg: tp.Any) -> None:
+    if not isinstance(pkg, dict) or not ("pretrained" in pkg or {"best_state", "xp.cfg"} <= set(pkg)):
+        raise ValueError("codec_package must be a compression_state_dict.bin dict ('best_state' and 'xp.cfg', or "
+                         "'pretrained'): use the package returned by checkpoint.resolve_codec")
+
+
+# ------------------------------------------------------------------------------------------------
+# Either layout
+# ------------------------------------------------------------------------------------------------
 def default_license(xp_cfg: tp.Optional[dict]) -> str:
     """The model card's license when none is given: Meta's for a released checkpoint or a fine-tune (its weights
     descend from theirs), 'other' for a model openmagnet trained from scratch (xp.cfg `openmagnet: source: scratch`),
@@ -68,182 +132,8 @@ def model_task(xp_cfg: tp.Optional[dict], sample_rate: int) -> str:
     task = section.get("config", {}).get("task") if isinstance(section, dict) and \
         isinstance(section.get("config"), dict) else None
     return task if task in ("music", "sound") else "sound" if sample_rate == 16000 else "music"
-PathLike = tp.Union[str, os.PathLike]
 
 
-# ------------------------------------------------------------------------------------------------
-# Reading a model, whatever its layout
-# ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ModelFiles:
-    """A model's packages as checkpoint.lm_from_package / codec_from_package read them, and its configs."""
-    lm_package: dict
-    lm_source: str
-    codec_package: dict
-    codec_source: str
-    xp_cfg: dict                 # the LM's audiocraft xp.cfg
-    codec_cfg: dict              # {'xp.cfg': dict} for a full EnCodec, {'pretrained': name} for a pointer
-    generation: tp.Optional[dict]
-    summary: tp.Optional[dict] = None  # config.json's summary (layout 'hf'), for `check_summary`
-
-
-def read_model_files(name: PathLike, codec: tp.Optional[PathLike] = None) -> ModelFiles:
-    """The files of a model named by hub id, local folder (either layout), bundled name or explicit LM file
-    (its codec then comes from the same folder); `codec` names another codec file, folder or hub id."""
-    saved = saved_config(name)
-    if saved is not None:
-        return _read_saved(name, saved[0], saved[1], codec)
-    lm_path = resolve_file(name, LM_FILE)
-    codec_source = codec if codec is not None else (lm_path.parent if Path(name).expanduser().is_file() else name)
-    codec_path = resolve_file(codec_source, CODEC_FILE)
-    lm_package = load_package(lm_path)
-    codec_package = load_package(codec_path)
-    xp = parse_xp_cfg(_package_part(lm_package, "xp.cfg", str(lm_path)), str(lm_path))
-    return ModelFiles(lm_package, str(lm_path), codec_package, str(codec_path), xp,
-                      _codec_cfg(codec_package, str(codec_path)), _generation(xp, str(lm_path)))
-
-
-def saved_config(name: PathLike) -> tp.Optional[tp.Tuple[Path, dict]]:
-    """(path, content) of the config.json of a save_pretrained folder or hub repo; None for any other model
-    (a config.json that is not openmagnet's is ignored)."""
-    text = str(name)
-    path = Path(text).expanduser()
-    if text in BUNDLED_MODELS or path.is_file():
-        return None
-    if path.is_dir():
-        file = path / CONFIG_FILE
-        if not file.is_file():
-            return None
-    elif missing_path(text) is not None:
-        return None  # a path, or a bare word: resolve_file says "no such local folder or file"
-    else:
-        file = _hub_config(text)
-        if file is None:
-            return None
-    config = read_config(file)
-    if config.get("library_name") != "openmagnet" and config.get("model_type") == "magnet":
-        raise CheckpointError(f"{name} is a MAGNeT in the transformers layout (openmagnet convert --to transformers): "
-                              f"load it with transformers after `import openmagnet.transformers`, or convert it back "
-                              f"with `openmagnet convert --to openmagnet {name} DST`")
-    return (file, config) if config.get("library_name") == "openmagnet" else None
-
-
-def _hub_config(repo_id: str) -> tp.Optional[Path]:
-    """The repo's config.json, or None where it has none (the released repos), or the hub cannot be reached:
-    the audiocraft layout's errors then say what to do."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        if not isinstance(try_to_load_from_cache(repo_id, CONFIG_FILE), str) and \
-                isinstance(try_to_load_from_cache(repo_id, LM_FILE), str):
-            return None  # a released-layout model already downloaded: no request for a config.json it lacks
-        return _hub_file(repo_id, CONFIG_FILE)
-    except Exception:  # not in the repo, no such repo, a malformed id, offline, network: "not this layout here"
-        return None
-
-
-def read_config(path: Path) -> dict:
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: cannot read this config.json ({type(exc).__name__}: {exc})") from None
-    return config if isinstance(config, dict) else {}
-
-
-def _read_saved(name: PathLike, path: Path, config: dict, codec: tp.Optional[PathLike]) -> ModelFiles:
-    source = str(path)
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{source}: format_version {version!r} is not one this openmagnet reads (up to "
-                              f"{FORMAT_VERSION}): upgrade openmagnet")
-    xp = _config_part(config, "lm", source).get("xp.cfg")
-    codec_cfg = _config_part(config, "compression_model", source)
-    if not isinstance(xp, dict):
-        raise CheckpointError(f"{source}: lm must hold the LM's audiocraft config as 'xp.cfg': {{...}}")
-    if not (isinstance(codec_cfg.get("xp.cfg"), dict) or isinstance(codec_cfg.get("pretrained"), str)):
-        raise CheckpointError(f"{source}: compression_model must hold the codec's 'xp.cfg': {{...}} or the "
-                              f"'pretrained': NAME of a Hugging Face EnCodec")
-    try:
-        generation = check_generation(config.get("generation"), "generation") or None
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-    lm_path = _saved_file(name, path, LM_SAFETENSORS_FILE)
-    lm_package = {"best_state": read_safetensors(lm_path)[0], "xp.cfg": xp}
-    _check_xp(lm_package["best_state"], xp, codec_cfg.get("xp.cfg") if codec is None else None, source)
-    if codec is not None:
-        codec_path = resolve_file(codec, CODEC_FILE)
-        codec_package, codec_source = load_package(codec_path), str(codec_path)
-        codec_cfg = _codec_cfg(codec_package, codec_source)
-    elif "pretrained" in codec_cfg:
-        codec_package, codec_source = {"pretrained": codec_cfg["pretrained"]}, source
-    else:
-        codec_path = _saved_file(name, path, CODEC_HF_FILE)
-        codec_package = {"best_state": read_safetensors(codec_path)[0], "xp.cfg": codec_cfg["xp.cfg"]}
-        codec_source = str(codec_path)
-    return ModelFiles(lm_package, str(lm_path), codec_package, codec_source, xp, dict(codec_cfg), generation,
-                      summary={**config, "source": source})
-
-
-def _check_xp(lm_state: dict, xp: dict, codec_xp: tp.Optional[dict], source: str) -> None:
-    """The xp.cfgs of config.json must parse, so that their errors name config.json, not the tensor files."""
-    try:
-        if TEXT_PROJ_KEY in lm_state:  # else lm_from_package says the file is no MAGNeT LM
-            text_dim = int(lm_state[TEXT_PROJ_KEY].shape[1])
-            lm_config_from_xp(xp, text_dim=text_dim)
-            text_config_from_xp(xp, text_dim=text_dim)
-        if codec_xp is not None:
-            codec_config_from_xp(codec_xp)
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-
-
-def _config_part(config: dict, key: str, source: str) -> dict:
-    if not isinstance(config.get(key), dict):
-        raise CheckpointError(f"{source}: no {key!r} section; write the folder with MAGNeT.save_pretrained")
-    return config[key]
-
-
-def _saved_file(name: PathLike, config_path: Path, filename: str) -> Path:
-    folder = Path(str(name)).expanduser()
-    if not folder.is_dir():
-        return _hub_download(str(name), filename)
-    if not (folder / filename).is_file():
-        raise CheckpointError(f"{folder} has no {filename}: a save_pretrained folder holds {CONFIG_FILE}, "
-                              f"{LM_SAFETENSORS_FILE} and {CODEC_HF_FILE}")
-    return folder / filename
-
-
-def _codec_cfg(package: dict, source: str) -> dict:
-    if "pretrained" in package:
-        return {"pretrained": str(package["pretrained"])}
-    return {"xp.cfg": parse_xp_cfg(_package_part(package, "xp.cfg", source), source)}
-
-
-def _generation(xp: dict, source: str) -> tp.Optional[dict]:
-    try:
-        return generation_from_xp(xp)
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-
-
-def describe(sample_rate: int, channels: int, frame_rate: float, lm_cfg: LMConfig, text_cfg: TextConfig) -> dict:
-    """The summary config.json keeps beside the xp.cfgs (for people and the hub's widgets)."""
-    return {"sample_rate": int(sample_rate), "audio_channels": int(channels), "frame_rate": float(frame_rate),
-            "window_seconds": float(lm_cfg.segment_duration), "codebooks": lm_cfg.n_q, "codebook_size": lm_cfg.card,
-            "text_encoder": {"name": text_cfg.name, "kind": text_cfg.kind, "dim": text_cfg.dim}}
-
-
-def check_summary(summary: dict, described: dict) -> None:
-    """config.json's summary must describe the model its xp.cfgs build (`described`, see `describe`)."""
-    for key, value in described.items():
-        if summary.get(key) != value:
-            raise CheckpointError(f"{summary['source']}: {key} is {summary.get(key)!r}, but its lm and "
-                                  f"compression_model sections build a model with {value!r}: correct {key}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Writing
-# ------------------------------------------------------------------------------------------------
 def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_cfg: tp.Optional[dict],
                codec_cfg: tp.Optional[dict], generation: tp.Optional[dict], layout: str = "hf",
                dtype: tp.Optional[torch.dtype] = None, license: tp.Optional[str] = None,
@@ -292,10 +182,6 @@ def save_model(directory: PathLike, *, lm: MagnetLM, codec: torch.nn.Module, xp_
     out.mkdir(parents=True, exist_ok=True)
     write_all_atomically(out, writers)
     return out
-
-
-# what a model folder of either layout holds (a folder with any of them is a model folder)
-MODEL_FILES = (CONFIG_FILE, LM_SAFETENSORS_FILE, CODEC_HF_FILE, LM_FILE, CODEC_FILE)
 
 
 def _check_save_args(out: Path, lm: MagnetLM, xp_cfg: tp.Optional[dict], codec_cfg: tp.Optional[dict], layout: str,
@@ -416,5 +302,13 @@ def push_folder(write: tp.Callable[[Path], Path], repo_id: str, *, private: bool
                                  repo_type="model")
 
 
-__all__ = ["read_model_files", "saved_config", "save_model", "with_generation", "push_folder", "model_card",
-           "ModelFiles", "CONFIG_FILE", "LAYOUTS"]
+def push_model(repo_id: str, *, private: bool = False, token: tp.Optional[str] = None,
+               commit_message: str = "Upload MAGNeT model", **saved: tp.Any) -> tp.Any:
+    """`save_model(folder, **saved)` into a temporary folder (the card names `repo_id`), then `push_folder`."""
+    return push_folder(lambda folder: save_model(folder, **saved, card_id=repo_id), repo_id, private=private,
+                       token=token, commit_message=commit_message)
+
+
+__all__ = ["export_model", "audiocraft_writers", "fp16_state", "check_lm_state", "save_model", "with_generation",
+           "model_card", "default_license", "model_task", "push_folder", "push_model", "DEFAULT_LICENSE",
+           "SCRATCH_LICENSE"]

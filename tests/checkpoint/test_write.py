@@ -1,6 +1,7 @@
-"""Hub-native models (openmagnet/hub.py): MAGNeT.save_pretrained in both layouts, from_pretrained from a folder or
-a hub id (served offline from a fabricated hub cache entry), push_to_hub with huggingface_hub's calls recorded,
-and the one-line errors for a missing file, a wrong config and mismatched shapes."""
+"""Writing models (openmagnet/checkpoint/write.py, read back by read.py): MAGNeT.save_pretrained in both layouts,
+from_pretrained from a folder or a hub id (served offline from a fabricated hub cache entry), push_to_hub with
+huggingface_hub's calls recorded, and the one-line errors for a missing file, a wrong config and mismatched
+shapes."""
 import contextlib
 import hashlib
 import json
@@ -324,7 +325,7 @@ def test_save_refusals(tmp_path, monkeypatch):
 
 
 def test_failed_save_leaves_the_previous_one_intact(tmp_path, monkeypatch):
-    from openmagnet import hub
+    from openmagnet.checkpoint import write
 
     model = load_fixture_model("music10")
     out = model.save_pretrained(tmp_path / "m")
@@ -334,7 +335,7 @@ def test_failed_save_leaves_the_previous_one_intact(tmp_path, monkeypatch):
         path.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub, "safetensors_save", failing)
+    monkeypatch.setattr(write, "safetensors_save", failing)
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(out, license="mit", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file left either
