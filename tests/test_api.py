@@ -187,7 +187,7 @@ def test_shorter_duration_is_allowed(model):
                                            "dtype=torch.bfloat16 or torch.float16 on cuda, or device='cpu'"),
 ])
 def test_fast_mode_errors(monkeypatch, kwargs, message):
-    monkeypatch.setattr("openmagnet.api.check_device", lambda device: torch.device(device))  # no GPU needed
+    monkeypatch.setattr("openmagnet.runtime.check_device", lambda device: torch.device(device))  # no GPU needed
     kwargs.setdefault("device", "cpu")
     with pytest.raises(ValueError) as err:
         MAGNeT.get_pretrained(FIXTURES / "music10", **kwargs)

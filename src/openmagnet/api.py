@@ -23,13 +23,11 @@ from .codec import decode_chunked
 from .conditioners import make_conditioner
 from .config import GenerationParams, LMConfig, TextConfig, generation_params, recommended_params, \
     reference_keywords
-from .hardware import bf16_native, slow_dtype_reason
 from .lm import MagnetLM
 from .modes import extend_plan
-from .quantize import check_mode as check_quantize_mode
 from .request import Request, window_stride
 from .request import run as run_request
-from .runtime import FastMode, check_device, codec_device, default_dtype, describe_lm, fast_mode, parse_dtype
+from .runtime import FastMode, codec_device, describe_lm, load_plan
 from .runtime import deterministic  # noqa: F401 - the README's openmagnet.api.deterministic()
 
 
@@ -113,46 +111,11 @@ class MAGNeT:
         compile: torch.compile the transformer's layers for fixed shapes (`runtime.compile_lm`; CUDA graphs on
         CUDA): the first generation of each shape pays the compile time. Only with a mode that is not exact
         (fast=True, dtype= or quantize=): exact float32 stays uncompiled, bit-identical to audiocraft."""
-        check_quantize_mode(quantize)  # everything below is checked before the (slow) loading
-        if device is None and quantize is not None:
-            device = "cpu"  # the int8 kernels are CPU kernels: do not load the LM onto a GPU first
-        device = check_device(device)
-        if quantize is not None and device.type != "cpu":
-            raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use "
-                             f"dtype=torch.bfloat16 or torch.float16 on {device.type}, or device='cpu'")
-        if fast_recheck and not fast:
-            raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
-        exact = dtype is None and device.type != "cuda" or dtype is not None and parse_dtype(dtype) == torch.float32
-        if compile and not fast and quantize is None and exact:
-            raise ValueError("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
-                             "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
-        mode = None
-        measure = fast and device.type == "cpu"  # the CPU's kernels are timed on the loaded model
-        if fast:
-            if dtype is not None or quantize is not None:
-                raise ValueError("fast=True chooses dtype and quantize for this machine: drop dtype= and quantize=, "
-                                 "or drop fast=True")
-            if not measure:
-                mode = fast_mode(device)
-                dtype = mode.dtype
-            if banded_attention is None:
-                banded_attention = True if measure else mode.banded_attention
-        if quantize == "int8-all" and dtype is not None and parse_dtype(dtype) != torch.float32:
-            raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
-                             f"quantize='int8' to keep the attention projections in that dtype")
-        if dtype is not None:
-            dtype = parse_dtype(dtype)
-        elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
-            dtype = torch.bfloat16 if bf16_native(device) else torch.float32
-        else:
-            dtype = torch.float32 if quantize is not None or measure else default_dtype(device)
-        reason = slow_dtype_reason(device, dtype)
-        if reason is not None:
-            raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (it measures what this CPU "
-                             f"runs fastest) or the default float32")
-        loaded = load_model(name, device=device, dtype=dtype, codec_device=codec_device(device), codec=codec,
-                            text_encoder=text_encoder, quantize=quantize, mode=mode, measure=measure,
-                            fast_recheck=fast_recheck, banded_attention=banded_attention, compile=compile)
+        plan = load_plan(device, dtype, quantize, fast, fast_recheck, compile, banded_attention)  # before loading
+        loaded = load_model(name, device=plan.device, dtype=plan.dtype, codec_device=codec_device(plan.device),
+                            codec=codec, text_encoder=text_encoder, quantize=quantize, mode=plan.mode,
+                            measure=plan.measure, fast_recheck=fast_recheck, banded_attention=plan.banded_attention,
+                            compile=compile)
         model = MAGNeT(**loaded.parts())
         model.fast_mode = loaded.fast_mode
         if loaded.fast_mode is not None:

@@ -39,9 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from . import hardware
-from .hardware import cpu_info, cpu_name, cuda_bf16_native, int8_saturates, mps_available
+from .hardware import bf16_native, cpu_info, cpu_name, cuda_bf16_native, int8_saturates, mps_available, \
+    slow_dtype_reason
 from .lm import MagnetLM
 from .quantize import cast_float_matrices, int8_kernels, int8_linear, quantize_lm
+from .quantize import check_mode as check_quantize_mode
 
 logger = logging.getLogger("openmagnet")
 
@@ -287,6 +289,62 @@ def describe_lm(lm: MagnetLM) -> str:
     return text
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """How `MAGNeT.get_pretrained` loads: the device, the LM matrices' dtype, the fast mode chosen by rule (off
+    CPU) or `measure` (on CPU: timed on the loaded LM), and banded attention."""
+    device: torch.device
+    dtype: torch.dtype
+    mode: tp.Optional[FastMode]
+    measure: bool
+    banded_attention: tp.Optional[bool]
+
+
+def load_plan(device: tp.Union[str, torch.device, None], dtype: tp.Union[str, torch.dtype, None],
+              quantize: tp.Optional[str], fast: bool, fast_recheck: bool, compile: bool,
+              banded_attention: tp.Optional[bool]) -> LoadPlan:
+    """The loading options of `MAGNeT.get_pretrained` checked together and resolved for this machine, before any
+    weight is read: one-line errors for the combinations that cannot run (or would run 10-100x slower)."""
+    check_quantize_mode(quantize)  # everything below is checked before the (slow) loading
+    if device is None and quantize is not None:
+        device = "cpu"  # the int8 kernels are CPU kernels: do not load the LM onto a GPU first
+    device = check_device(device)
+    if quantize is not None and device.type != "cpu":
+        raise ValueError(f"quantize={quantize!r} runs on CPU only, but device is {device}: use "
+                         f"dtype=torch.bfloat16 or torch.float16 on {device.type}, or device='cpu'")
+    if fast_recheck and not fast:
+        raise ValueError("fast_recheck=True measures the kernels of fast mode again: add fast=True")
+    exact = dtype is None and device.type != "cuda" or dtype is not None and parse_dtype(dtype) == torch.float32
+    if compile and not fast and quantize is None and exact:
+        raise ValueError("compile=True changes the float arithmetic, and exact float32 stays uncompiled "
+                         "(bit-identical to audiocraft): add fast=True (or dtype= / quantize=)")
+    mode = None
+    measure = fast and device.type == "cpu"  # the CPU's kernels are timed on the loaded model
+    if fast:
+        if dtype is not None or quantize is not None:
+            raise ValueError("fast=True chooses dtype and quantize for this machine: drop dtype= and quantize=, "
+                             "or drop fast=True")
+        if not measure:
+            mode = fast_mode(device)
+            dtype = mode.dtype
+        if banded_attention is None:
+            banded_attention = True if measure else mode.banded_attention
+    if quantize == "int8-all" and dtype is not None and parse_dtype(dtype) != torch.float32:
+        raise ValueError(f"quantize='int8-all' leaves no matrix in dtype={dtype!r}: drop dtype, or use "
+                         f"quantize='int8' to keep the attention projections in that dtype")
+    if dtype is not None:
+        dtype = parse_dtype(dtype)
+    elif quantize in ("int8", "int8-hybrid"):  # the attention projections: bf16 where the CPU runs it natively
+        dtype = torch.bfloat16 if bf16_native(device) else torch.float32
+    else:
+        dtype = torch.float32 if quantize is not None or measure else default_dtype(device)
+    reason = slow_dtype_reason(device, dtype)
+    if reason is not None:
+        raise ValueError(f"dtype={dtype} on CPU is a trap: {reason}: use fast=True (it measures what this CPU "
+                         f"runs fastest) or the default float32")
+    return LoadPlan(device, dtype, mode, measure, banded_attention)
+
+
 # ------------------------------------------------------------------------------------------ the decision
 def candidates() -> tp.Dict[str, tp.List[str]]:
     """Per group, the kernels worth timing on this CPU (the trap refusals apply: bf16 only where native)."""
@@ -309,7 +367,8 @@ def group_cost(timings: Timings, attention: str, feed_forward: str,
     """Seconds per decoding forward of the two groups' matrices with these kernels; int8 attention runs at
     codebook 0 only (`codebook0_share` of the steps), float32 elsewhere."""
     if attention.startswith("int8:"):
-        att = codebook0_share * timings["attention"][attention] + (1 - codebook0_share) * timings["attention"]["float32"]
+        att = (codebook0_share * timings["attention"][attention]
+               + (1 - codebook0_share) * timings["attention"]["float32"])
     else:
         att = timings["attention"][attention]
     return att + timings["feed_forward"][feed_forward]

@@ -372,7 +372,8 @@ class Engine:
         if self._model is None:
             return f"No model loaded yet. {device_summary()}"
         m = self._model
-        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}{', fast mode' if self._model_key[2] else ''}) · "
+        fast = ', fast mode' if self._model_key[2] else ''
+        return (f"Model **{self._model_key[0]}** on **{m.device}** ({precision(m.lm)}{fast}) · "
                 f"{m.sample_rate // 1000} kHz, {m.max_duration:g} s clips · {device_summary()}")
 
     # ------------------------------------------------------------------ interrupt
@@ -442,6 +443,7 @@ class Engine:
             clips.append(Clip(audio, image, label))
         seconds = time.perf_counter() - started
         length = wavs.shape[-1] / model.sample_rate
-        notes.insert(0, f"Generated {len(clips)} clip(s) of {round(length, 2):g} s in {seconds:.1f} s (seed {checked.seed})"
+        notes.insert(0, f"Generated {len(clips)} clip(s) of {round(length, 2):g} s in {seconds:.1f} s "
+                        f"(seed {checked.seed})"
                         + (", a seamless loop" if req.loop else "") + ".")
         return Outcome(clips, " ".join(notes), self.model_info())

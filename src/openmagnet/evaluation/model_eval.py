@@ -204,5 +204,6 @@ def model_card_table(report: dict) -> str:
     lines.append(f"| openmagnet | {cell(report.get('fad'))} | {cell(report.get('kld'))} | {cell(report.get('clap'))} "
                  f"| {report['n_clips']} |")
     if card:
-        lines.append(f"| model card | {cell(card[0])} | {cell(card[1])} | {cell(card[2])} | {'AudioCaps' if card[2] is None else 'MusicCaps, 5,469'} |")
+        data = 'AudioCaps' if card[2] is None else 'MusicCaps, 5,469'
+        lines.append(f"| model card | {cell(card[0])} | {cell(card[1])} | {cell(card[2])} | {data} |")
     return "\n".join(lines)
