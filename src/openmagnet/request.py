@@ -72,10 +72,17 @@ def run(model: tp.Any, request: Request) -> Result:
     if request.mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")
     params = settings(model, request)
-    generator = request.generator if request.generator is not None else seeded_generator(request.seed, model.device)
-    check_generator(generator, model.device)  # before the codec's work on any audio
+    generator = _generator(model, request)  # checked before the codec's work on any audio
     steps = {"text": _text, "loop": _loop, "continue": _continue, "edit": _edit}[request.mode]
     return steps(model, request, params, generator)
+
+
+def _generator(model: tp.Any, request: Request) -> tp.Optional[torch.Generator]:
+    """The request's generator, or one seeded with its seed (None: torch's global state), checked for the model's
+    device."""
+    generator = request.generator if request.generator is not None else seeded_generator(request.seed, model.device)
+    check_generator(generator, model.device)
+    return generator
 
 
 def _run(model: tp.Any, request: Request, params: GenerationParams, generator: tp.Optional[torch.Generator],
@@ -93,8 +100,7 @@ def text_tokens(model: tp.Any, request: Request) -> torch.Tensor:
     """The tokens of a text request, not decoded (the benchmarks time the LM alone)."""
     if request.mode != "text":
         raise ValueError(f"text_tokens() runs mode 'text', got {request.mode!r}")
-    generator = request.generator if request.generator is not None else seeded_generator(request.seed, model.device)
-    check_generator(generator, model.device)
+    generator = _generator(model, request)
     return _text_tokens(model, request, settings(model, request), generator)
 
 
