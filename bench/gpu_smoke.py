@@ -62,7 +62,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import openmagnet  # noqa: E402
-from openmagnet import api, runtime  # noqa: E402
+from openmagnet import runtime  # noqa: E402
 from openmagnet.api import MAGNeT  # noqa: E402
 from openmagnet.checkpoint import read as checkpoint_read  # noqa: E402
 from openmagnet.hardware import bf16_native, cuda_bf16_native, describe_machine  # noqa: E402
@@ -608,7 +608,6 @@ SPEED_SETTINGS = {  # name -> (float dtype of the LM's matrices on the device, s
 def random_model(base: MAGNeT, preset: str, dtype: torch.dtype) -> MAGNeT:
     """The `preset` architecture (config.LM_PRESETS) with random weights, 10-s window, on the fixture's text
     encoder and codec: the released models' shapes without their weights (none can be downloaded here)."""
-    import dataclasses
 
     from openmagnet.config import LM_PRESETS, LMConfig
     from openmagnet.lm import MagnetLM

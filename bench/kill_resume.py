@@ -76,7 +76,7 @@ def max_diff(a: tp.Any, b: tp.Any) -> float:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return float("inf")
-        return max([max_diff(x, y) for x, y in zip(a, b)] or [0.0])
+        return max([max_diff(x, y) for x, y in zip(a, b, strict=False)] or [0.0])
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return abs(float(a) - float(b))
     return 0.0 if a == b else float("inf")
@@ -206,7 +206,7 @@ class Harness:
         import torch
 
         a, b = timeless(metrics(self.ref)), timeless(metrics(run))
-        ces = [abs(x["ce"] - y["ce"]) for x, y in zip(a, b) if "ce" in x and "ce" in y]
+        ces = [abs(x["ce"] - y["ce"]) for x, y in zip(a, b, strict=False) if "ce" in x and "ce" in y]
         final = f"checkpoints/step_{STEPS:08d}.pt"
         ref_ckpt = torch.load(self.ref / final, weights_only=True)
         ckpt = torch.load(run / final, weights_only=True)
@@ -214,7 +214,7 @@ class Harness:
         weights = max(max_diff(ref_ckpt[k], ckpt[k]) for k in keys)
         best = max_diff(torch.load(self.ref / "best.pt", weights_only=True),
                         torch.load(run / "best.pt", weights_only=True))
-        first_bad = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        first_bad = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
         return {"rows_equal": a == b, "rows": len(b), "reference_rows": len(a),
                 "first_different_row": None if first_bad is None else [a[first_bad], b[first_bad]],
                 "max_ce_diff": max(ces + [0.0]) if len(a) == len(b) else float("inf"),

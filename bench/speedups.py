@@ -215,9 +215,10 @@ def print_table(results: dict) -> None:
         return
     print(f"\n{results.get('machine', '')}; model {results.get('model')}, {results.get('prompts')} held-out prompts\n")
     metrics = sorted({k for r in rows.values() for k in r.get("margins", {})})
-    print("| setting | s / clip | forward passes | FAD-CREPE vs references | FAD-CREPE vs exact set | "
-          + " | ".join(f"{m} margin" for m in metrics) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(metrics))
+    header = ["setting", "s / clip", "forward passes", "FAD-CREPE vs references", "FAD-CREPE vs exact set"]
+    header += [f"{m} margin" for m in metrics]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     exact_time = rows.get("exact", {}).get("seconds_per_clip")
     for name, r in rows.items():
         t = r.get("seconds_per_clip")
@@ -227,7 +228,8 @@ def print_table(results: dict) -> None:
         exact = _interval(r["fad_exact"]) if "fad_exact" in r else ("0 (itself)" if name == "exact" else "-")
         margins = [(_interval(r["margins"][m], "margin", "{:+.2f}") if m in r.get("margins", {}) else "-")
                    for m in metrics]
-        print(f"| {name} | {time_text} | {passes} | {refs} | {exact} | " + " | ".join(margins) + " |")
+        passes = "-" if passes is None else f"{passes:g}"
+        print("| " + " | ".join([name, time_text, passes, refs, exact, *margins]) + " |")
 
 
 if __name__ == "__main__":
