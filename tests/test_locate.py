@@ -121,3 +121,21 @@ def test_training_codecs_offline():
         resolve_codec("facebook/encodec_48khz")
     assert "HF_HUB_OFFLINE" in str(err.value) and "\n" not in str(err.value)
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_quiet_progress_bars_restores_the_users_setting(shown):
+    """Converting and saving hide transformers' bars, and leave the user's choice as it was, also after an error."""
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from openmagnet.locate import quiet_progress_bars
+
+    (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+    try:
+        with pytest.raises(RuntimeError), quiet_progress_bars():
+            assert not hf_logging.is_progress_bar_enabled()
+            raise RuntimeError("boom")
+        assert hf_logging.is_progress_bar_enabled() is shown
+    finally:
+        hf_logging.enable_progress_bar()

@@ -38,9 +38,9 @@ $OM codec eval "$WORK/codec_model" --data "$WORK/gate" --clips 16 --seconds 5 > 
 # 3. MAGNeT on the 16 kHz tokens (rebuild 4): rebuild 2's LM (256 wide, 6 layers, 4 heads, 8.5 M parameters,
 #    5000 steps on 6 h; `git show d5d25f7:recipes/demo/build.sh` builds it from nothing), taken from the commit
 #    that bundled it, trained on over the 12 h with all-MiniLM-L6-v2 text states, 10-s segments from the token
-#    cache, lr 6e-4 cosine over 6500 steps, warm-up 300; held-out CE with true, shuffled and no text next to the
+#    cache, lr 6e-4 cosine over 5500 steps, warm-up 300; held-out CE with true, shuffled and no text next to the
 #    codes' unigram entropy at every validation; --precision auto: bf16 autocast on a CPU with native bf16
-#    (AVX512_BF16, AMX), fp32 on one without (about 2 h at 0.9 steps/s on the Zen 4 VM). Rebuild 3 (a 22 M LM,
+#    (AVX512_BF16, AMX), fp32 on one without (about 1.7 h at 0.9 steps/s on the Zen 4 VM). Rebuild 3 (a 22 M LM,
 #    384 x 8 layers, from nothing) was stopped at step 2000: on this CPU it ran 7x slower a step than the 8.5 M LM
 #    and learned no faster a step (held-out CE 5.80 at step 1000 and 5.69 at 1500; rebuild 2: 5.75 at 1000, 5.61
 #    at 2000), so it could not pass rebuild 2's 5.30 within the budget.
@@ -48,7 +48,7 @@ if [ ! -f "$WORK/rebuild2/model.safetensors" ]; then
     mkdir -p "$WORK/rebuild2"
     git archive 248e145 src/openmagnet/assets/demo | tar -x --strip-components=4 -C "$WORK/rebuild2"
 fi
-LM_STEPS="${LM_STEPS:-6500}"
+LM_STEPS="${LM_STEPS:-5500}"
 if [ -d "$WORK/lm4/checkpoints" ]; then
     $OM train --out "$WORK/lm4" --resume --max-steps "$LM_STEPS"
 else

@@ -10,6 +10,7 @@ in seconds. The answer is kept for HUB_CHECK_KEEP seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -123,3 +124,18 @@ def model_name_problem(name: str, folder: str) -> tp.Optional[str]:
 
 __all__ = ["BUNDLED_MODELS", "HUB_CHECK_SECONDS", "OFFLINE_HINT", "cache_only", "hub_endpoint", "hub_unreachable",
            "is_path_like", "missing_path", "model_name_problem", "offline_mode", "unreachable_message"]
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """No transformers progress bar (loading an EnCodec or shards, saving) for the duration; the setting the
+    user had comes back after. transformers is imported only when this is entered."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

@@ -10,13 +10,13 @@ then renamed.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import typing as tp
 from pathlib import Path
 
 from ..files import check_new_folder, new_folder
+from ..locate import quiet_progress_bars
 
 LAYOUTS = ("transformers", "audiocraft", "openmagnet")  # what --to takes
 
@@ -25,7 +25,7 @@ PathLike = tp.Union[str, os.PathLike]
 
 def convert(src: PathLike, dst: PathLike, to: str, text_encoder: tp.Optional[PathLike] = None) -> Path:
     """Write the model `src` into the new folder `dst` in layout `to` (transformers, audiocraft or openmagnet)."""
-    with _no_progress_bars():
+    with quiet_progress_bars():
         return _convert(src, dst, to, text_encoder)
 
 
@@ -92,19 +92,6 @@ def _hub_config(name: str) -> tp.Optional[Path]:
     except Exception:  # not a hub id (CheckpointError), not in the repo, offline, network
         return None
 
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """No transformers progress bar (loading an EnCodec or shards, saving) while converting."""
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
 
 
 def _face():

@@ -9,7 +9,6 @@ to audiocraft's fp16 layout gives the original tensors byte for byte.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import typing as tp
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..api import MAGNeT
 from ..codec import HFEncodec
 from ..config import GenerationParams, text_config_from_xp
 from ..files import check_new_folder, new_folder
+from ..locate import quiet_progress_bars
 from .configuration import MagnetConfig, codec_fields, lm_fields
 from .modeling import MagnetForConditionalGeneration, generation_config_for
 from .processing import MagnetProcessor
@@ -83,19 +83,6 @@ def save_folder(model: MagnetForConditionalGeneration, processor: MagnetProcesso
         (tmp / "README.md").write_text(model_card(out.name, model.config), encoding="utf-8")
     return out
 
-
-@contextlib.contextmanager
-def quiet_progress_bars():
-    """No transformers progress bar (saving, loading shards) for the duration."""
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
 
 
 def model_card(name: str, config: MagnetConfig) -> str:
