@@ -19,6 +19,9 @@ EXAMPLES = [
     ("piano_ballad", "a slow, sad piano ballad in A minor at 70 bpm", 1),
     ("funk_groove", "upbeat funk groove with slap bass and drums at 112 bpm", 2),
     ("strings_waltz", "gentle string ensemble waltz in D major, 90 bpm", 3),
+    # a fast and a slow prompt: does the tempo follow the text? (README, issue 32)
+    ("fast_rock", "a rapid, joyful hammond organ rock track with drums in A major at 176 bpm", 4),
+    ("slow_folk", "a slow, calm folk piece with nylon guitar and harmonica at 60 bpm", 5),
 ]
 
 

@@ -33,6 +33,15 @@ class DiskFullError(OSError):
         self.errno = code
 
 
+def _raise_if_disk_full(exc: OSError, target: Path, left: str) -> None:
+    """Re-raise a full disk or quota met while writing `target` as a DiskFullError that says so and what was left
+    (`left`); any other error goes on as it was."""
+    if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
+        return
+    raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {target}: free space or write it elsewhere "
+                        f"({left})", exc.errno) from None
+
+
 def _default_mode() -> int:
     """The mode a plain `open(path, 'w')` gives a new file (0o666 less the umask)."""
     umask = os.umask(0)
@@ -124,10 +133,8 @@ def atomic_file(path: PathLike) -> tp.Iterator[Path]:
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
-            raise
-        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {path}: free space or write it "
-                            f"elsewhere ({path.name} is as it was)", exc.errno) from None
+        _raise_if_disk_full(exc, path, f"{path.name} is as it was")
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -256,9 +263,7 @@ def new_folder(out: PathLike) -> tp.Iterator[Path]:
             out.rmdir()  # empty: the rename needs it gone
         os.rename(tmp, out)
     except OSError as exc:
-        if exc.errno not in NO_SPACE or isinstance(exc, DiskFullError):
-            raise
-        raise DiskFullError(f"{os.strerror(exc.errno).lower()} while writing {out}: free space or write it "
-                            f"elsewhere (nothing was left there)", exc.errno) from None
+        _raise_if_disk_full(exc, out, "nothing was left there")
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
