@@ -1,6 +1,7 @@
 """The public API (openmagnet/api.py). Bad input: each gets a one-line error naming the problem and the fix
 (the device, dtype and generator decisions themselves: tests/test_runtime.py)."""
 
+import contextlib
 import pytest
 import torch
 
@@ -18,6 +19,27 @@ def model():
 def one_line(err):
     assert "\n" not in str(err.value)
     return str(err.value)
+
+
+
+@contextlib.contextmanager
+def one_code_heads(model):
+    """Every output head's logits 0 but code 3's, so that greedy decoding picks one code (3, or 0) everywhere;
+    the heads, the duration and the generation settings are put back after."""
+    heads = model.lm.linears
+    saved = [head.weight.detach().clone() for head in heads]
+    try:
+        with torch.no_grad():
+            for head in heads:
+                head.weight.zero_()
+                head.weight[3] = 1.0
+        yield
+    finally:
+        model.duration = model.max_duration
+        model.set_generation_params()
+        with torch.no_grad():
+            for head, weight in zip(heads, saved, strict=True):
+                head.weight.copy_(weight)
 
 
 def test_empty_description_list(model):
@@ -235,22 +257,11 @@ def test_collapsed_sampling_is_warned(model):
                                             r"max_cfg_coef=5 \(now 10\) with set_generation_params$"):
         assert warn_if_collapsed(collapsed) == [0, 2]
     # and generation checks its own tokens: an LM whose heads prefer one code collapses every stage
-    lm = model.lm
-    saved = [head.weight.detach().clone() for head in lm.linears]
-    try:
-        with torch.no_grad():
-            for head in lm.linears:
-                head.weight.zero_()
-                head.weight[3] = 1.0  # every logit 0 but code 3's: greedy picks one code (3, or 0) everywhere
+    with one_code_heads(model):
         model.set_generation_params(use_sampling=False, decoding_steps=[2, 1, 1, 1])
         model.duration = 1.0
         with pytest.warns(RuntimeWarning, match="the sampling collapsed"):
             model.generate(["a"])
-    finally:
-        model.duration = model.max_duration
-        with torch.no_grad():
-            for head, weight in zip(lm.linears, saved):
-                head.weight.copy_(weight)
 
 
 def test_the_collapse_warning_names_a_remedy_not_in_force():
@@ -275,13 +286,7 @@ def test_one_collapse_warning_per_generation_past_the_window(model):
     """A generation made of several windows warns once for the whole clip, not once per window."""
     import warnings
 
-    lm = model.lm
-    saved = [head.weight.detach().clone() for head in lm.linears]
-    try:
-        with torch.no_grad():
-            for head in lm.linears:
-                head.weight.zero_()
-                head.weight[3] = 1.0  # greedy picks one code everywhere: every window collapses
+    with one_code_heads(model):  # every window collapses
         model.set_generation_params(use_sampling=False, decoding_steps=[1, 1, 1, 1])
         model.duration = 25.0  # three windows of 10 s
         with warnings.catch_warnings(record=True) as caught:
@@ -289,12 +294,6 @@ def test_one_collapse_warning_per_generation_past_the_window(model):
             model.generate(["a"])
         collapsed = [w for w in caught if "the sampling collapsed" in str(w.message)]
         assert len(collapsed) == 1, [str(w.message) for w in caught]
-    finally:
-        model.duration = model.max_duration
-        model.set_generation_params()
-        with torch.no_grad():
-            for head, weight in zip(lm.linears, saved, strict=True):
-                head.weight.copy_(weight)
 
 
 def test_remove_dc_is_opt_in_and_leaves_the_reference_path_alone(model):
