@@ -1,4 +1,4 @@
-"""The bundled demo model (src/openmagnet/assets/demo, built by recipes/demo/build.sh): it is in the
+"""The bundled demo model (src/openmagnet/assets/demo, built as recipes/demo/RESULTS.md says): it is in the
 repository, loads strictly and offline by name, stays within its size budget, and generates."""
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def model():
 
 def test_bundle_is_shipped_and_small():
     folder = bundled_model_dir(DEMO)
-    assert folder is not None, "src/openmagnet/assets/demo is missing: rebuild it with recipes/demo/build.sh"
+    assert folder is not None, "src/openmagnet/assets/demo is missing: restore it with git checkout -- src/openmagnet/assets/demo"
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     assert files == ["compression.safetensors", "model.safetensors"]
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 50 * 2**20
