@@ -62,8 +62,8 @@ else
 fi
 
 # 4. sampling settings chosen on held-out prompts (a grid over max CFG and temperature, scored by the adherence
-#    margins over the shuffled-prompt floor, codebook-0 collapse and the fast/slow tempo probe), then stored with
-#    the model and bundled (safetensors only, fp16) into WORK/bundle. With the reference's sampler this small LM
+#    margins over the shuffled-prompt floor, rhythm regularity, codebook-0 collapse and the fast/slow tempo probe),
+#    then stored with the model and bundled (safetensors only, fp16) into WORK/bundle. With the reference's sampler this small LM
 #    collapses into the codec's silence code (one code fills 41-100 % of a clip at every setting tried, RESULTS.md),
 #    so the grid uses the re-masking noise (remask_noise 3: Gumbel noise on the confidence that picks what to re-mask)
 $OM export "$WORK/lm4" --out "$WORK/model" --overwrite  # a rerun re-exports the (resumed) run
