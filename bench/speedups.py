@@ -36,8 +36,8 @@ import argparse
 import json
 import statistics
 import sys
-import typing as tp
 import time
+import typing as tp
 import warnings
 from pathlib import Path
 

@@ -2,6 +2,7 @@
 (the device, dtype and generator decisions themselves: tests/test_runtime.py)."""
 
 import contextlib
+
 import pytest
 import torch
 
@@ -19,7 +20,6 @@ def model():
 def one_line(err):
     assert "\n" not in str(err.value)
     return str(err.value)
-
 
 
 @contextlib.contextmanager

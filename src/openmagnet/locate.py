@@ -122,10 +122,6 @@ def model_name_problem(name: str, folder: str) -> tp.Optional[str]:
         unreachable_message(name, HUB_MODEL_FILES[0], reason, folder)
 
 
-__all__ = ["BUNDLED_MODELS", "HUB_CHECK_SECONDS", "OFFLINE_HINT", "cache_only", "hub_endpoint", "hub_unreachable",
-           "is_path_like", "missing_path", "model_name_problem", "offline_mode", "unreachable_message"]
-
-
 @contextlib.contextmanager
 def quiet_progress_bars():
     """No transformers progress bar (loading an EnCodec or shards, saving) for the duration; the setting the
@@ -139,3 +135,9 @@ def quiet_progress_bars():
     finally:
         if shown:
             hf_logging.enable_progress_bar()
+
+
+__all__ = ["BUNDLED_MODELS", "HUB_CHECK_SECONDS", "OFFLINE_HINT", "cache_only", "hub_endpoint", "hub_unreachable",
+           "is_path_like", "missing_path", "model_name_problem", "offline_mode", "quiet_progress_bars",
+           "unreachable_message"]
+

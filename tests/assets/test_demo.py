@@ -18,7 +18,8 @@ def model():
 
 def test_bundle_is_shipped_and_small():
     folder = bundled_model_dir(DEMO)
-    assert folder is not None, "src/openmagnet/assets/demo is missing: restore it with git checkout -- src/openmagnet/assets/demo"
+    assert folder is not None, ("src/openmagnet/assets/demo is missing: restore it with "
+                                "git checkout -- src/openmagnet/assets/demo")
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     assert files == ["compression.safetensors", "model.safetensors"]
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 50 * 2**20

@@ -93,7 +93,6 @@ def _hub_config(name: str) -> tp.Optional[Path]:
         return None
 
 
-
 def _face():
     """openmagnet.transformers, or a ValueError (one line) where the installed transformers cannot run it."""
     try:

@@ -84,7 +84,6 @@ def save_folder(model: MagnetForConditionalGeneration, processor: MagnetProcesso
     return out
 
 
-
 def model_card(name: str, config: MagnetConfig) -> str:
     lm = config.lm_config
     return f"""---
