@@ -72,3 +72,24 @@ def test_wide_tempo_spreads_every_style_over_60_to_180_bpm():
     assert Counter(s.tempo_feel for s in specs).keys() == {'slow', 'moderate', 'fast', 'very fast'}
     with pytest.raises(ValueError, match="tempo must be one of style, wide, got 'fast'"):
         sample_spec(0, 0, tempo='fast')
+
+
+def test_drums_always_puts_a_beat_at_the_clip_tempo_in_every_clip():
+    """drums='always': every clip has a drum part (the genres without a kit included), whose kicks fall on a
+    grid of whole beats at the clip's bpm; the default draws exactly the specs it drew before the option."""
+    specs = [sample_spec(3, i, tempo='wide', drums='always') for i in range(400)]
+    assert all(any(p.family == 'drums' for p in s.parts) for s in specs)
+    assert all(2 <= len(s.parts) <= 4 for s in specs)
+    kitless = [s for s in specs if not STYLES[s.style].kits]
+    assert kitless
+    spec = kitless[0]
+    drums = next(i for i in compose(spec).instruments if i.is_drum)
+    beat = 60.0 / spec.bpm
+    kicks = sorted(n.start for n in drums.notes if n.pitch == 36)
+    assert len(kicks) >= 4
+    assert all(abs(k / beat - round(k / beat)) < 1e-3 for k in kicks)
+    assert [sample_spec(3, i, tempo='wide', drums='style') for i in range(50)] == \
+        [sample_spec(3, i, tempo='wide') for i in range(50)]
+    assert sum(any(p.family == 'drums' for p in sample_spec(3, i).parts) for i in range(400)) < 300
+    with pytest.raises(ValueError, match="drums must be one of style, always, got 'never'"):
+        sample_spec(0, 0, drums='never')

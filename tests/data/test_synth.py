@@ -91,6 +91,8 @@ def test_resume_skips_finished_clips_and_refuses_other_settings(tmp_path):
         synthesize_dataset(out, hours=6 / 3600, seed=1, clip_seconds=SHORT, progress=False)
     with pytest.raises(ValueError, match=r"other settings \(tempo: 'style' -> 'wide'\)"):
         synthesize_dataset(out, hours=6 / 3600, seed=0, clip_seconds=SHORT, tempo='wide', progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(drums: 'style' -> 'always'\)"):
+        synthesize_dataset(out, hours=6 / 3600, seed=0, clip_seconds=SHORT, drums='always', progress=False)
 
 
 @needs_synth

@@ -29,7 +29,7 @@ def _data_synth(args: argparse.Namespace) -> int:
     started = time.time()
     r = synthesize_dataset(args.out, args.hours, args.seed, sample_rate=args.sample_rate,
                            clip_seconds=tuple(args.clip_seconds), workers=args.workers, holdout=args.holdout,
-                           soundfont=args.soundfont, renderer=args.renderer, tempo=args.tempo,
+                           soundfont=args.soundfont, renderer=args.renderer, tempo=args.tempo, drums=args.drums,
                            progress=not args.quiet)
     held = f"; holdout {r.holdout} clips ({r.holdout_seconds / 60:.1f} min) -> {r.holdout_manifest}" * bool(r.holdout)
     print(f"synth: {r.clips} clips, {r.seconds / 3600:.3f} h of audio ({r.rendered} rendered now, "
@@ -76,5 +76,8 @@ def add_data_parser(sub: tp.Any) -> None:
     s.add_argument("--tempo", default="style", choices=["style", "wide"],
                    help="style: each genre's own tempo range (default); wide: 60-180 bpm for every genre, so "
                         "that tempo varies apart from the genre (a model then learns it from the text)")
+    s.add_argument("--drums", default="style", choices=["style", "always"],
+                   help="style: drums in some clips of the genres that have them (default); always: a drum part "
+                        "in every clip (genres without drums get a plain backbeat), a steady beat to learn from")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_data_synth)

@@ -189,17 +189,22 @@ def _instrument(rng: random.Random, slots: tp.Sequence[str]) -> tp.Tuple[str, in
     return family, program, name
 
 
-def _parts(rng: random.Random, style: Style, comp_role: str) -> tp.Tuple[Part, ...]:
-    """1-4 parts: the lead (melody), then a random subset of the drums / bass / comp (chords or arpeggio) slots."""
+def _parts(rng: random.Random, style: Style, comp_role: str, drums: str = 'style') -> tp.Tuple[Part, ...]:
+    """1-4 parts: the lead (melody), then a random subset of the drums / bass / comp (chords or arpeggio) slots;
+    drums 'always': the drums are always one of them (a style without drums takes the standard kit)."""
     family, program, name = _instrument(rng, style.lead)
-    count = rng.randint(1, 4)
+    count = rng.randint(2 if drums == 'always' else 1, 4)
     polyphonic = family in ('piano', 'organ', 'guitar', 'synth pad', 'strings') and program not in (40, 42)
     solo_roles = ('melody', comp_role) if polyphonic else ('melody',)
     parts = [Part(solo_roles if count == 1 else ('melody',), family, program, name)]
-    extras = ['bass', 'comp'] + (['drums'] if style.kits else [])
-    for role in sorted(rng.sample(extras, min(count - 1, len(extras))), key=extras.index):
+    extras = ['bass', 'comp'] + (['drums'] if style.kits or drums == 'always' else [])
+    if drums == 'always':
+        chosen = ['drums'] + rng.sample(extras[:2], count - 2)
+    else:
+        chosen = rng.sample(extras, min(count - 1, len(extras)))
+    for role in sorted(chosen, key=extras.index):
         if role == 'drums':
-            kit = rng.choice(style.kits)
+            kit = rng.choice(style.kits or (0,))
             parts.append(Part(('drums',), 'drums', kit, dict(INSTRUMENTS['drums'])[kit]))
         else:
             slot_family, program, name = _instrument(rng, style.bass if role == 'bass' else style.comp)
@@ -221,17 +226,23 @@ def _moods(rng: random.Random, mode: str, bpm: int, dynamics: str, style: Style)
 
 TEMPO_CHOICES = ('style', 'wide')
 WIDE_BPM = (60, 180)
+DRUM_CHOICES = ('style', 'always')
+_PLAIN_GROOVE = {'k': 'x.......x.......', 'r': '....x.......x...', 'h': 'x...x...x...x...'}  # styles without drums
 
 
 def sample_spec(seed: int, index: int, clip_seconds: tp.Tuple[float, float] = (10.0, 12.0),
-                stream: str = 'train', tempo: str = 'style') -> ClipSpec:
+                stream: str = 'train', tempo: str = 'style', drums: str = 'style') -> ClipSpec:
     """The clip spec of (seed, index), drawn without rendering; the same arguments give the same spec.
     tempo 'style': the bpm is drawn from the style's range (ballads slow, rock fast); 'wide': from WIDE_BPM
-    whatever the style, so that tempo is a property of its own and a model can learn it apart from the genre."""
+    whatever the style, so that tempo is a property of its own and a model can learn it apart from the genre.
+    drums 'style': drums in a random share of the clips of the styles that have a kit; 'always': in every clip
+    (styles without drums play a plain backbeat), a steady beat at the clip's tempo for a small model to learn."""
     if not 0 < clip_seconds[0] <= clip_seconds[1]:
         raise ValueError(f"clip seconds must be 0 < min <= max, got {clip_seconds}; pass e.g. --clip-seconds 10 12")
     if tempo not in TEMPO_CHOICES:
         raise ValueError(f"tempo must be one of {', '.join(TEMPO_CHOICES)}, got {tempo!r}")
+    if drums not in DRUM_CHOICES:
+        raise ValueError(f"drums must be one of {', '.join(DRUM_CHOICES)}, got {drums!r}")
     rng = _rng(seed, index, stream)
     style = STYLES[rng.choice(sorted(STYLES))]
     bpm = rng.randint(*(style.bpm if tempo == 'style' else WIDE_BPM))
@@ -239,7 +250,7 @@ def sample_spec(seed: int, index: int, clip_seconds: tp.Tuple[float, float] = (1
     tonic = rng.randrange(12)
     progression = rng.choice(PROGRESSIONS[mode])
     comp, bass = rng.choice(style.comp_patterns), rng.choice(style.bass_patterns)
-    parts = _parts(rng, style, 'arpeggio' if comp == 'arpeggio' else 'chords')
+    parts = _parts(rng, style, 'arpeggio' if comp == 'arpeggio' else 'chords', drums)
     dynamics = rng.choice(DYNAMICS)
     moods = _moods(rng, mode, bpm, dynamics, style)
     seconds = round(rng.uniform(*clip_seconds), 2)
@@ -425,7 +436,7 @@ def _drums(spec: ClipSpec, rng: random.Random) -> tp.List[Note]:
     """The style's groove, one hit per 'x' of each drum's 16-step pattern, accents on the beats."""
     notes = []
     for bar in range(_bars(spec)):
-        for drum, pattern in sorted(STYLES[spec.style].groove.items()):
+        for drum, pattern in sorted((STYLES[spec.style].groove or _PLAIN_GROOVE).items()):
             for step, hit in enumerate(pattern):
                 if hit == 'x':
                     start = _step_time(spec, bar, step)

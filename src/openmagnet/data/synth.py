@@ -153,6 +153,7 @@ class _Job:
     soundfont: str
     renderer: str
     tempo: str = 'style'
+    drums: str = 'style'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +174,7 @@ def write_clip(job: _Job) -> tp.Tuple[bool, float]:
     returns (rendered now, seconds). A clip whose wav and JSON both exist is skipped."""
     import torch
 
-    spec = sample_spec(job.seed, job.index, job.clip_seconds, job.stream, job.tempo)
+    spec = sample_spec(job.seed, job.index, job.clip_seconds, job.stream, job.tempo, job.drums)
     audio_dir, name = Path(job.folder) / 'audio', clip_name(job.index)
     wav_path, json_path = audio_dir / f"{name}.wav", audio_dir / f"{name}.json"
     if wav_path.is_file() and json_path.is_file():
@@ -244,7 +245,7 @@ def _check_settings(record: Path, settings: dict) -> None:
         old = json.loads(record.read_text(encoding='utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{record} is not valid JSON; delete it or choose another --out") from None
-    defaults = {'tempo': 'style'}  # settings recorded only when not the default
+    defaults = {'tempo': 'style', 'drums': 'style'}  # settings recorded only when not the default
     now = {**defaults, **settings}
     before = {k: old.get(k, defaults.get(k)) for k in now}
     changed = [k for k in now if before[k] != now[k]]
@@ -278,29 +279,31 @@ def _validate(hours: float, workers: int, holdout: int, sample_rate: int) -> Non
 def synthesize_dataset(out_dir: PathLike, hours: float, seed: int, *, sample_rate: int = 32000,
                        clip_seconds: tp.Tuple[float, float] = (10.0, 12.0), workers: int = 1, holdout: int = 0,
                        soundfont: tp.Optional[PathLike] = None, renderer: str = 'auto', tempo: str = 'style',
-                       progress: bool = True) -> SynthResult:
+                       drums: str = 'style', progress: bool = True) -> SynthResult:
     """Write ceil(hours * 3600 / mean clip seconds) clips to out_dir/audio and index them into out_dir/data.jsonl;
     holdout clips (their own seed stream) go to out_dir/holdout/{audio,data.jsonl}. Finished clips are kept,
-    so an interrupted run resumes; out_dir/synth.json records the settings and the counts. tempo: see
-    `compose.sample_spec` ('style' or 'wide')."""
+    so an interrupted run resumes; out_dir/synth.json records the settings and the counts. tempo and drums:
+    see `compose.sample_spec`."""
     _validate(hours, workers, holdout, sample_rate)
     check_synth_extra()
     clip_seconds = (float(clip_seconds[0]), float(clip_seconds[-1]))
-    sample_spec(seed, 0, clip_seconds, tempo=tempo)  # validates clip_seconds and tempo
+    sample_spec(seed, 0, clip_seconds, tempo=tempo, drums=drums)  # validates clip_seconds, tempo and drums
     font, kind, out = find_soundfont(soundfont), find_renderer(renderer), Path(out_dir)
     clips = math.ceil(round(hours * 3600 / (sum(clip_seconds) / 2), 6))  # 0.016667 h of 10 s clips: 6
     settings = {'version': VERSION, 'seed': seed, 'sample_rate': sample_rate, 'clip_seconds': list(clip_seconds),
                 'renderer': kind, 'soundfont_sha256_1mb': _soundfont_sha256(font)}
     if tempo != 'style':  # recorded only when not the default, so that older datasets still resume
         settings['tempo'] = tempo
+    if drums != 'style':
+        settings['drums'] = drums
     record = out / 'synth.json'
     _check_settings(record, settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({**settings, 'soundfont': str(font), 'complete': False}, indent=1) + '\n', record)
-    jobs = [_Job(str(out), seed, i, 'train', clip_seconds, sample_rate, str(font), kind, tempo)
+    jobs = [_Job(str(out), seed, i, 'train', clip_seconds, sample_rate, str(font), kind, tempo, drums)
             for i in range(clips)]
     jobs += [_Job(str(out / 'holdout'), seed, i, 'holdout', clip_seconds, sample_rate, str(font), kind,
-                  tempo) for i in range(holdout)]
+                  tempo, drums) for i in range(holdout)]
     started = time.time()
     results = _run_jobs(jobs, workers, progress)
     manifest = index_audio_dir(out / 'audio', out).path
