@@ -118,7 +118,7 @@ class Harness:
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
-        from tests.train_utils import write_audio_set  # noqa: the fixture audio of the training tests
+        from tests.train_utils import write_audio_set  # the fixture audio of the training tests
 
         from openmagnet.data.manifest import index_audio_dir
 

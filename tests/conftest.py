@@ -95,8 +95,9 @@ def load_fixture_model(name: str):
 
 def parity_regime_line() -> str:
     if PARITY_REGIME == "exact":
+        pinned = ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA')
         return (f"parity regime: exact (x86-64, float kernels pinned: "
-                f"{', '.join(f'{k}={os.environ[k]}' for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA'))}"
+                f"{', '.join(f'{k}={os.environ[k]}' for k in pinned)}"
                 f", {torch.get_num_threads()} threads)")
     return "parity regime: tolerance (kernels cannot be pinned here: logits to 1e-4, token agreement reported)"
 

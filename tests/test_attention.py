@@ -62,6 +62,6 @@ def test_sdpa_inputs_are_contiguous_for_mps_only():
     q, k, v = (torch.randn(1, 5, 2, 64).transpose(1, 2) for _ in range(3))  # [B, H, T, d], strided
     assert not q.is_contiguous()
     out = _sdpa_inputs(q, k, v, device_type="mps")
-    assert all(t.is_contiguous() for t in out) and all(torch.equal(a, b) for a, b in zip(out, (q, k, v)))
+    assert all(t.is_contiguous() for t in out) and all(torch.equal(a, b) for a, b in zip(out, (q, k, v), strict=True))
     same = _sdpa_inputs(q, k, v)  # CPU (and CUDA): untouched, so exact mode keeps its kernel path
-    assert all(a is b for a, b in zip(same, (q, k, v)))
+    assert all(a is b for a, b in zip(same, (q, k, v), strict=True))

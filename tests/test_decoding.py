@@ -211,8 +211,9 @@ def test_guidance_every_step_is_the_reference_bit_for_bit():
     from openmagnet.decoding import guided_logits
 
     model, codes = TableModel(), torch.randint(0, 17, (2, 4, 24), generator=torch.Generator().manual_seed(1))
+    diff = None  # no guidance difference before the first step
     for step, coef in enumerate([10.0, 7.3, 2.0, 1.5]):
-        logits, diff = guided_logits(model, codes, 1, coef, step, 1, None if step == 0 else diff)
+        logits, diff = guided_logits(model, codes, 1, coef, step, 1, diff)
         assert torch.equal(logits, model(codes, 1, coef))
     for arrangement in ("nonoverlap", "stride1"):
         params = GenerationParams(decoding_steps=(5, 3, 3, 3), span_arrangement=arrangement, use_sampling=False)

@@ -70,7 +70,8 @@ def test_infill_keep_widens_regions_to_whole_spans_and_checks_them():
     for regions, message in [([(1.0, 1.0)], r"region 0 \(1-1 s\) is empty"),
                              ([(-0.5, 1.0)], r"region 0 \(-0.5-1 s\) is outside the audio \(0-2.00 s\)"),
                              ([(1.0, 2.5)], r"is outside the audio"),
-                             ([(0.2, 1.0), (0.8, 1.5)], r"regions 0 \(0.2-1 s\) and 1 \(0.8-1.5 s\) overlap: merge them"),
+                             ([(0.2, 1.0), (0.8, 1.5)],
+                              r"regions 0 \(0.2-1 s\) and 1 \(0.8-1.5 s\) overlap: merge them"),
                              ([(0.0, 2.0)], r"the regions cover the whole audio"),
                              ([], r"regions must be a non-empty list"),
                              ([(0.0, float("nan"))], r"regions\[0\] must be a \(start_s, end_s\) pair of numbers")]:

@@ -81,7 +81,7 @@ def test_trust_remote_code_is_never_true():
                 if not (isinstance(node.value, ast.Constant) and node.value.value is False):
                     bad.append(where(path, node.value.lineno))
             elif isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values):
+                for key, value in zip(node.keys, node.values, strict=True):
                     if isinstance(key, ast.Constant) and key.value == "trust_remote_code" and \
                             not (isinstance(value, ast.Constant) and value.value is False):
                         bad.append(where(path, key.lineno))

@@ -181,7 +181,7 @@ class GenerationParams:
                 or not 1 <= self.guidance_every <= 1000:
             raise ValueError(f"guidance_every must be a whole number of steps from 1 (every step, the reference) to "
                              f"1000; got {show(self.guidance_every)}")
-        for name, low, high in (("fine_step_share", 0.0, 1.0), ("confidence_stop", 0.0, 1.0)):
+        for name in ("fine_step_share", "confidence_stop"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a number; got {show(value)}")

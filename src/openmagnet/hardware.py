@@ -160,7 +160,8 @@ def int_mm_exact() -> bool:
     return out.dtype == torch.int32 and bool((out == -127 * 127 * features).all())
 
 
-def matmul_rates(dtypes: tp.Sequence[torch.dtype], size: int = 512, seconds: float = 0.05) -> tp.Dict[torch.dtype, float]:
+def matmul_rates(dtypes: tp.Sequence[torch.dtype], size: int = 512,
+                 seconds: float = 0.05) -> tp.Dict[torch.dtype, float]:
     """GFLOP/s of a [size, size] @ [size, size] product in each dtype on this CPU (about 0.1 s each;
     stops early on a slow dtype)."""
     rates = {}
@@ -225,7 +226,8 @@ def mps_available() -> bool:
 
 def describe_machine() -> str:
     """For logs and bug reports: torch, the CPU and the accelerators."""
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", f"CPU: {cpu_name()}: {cpu_info().describe()}"]
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+             f"CPU: {cpu_name()}: {cpu_info().describe()}"]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(i)

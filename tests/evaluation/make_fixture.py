@@ -1,7 +1,8 @@
 """Extract tests/evaluation/fixtures/metrics_golden.pt from a dump of the official metrics' code.
 
     # in the peer-metrics harness (../shared/peer-metrics, its own venv and fabricated weights):
-    python -c "import sys; sys.path.insert(0, 'OPENMAGNET/tests/evaluation'); import metrics_golden as m; m.write_clips('clips')"
+    python -c "import sys; sys.path.insert(0, 'OPENMAGNET/tests/evaluation'); import metrics_golden as m; \
+        m.write_clips('clips')"
     .venv/bin/python run_reference.py --audio clips --captions clips/captions.json --out out/golden.pt
     # here:
     python tests/evaluation/make_fixture.py PEER/out/golden.pt

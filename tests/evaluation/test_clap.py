@@ -79,7 +79,8 @@ def test_audiocrafts_batch_padding_is_reproducible(golden, scorer):
     longest = max(w.shape[-1] for w in wavs)
     batch = torch.stack([F.pad(w, (0, longest - w.shape[-1])) for w in wavs])
     mono = convert_audio(batch, 32000, 48000, 1)[:, 0]
-    windows = torch.stack([window_audio(m, int(o) if o >= 0 else None)[0] for m, o in zip(mono, golden["clap/batched/crop_offset"])])
+    offsets = golden["clap/batched/crop_offset"]
+    windows = torch.stack([window_audio(m, int(o) if o >= 0 else None)[0] for m, o in zip(mono, offsets, strict=True)])
     audio = scorer.model.embed_audio(windows)
     torch.testing.assert_close(audio, golden["clap/batched/audio_embeddings"], atol=1e-5, rtol=0)
     text = scorer.model.embed_text(*scorer.tokenize([CAPTIONS[n] for n in names]))
@@ -111,7 +112,8 @@ def _prefixed(state):
 def test_strict_loading_names_the_problem(state, tmp_path):
     broken = dict(state)
     del broken["audio_branch.layers.0.blocks.0.attn.qkv.weight"]
-    with pytest.raises(ValueError, match=r"^CLAP: .* \(missing audio_branch\.layers\.0\.blocks\.0\.attn\.qkv\.weight\)"):
+    missing = r"\(missing audio_branch\.layers\.0\.blocks\.0\.attn\.qkv\.weight\)"
+    with pytest.raises(ValueError, match=r"^CLAP: .* " + missing):
         clap_from_state(_prefixed(broken))
     extra = dict(state, **{"audio_branch.fusion_model.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"unexpected audio_branch\.fusion_model\.weight"):

@@ -42,7 +42,7 @@ def test_fad_crepe_orders_sets_of_tones(crepe):
         freqs = centre * 2 ** ((torch.rand(8, generator=g) - 0.5) / 24)
         phases = 2 * math.pi * torch.rand(8, generator=g)
         return FrechetStats.of(torch.cat([crepe.embed(_tone(float(f), phase=float(p)), 16000, hop=0.1)
-                                          for f, p in zip(freqs, phases)]))
+                                          for f, p in zip(freqs, phases, strict=True)]))
 
     a = tone_set(440.0)
     same = frechet_distance(a, tone_set(440.0))

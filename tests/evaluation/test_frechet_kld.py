@@ -39,7 +39,8 @@ def test_a_resample_from_frames_equals_merged_clip_statistics():
     rng = np.random.default_rng(4)
     clips = [rng.standard_normal((n, 6)).astype(np.float32) + i for i, n in enumerate((5, 9, 0, 7))]
     counts = [2, 0, 3, 1]
-    merged = FrechetStats.merge([FrechetStats.of(c) for c, k in zip(clips, counts) for _ in range(k) if len(c)])
+    merged = FrechetStats.merge([FrechetStats.of(c) for c, k in zip(clips, counts, strict=True)
+                                 for _ in range(k) if len(c)])
     drawn = FrechetStats.resampled(clips, counts)
     assert drawn.n == merged.n == 2 * 5 + 7
     np.testing.assert_allclose(drawn.total, merged.total, rtol=1e-12)
@@ -78,7 +79,7 @@ def test_identical_sets_are_at_distance_zero_and_statistics_merge_exactly(tmp_pa
                                          r"\('embedder:abc', not 'embedder:xyz'\)"):
         FrechetStats.load(path, fingerprint="embedder:xyz")
     with pytest.raises(ValueError, match="need at least 2 frames, this set has 1"):
-        FrechetStats.of(x[:1]).cov
+        _ = FrechetStats.of(x[:1]).cov
     with pytest.raises(ValueError, match="NaN or inf"):
         FrechetStats.of(np.full((3, 2), np.nan))
 

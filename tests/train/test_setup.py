@@ -105,7 +105,8 @@ def test_a_fine_tune_records_the_architecture_it_trains(manifest, tmp_path):
 def test_a_new_run_needs_data(tmp_path):
     from openmagnet.train.presets import preset_config
 
-    with pytest.raises(ValueError, match=r"^--data is required: the manifest folder written by `openmagnet data index`$"):
+    with pytest.raises(ValueError,
+                       match=r"^--data is required: the manifest folder written by `openmagnet data index`$"):
         setup.run_spec(tmp_path / "run", preset_config("magnet_32khz", **SMALL), None)
 
 

@@ -299,10 +299,10 @@ def clip_scores(analyses: tp.Sequence[Analysis], labels: tp.Sequence[tp.Mapping[
         raise ValueError(f"need one labels dict per clip and at least one clip, got {len(analyses)} / {len(labels)}")
     bpm = [float(lab['bpm']) for lab in labels]
     keys = [label_key(lab) for lab in labels]
-    out = {'tempo_acc1': np.array([tempo_match(a.bpm, t, allow_octave=False) for a, t in zip(analyses, bpm, strict=True)],
-                                  dtype=float),
-           'tempo_acc2': np.array([tempo_match(a.bpm, t) for a, t in zip(analyses, bpm, strict=True)], dtype=float),
-           'key_weighted': np.array([weighted_key_score((a.tonic, a.mode), k) for a, k in zip(analyses, keys, strict=True)])}
+    pairs = list(zip(analyses, bpm, keys, strict=True))
+    out = {'tempo_acc1': np.array([tempo_match(a.bpm, t, allow_octave=False) for a, t, _ in pairs], dtype=float),
+           'tempo_acc2': np.array([tempo_match(a.bpm, t) for a, t, _ in pairs], dtype=float),
+           'key_weighted': np.array([weighted_key_score((a.tonic, a.mode), k) for a, _, k in pairs])}
     out['key_exact'] = (out['key_weighted'] == 1.0).astype(float)
     out['key_mode'] = np.array([a.mode == k[1] for a, k in zip(analyses, keys, strict=True)], dtype=float)
     if classifier is not None:

@@ -27,6 +27,9 @@ import numpy as np
 
 from ..files import atomic_file
 
+if tp.TYPE_CHECKING:
+    import torch
+
 PathLike = tp.Union[str, os.PathLike]
 
 
@@ -144,6 +147,13 @@ def _frames(embeddings: tp.Any) -> np.ndarray:
     return x
 
 
+def _gaussian(x: tp.Union[FrechetStats, tp.Tuple[np.ndarray, np.ndarray]]) -> tp.Tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance) in float64 of FrechetStats or a (mean, covariance) pair."""
+    if isinstance(x, FrechetStats):
+        return x.mean, x.cov
+    return np.asarray(x[0], np.float64), np.asarray(x[1], np.float64)
+
+
 def _sqrt_psd(a: "torch.Tensor") -> "torch.Tensor":
     """The symmetric square root of a symmetric positive semi-definite matrix (negative rounding noise in
     the eigenvalues clipped to 0)."""
@@ -174,8 +184,8 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 def frechet_distance(a: tp.Union[FrechetStats, tp.Tuple[np.ndarray, np.ndarray]],
                      b: tp.Union[FrechetStats, tp.Tuple[np.ndarray, np.ndarray]]) -> float:
     """Frechet distance between two Gaussians given as FrechetStats or (mean, covariance) pairs."""
-    mu1, s1 = (a.mean, a.cov) if isinstance(a, FrechetStats) else (np.asarray(a[0], np.float64), np.asarray(a[1], np.float64))
-    mu2, s2 = (b.mean, b.cov) if isinstance(b, FrechetStats) else (np.asarray(b[0], np.float64), np.asarray(b[1], np.float64))
+    mu1, s1 = _gaussian(a)
+    mu2, s2 = _gaussian(b)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.shape[0],) * 2:
         raise ValueError(f"the two sets' statistics do not match: means {mu1.shape} and {mu2.shape}, "
                          f"covariances {s1.shape} and {s2.shape}")

@@ -38,6 +38,7 @@ from .runs import CODEC_COPY, RUN_FILE, check_resume_overrides, latest_checkpoin
 # what --resume may change: bookkeeping only, never what the run computes
 RESUME_CHANGEABLE = ("max_steps", "log_every", "valid_every", "save_every", "keep_last", "generate_every",
                      "num_workers", "dist_timeout_minutes")
+_CPU = torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,7 +59,7 @@ class RunSpec:
 def run_spec(out: tp.Union[str, Path], cfg: tp.Optional[TrainConfig], data: tp.Optional[str], *,
              valid: tp.Optional[str] = None, continue_from: tp.Optional[str] = None, resume: bool = False,
              resume_overrides: tp.Optional[dict] = None, overwrite: bool = False,
-             external_metadata: tp.Optional[str] = None, device: torch.device = torch.device("cpu")) -> RunSpec:
+             external_metadata: tp.Optional[str] = None, device: torch.device = _CPU) -> RunSpec:
     """The run in folder `out`: on resume, what its run.json says (with the bookkeeping settings of
     `resume_overrides`); otherwise the arguments, refusing to start over a run already there unless
     `overwrite`. The precision is resolved for `device` (reduced precision that would be slow here is

@@ -41,8 +41,9 @@ from .configuration import AUDIOCRAFT_CODEC, HF_CODEC, MagnetConfig, check_model
 
 # generate() keywords: MAGNeT's settings (GenerationParams names, do_sample for use_sampling) ...
 # (transformers' own names first, then every other GenerationParams field: a new setting needs no edit here)
-SETTINGS = ("do_sample", "temperature", "top_k", "top_p") + tuple(
-    f.name for f in dataclasses.fields(GenerationParams) if f.name not in ("use_sampling", "temperature", "top_k", "top_p"))
+_SAMPLING = ("temperature", "top_k", "top_p")
+SETTINGS = ("do_sample",) + _SAMPLING + tuple(
+    f.name for f in dataclasses.fields(GenerationParams) if f.name not in ("use_sampling",) + _SAMPLING)
 # ... its inputs (what MagnetProcessor returns) ...
 INPUTS = ("input_ids", "attention_mask", "negative_input_ids", "negative_attention_mask", "input_values",
           "padding_mask")
@@ -168,7 +169,8 @@ class MagnetForConditionalGeneration(PreTrainedModel, GenerationMixin):
         empty texts fully masked), or, with return_dict_in_generate=True, MagnetGenerateOutput(audio, sequences).
 
         Keywords: MAGNeT's settings (do_sample, temperature, top_k, top_p, decoding_steps, span_arrangement,
-        max_cfg_coef, min_cfg_coef, remask_noise, remove_dc, speed, ...), over `generation_config`, over the model's own;
+        max_cfg_coef, min_cfg_coef, remask_noise, remove_dc, speed, ...), over `generation_config`, over the model's
+        own;
         negative_input_ids / negative_attention_mask (the processor's negative_text): the guidance steers away from
         them; input_values [B, C, L] (+ padding_mask): audio to continue, at config.sampling_rate; duration: seconds
         to generate (default the model's window; more goes window by window); generator: a torch.Generator on the

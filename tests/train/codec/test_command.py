@@ -45,7 +45,7 @@ def test_codec_commands(manifest, tmp_path, capsys):
 
 def test_codec_package_import_does_not_load_training():
     code = ("import sys, openmagnet, openmagnet.codec, openmagnet.train.codec.command; "
-            "print([m for m in ('openmagnet.train.codec.trainer', 'openmagnet.train.codec.losses', 'tqdm.auto', 'yaml', "
-            "'soundfile') if m in sys.modules])")
+            "print([m for m in ('openmagnet.train.codec.trainer', 'openmagnet.train.codec.losses', 'tqdm.auto', "
+            "'yaml', 'soundfile') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
