@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Build the demo model from nothing, offline, on a CPU: a procedural captioned music set, a codec and a small
 # MAGNeT, all trained with openmagnet's own code, then measured against the model the package ships.
-# The shipped bundle (src/openmagnet/assets/demo) is rebuild 2: `git show 248e145:recipes/demo/build.sh` builds it.
-# This script is the current candidate, rebuild 5 (RESULTS.md; rebuild 4: `git show 2aefad3:recipes/demo/build.sh`);
-# it writes its bundle to WORK/bundle, never into the
-# package: a rebuild is copied there (with its README rows and media) only when it beats the shipped model on every
-# row of RESULTS.md's acceptance table. Every step resumes where it stopped when run again. Times are those measured
-# on the 2-core Zen 4 VM (RESULTS.md). Usage: bash recipes/demo/build.sh [WORK_DIR]
+# The shipped bundle (src/openmagnet/assets/demo) is rebuild 5, which this script builds (RESULTS.md; rebuild 2,
+# shipped until 2026-12-06: `git show 248e145:recipes/demo/build.sh`; rebuild 4: `git show 2aefad3:...`). It writes
+# its bundle to WORK/bundle, never into the package: a rebuild is copied there (with its README rows and media) only
+# when it beats the shipped model on the rows of RESULTS.md's acceptance table. Every step resumes where it stopped
+# when run again. Times are in RESULTS.md (rebuild 5: a 2-core Xeon with AMX). Usage: bash recipes/demo/build.sh [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK="${1:-work/demo}"
