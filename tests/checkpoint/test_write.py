@@ -339,3 +339,17 @@ def test_failed_save_leaves_the_previous_one_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(out, license="mit", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary file left either
+
+
+def test_a_fine_tune_of_a_scratch_model_keeps_the_scratch_license():
+    """Provenance follows the weights: a model trained from scratch, and a fine-tune of it (its export records
+    `lineage: scratch`), have no released ancestor, so their card's license is 'other'; a fine-tune of a released
+    checkpoint (or a model with no openmagnet section) keeps Meta's."""
+    from openmagnet.checkpoint import default_license, from_scratch
+    from openmagnet.checkpoint.write import DEFAULT_LICENSE, SCRATCH_LICENSE
+
+    scratch = {"openmagnet": {"source": "scratch"}}
+    tuned = {"openmagnet": {"source": "work/demo/rebuild2", "lineage": "scratch"}}
+    released = {"openmagnet": {"source": "facebook/magnet-small-10secs"}}
+    assert [from_scratch(x) for x in (scratch, tuned, released, {}, None)] == [True, True, False, False, False]
+    assert default_license(tuned) == SCRATCH_LICENSE and default_license(released) == DEFAULT_LICENSE

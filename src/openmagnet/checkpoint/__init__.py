@@ -17,8 +17,8 @@ from .layout import (AUDIOCRAFT_FORMAT_VERSION, CARD_FILE, CODEC_FILE, CODEC_HF_
 from .read import (ModelFiles, bundled_generation, dump_yaml, load_package, parse_xp_cfg, read_config,
                    read_model_files, read_safetensors, saved_config)
 from .strict import check_state_dict, load_strict, name_list, state_problems
-from .write import (audiocraft_writers, check_lm_state, default_license, export_model, fp16_state, model_card,
-                    model_task, push_folder, push_model, save_model, with_generation)
+from .write import (audiocraft_writers, check_lm_state, default_license, export_model, fp16_state, from_scratch,
+                    model_card, model_task, push_folder, push_model, save_model, with_generation)
 from ..locate import BUNDLED_MODELS
 
 __all__ = ["CheckpointError", "LoadedModel", "ModelFiles", "load_model", "read_model_files", "saved_config",
@@ -26,7 +26,8 @@ __all__ = ["CheckpointError", "LoadedModel", "ModelFiles", "load_model", "read_m
            "hub_file", "hub_download", "load_package", "read_safetensors", "parse_xp_cfg", "dump_yaml",
            "check_state_dict", "state_problems", "load_strict", "name_list", "lm_from_package", "codec_from_package",
            "describe", "check_summary", "export_model", "audiocraft_writers", "fp16_state", "check_lm_state",
-           "save_model", "with_generation", "model_card", "default_license", "model_task", "push_folder", "push_model",
+           "save_model", "with_generation", "model_card", "default_license", "from_scratch", "model_task",
+           "push_folder", "push_model",
            "BUNDLED_MODELS", "LM_FILE", "CODEC_FILE", "LM_SAFETENSORS_FILE", "CODEC_HF_FILE", "CODEC_SAFETENSORS_FILE",
            "CONFIG_FILE", "HUB_CONFIG_FILE", "CARD_FILE", "HUB_FILES", "MODEL_FILES", "SAFETENSORS_FORMS",
            "AUDIOCRAFT_FORMAT_VERSION", "FORMAT_VERSION", "LAYOUTS", "TEXT_PROJ_KEY"]

@@ -117,12 +117,18 @@ def _check_codec_package(pkg: tp.Any) -> None:
 # ------------------------------------------------------------------------------------------------
 # Either layout
 # ------------------------------------------------------------------------------------------------
-def default_license(xp_cfg: tp.Optional[dict]) -> str:
-    """The model card's license when none is given: Meta's for a released checkpoint or a fine-tune (its weights
-    descend from theirs), 'other' for a model openmagnet trained from scratch (xp.cfg `openmagnet: source: scratch`),
-    whose license only its trainer can set."""
+def from_scratch(xp_cfg: tp.Optional[dict]) -> bool:
+    """Whether no released weights are among the model's ancestors: openmagnet trained it from scratch (xp.cfg
+    `openmagnet: source: scratch`), or fine-tuned a model that was (`lineage: scratch`, written by the export)."""
     section = (xp_cfg or {}).get("openmagnet")
-    return SCRATCH_LICENSE if isinstance(section, dict) and section.get("source") == "scratch" else DEFAULT_LICENSE
+    return isinstance(section, dict) and "scratch" in (section.get("source"), section.get("lineage"))
+
+
+def default_license(xp_cfg: tp.Optional[dict]) -> str:
+    """The model card's license when none is given: Meta's for a released checkpoint or a fine-tune of one (its
+    weights descend from theirs), 'other' for a model openmagnet trained from scratch or a fine-tune of such a model
+    (`from_scratch`), whose license only its trainer can set."""
+    return SCRATCH_LICENSE if from_scratch(xp_cfg) else DEFAULT_LICENSE
 
 
 def model_task(xp_cfg: tp.Optional[dict], sample_rate: int) -> str:
@@ -310,5 +316,5 @@ def push_model(repo_id: str, *, private: bool = False, token: tp.Optional[str] =
 
 
 __all__ = ["export_model", "audiocraft_writers", "fp16_state", "check_lm_state", "save_model", "with_generation",
-           "model_card", "default_license", "model_task", "push_folder", "push_model", "DEFAULT_LICENSE",
-           "SCRATCH_LICENSE"]
+           "model_card", "default_license", "from_scratch", "model_task", "push_folder", "push_model",
+           "DEFAULT_LICENSE", "SCRATCH_LICENSE"]

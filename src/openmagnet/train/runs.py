@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..checkpoint.write import from_scratch
 from ..config import LMConfig, TextConfig
 from ..files import NO_SPACE, DiskFullError, atomic_file, atomic_save, atomic_write_text, save_torch
 from .export import build_xp_cfg, export_model, with_generation
@@ -280,7 +281,8 @@ def export_run(run: tp.Union[str, Path], out: tp.Union[str, Path], generation: t
     xp = build_xp_cfg(lm_cfg, text_cfg, task=cfg.task, sample_rate=cfg.sample_rate, codec_checkpoint=codec_name,
                       cfg_dropout=cfg.cfg_dropout, word_dropout=cfg.word_dropout, base=info.get("base_xp"),
                       extra={"openmagnet": {"version": __version__, "run": str(run_dir.resolve()),
-                                            "source": info.get("source", "scratch"), "config": cfg.to_dict()}})
+                                            "source": info.get("source", "scratch"), "config": cfg.to_dict(),
+                                            **({"lineage": "scratch"} if from_scratch(info.get("base_xp")) else {})}})
     if generation:
         xp = with_generation(xp, generation)
     return export_model(out, state, xp, codec_package,
