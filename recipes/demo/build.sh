@@ -14,7 +14,7 @@ mkdir -p "$WORK"
 
 # 1. data: 3 h of 10-12 s General MIDI clips rendered with FluidSynth + 64 held-out clips for the codec (about 3 min);
 #    4.7 h at 16 kHz with every style spread over 60-180 bpm (--tempo wide: tempo apart from the genre; the first
-#    1541 clips of rebuild 4's 12 h, its holdout and the family classifier's clips), and 5 h of the same music with
+#    1539 clips of rebuild 4's 12 h and its holdout; the family classifier draws 1500 of them), and 5 h of the same music with
 #    a drum part in every clip (--drums always: a steady beat at the clip's tempo, the narrowing of rebuild 5), mixed
 #    into one manifest for the LM; 0.1 h from seed 123, used by nothing but the codec's gates
 [ -f "$WORK/synth/synth.json" ] || $OM data synth --out "$WORK/synth" --hours 3 --seed 0 --workers 2 --holdout 64

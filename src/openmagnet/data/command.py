@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import typing as tp
 
+from .compose import DRUM_CHOICES, TEMPO_CHOICES  # standard library only
+
 
 def _data_index(args: argparse.Namespace) -> int:
     import warnings
@@ -73,10 +75,10 @@ def add_data_parser(sub: tp.Any) -> None:
     s.add_argument("--soundfont", default=None, help="General MIDI .sf2 (default: FluidR3_GM from fluid-soundfont-gm)")
     s.add_argument("--renderer", default="auto", choices=["auto", "pyfluidsynth", "cli"],
                    help="auto: pyfluidsynth if it loads, else the fluidsynth program")
-    s.add_argument("--tempo", default="style", choices=["style", "wide"],
+    s.add_argument("--tempo", default="style", choices=TEMPO_CHOICES,
                    help="style: each genre's own tempo range (default); wide: 60-180 bpm for every genre, so "
                         "that tempo varies apart from the genre (a model then learns it from the text)")
-    s.add_argument("--drums", default="style", choices=["style", "always"],
+    s.add_argument("--drums", default="style", choices=DRUM_CHOICES,
                    help="style: drums in some clips of the genres that have them (default); always: a drum part "
                         "in every clip (genres without drums get a plain backbeat), a steady beat to learn from")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
